@@ -1,0 +1,187 @@
+// The op list: every compute primitive the engine uses, as plain functions over raw pointers
+// with the shapes spelled out. Each op dispatches on ctx.device to kernels/cpu/ or kernels/cuda/.
+// All tensors are float32, NCHW, contiguous, row-major, and live on ctx.device.
+//
+// Conventions
+// - "Overwrites" means the output is fully written (no need to zero it first).
+// - Weight-gradient ops overwrite; callers accumulate when a parameter is shared (none in the
+//   zoo is).
+// - Index/label arrays are int32.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/device.h"
+
+namespace nns::ops {
+
+// Which backend runs an op, and on CUDA which stream (cudaStream_t, null = default stream).
+struct Context {
+  Device device = Device::CPU;
+  void* stream = nullptr;
+};
+
+enum class Activation : uint8_t { None = 0, ReLU = 1, ReLU6 = 2 };
+
+// ---------------------------------------------------------------------------------------------
+// Convolution. x [N, C_in, H, W], w [C_out, C_in/groups, KH, KW], y [N, C_out, OH, OW].
+struct Conv2dShape {
+  int n = 1, c_in = 1, h = 1, w = 1;
+  int c_out = 1, kh = 1, kw = 1;
+  int stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0, groups = 1;
+  int out_h() const { return (h + 2 * pad_h - kh) / stride_h + 1; }
+  int out_w() const { return (w + 2 * pad_w - kw) / stride_w + 1; }
+  int64_t x_size() const { return int64_t(n) * c_in * h * w; }
+  int64_t y_size() const { return int64_t(n) * c_out * out_h() * out_w(); }
+  int64_t w_size() const { return int64_t(c_out) * (c_in / groups) * kh * kw; }
+};
+
+// Per-output-channel epilogue fused into conv2d_forward and linear_forward:
+//   y = act(scale[c] * (acc + bias[c]) + shift[c])
+// Any pointer may be null (bias 0, scale 1, shift 0). Used for the conv bias, and for a frozen
+// (eval-mode) BatchNorm folded into the convolution: scale = gamma/sqrt(var+eps),
+// shift = beta - mean*scale.
+struct Epilogue {
+  const float* bias = nullptr;
+  const float* scale = nullptr;
+  const float* shift = nullptr;
+  Activation act = Activation::None;
+};
+
+// y = epilogue(conv(x, w)). Overwrites y.
+void conv2d_forward(const Context& ctx, const Conv2dShape& s, const float* x, const float* w,
+                    const Epilogue& epi, float* y);
+// dx = conv_transpose(dy, w). Overwrites dx [N, C_in, H, W].
+void conv2d_backward_data(const Context& ctx, const Conv2dShape& s, const float* dy,
+                          const float* w, float* dx);
+// dw[f] = sum over batch and positions of dy[:, f] * x-patches, for the output filters listed in
+// `filters` (n_filters entries, each in [0, C_out)), or for every filter when filters == nullptr.
+// Only the rows dw[f] of listed filters are written; the others are left untouched.
+// db [C_out] (may be null): db[f] = sum of dy[:, f], same filter subset rule.
+void conv2d_backward_filter(const Context& ctx, const Conv2dShape& s, const float* x,
+                            const float* dy, float* dw, float* db, const int32_t* filters,
+                            int n_filters);
+
+// ---------------------------------------------------------------------------------------------
+// Linear. x [N, IN], w [OUT, IN], y [N, OUT]: y = act(x w^T + b). Overwrites y.
+void linear_forward(const Context& ctx, int n, int in, int out, const float* x, const float* w,
+                    const Epilogue& epi, float* y);
+// dx = dy w. Overwrites dx [N, IN].
+void linear_backward_data(const Context& ctx, int n, int in, int out, const float* dy,
+                          const float* w, float* dx);
+// dw[r] = sum_n dy[n, r] x[n, :] and db[r] = sum_n dy[n, r] for the rows listed (all rows when
+// rows == nullptr); other rows untouched. db may be null.
+void linear_backward_weight(const Context& ctx, int n, int in, int out, const float* x,
+                            const float* dy, float* dw, float* db, const int32_t* rows,
+                            int n_rows);
+
+// ---------------------------------------------------------------------------------------------
+// BatchNorm2d over x [N, C, HW] (HW = H*W; also used with HW = 1 for 1-d batch norm).
+// Training: normalise with the batch mean and biased batch variance; write save_mean and
+// save_invstd [C] (1/sqrt(var_biased + eps)) for backward; update running statistics in place:
+// running = (1 - momentum) * running + momentum * batch_stat (running_var uses the unbiased
+// variance). Overwrites y.
+void batchnorm_forward_train(const Context& ctx, int n, int c, int hw, const float* x,
+                             const float* gamma, const float* beta, float* running_mean,
+                             float* running_var, float momentum, float eps, float* y,
+                             float* save_mean, float* save_invstd);
+// Eval: y = (x - running_mean) / sqrt(running_var + eps) * gamma + beta. Overwrites y.
+void batchnorm_forward_eval(const Context& ctx, int n, int c, int hw, const float* x,
+                            const float* gamma, const float* beta, const float* running_mean,
+                            const float* running_var, float eps, float* y);
+// Backward of the training-mode forward. Overwrites dx, dgamma, dbeta (dgamma/dbeta may be null).
+void batchnorm_backward(const Context& ctx, int n, int c, int hw, const float* x, const float* dy,
+                        const float* gamma, const float* save_mean, const float* save_invstd,
+                        float* dx, float* dgamma, float* dbeta);
+// Eval-mode scale/shift of a frozen BatchNorm: scale = gamma / sqrt(var + eps),
+// shift = beta - mean * scale. Overwrites scale and shift [C].
+void batchnorm_fold(const Context& ctx, int c, const float* gamma, const float* beta,
+                    const float* running_mean, const float* running_var, float eps, float* scale,
+                    float* shift);
+
+// ---------------------------------------------------------------------------------------------
+// Element-wise.
+// y = act(x) over count elements (y may alias x).
+void activation_forward(const Context& ctx, Activation act, int64_t count, const float* x,
+                        float* y);
+// dx = dy * act'(y), computed from the forward OUTPUT y (dx may alias dy).
+void activation_backward(const Context& ctx, Activation act, int64_t count, const float* y,
+                         const float* dy, float* dx);
+// Backward of a fused epilogue, from the forward output y [N, C, HW]:
+//   dacc = dy * act'(y) * scale[c]   (scale may be null = 1). dacc may alias dy.
+void epilogue_backward(const Context& ctx, int n, int c, int hw, Activation act, const float* y,
+                       const float* dy, const float* scale, float* dacc);
+// y = a + b (y may alias a or b).
+void add(const Context& ctx, int64_t count, const float* a, const float* b, float* y);
+// y += alpha * x.
+void axpy(const Context& ctx, int64_t count, float alpha, const float* x, float* y);
+// y[i] = value.
+void fill(const Context& ctx, int64_t count, float value, float* y);
+// Per-channel sum over x [N, C, HW] -> out [C] (bias gradients). Overwrites out.
+void channel_sum(const Context& ctx, int n, int c, int hw, const float* x, float* out);
+
+// Dropout with a counter-based generator so that both backends draw the same mask for the same
+// (seed, element index): keep[i] = hash(seed, i) >= p. y = x * keep / (1 - p).
+// mask [count] receives keep as 0/1 bytes for backward.
+void dropout_forward(const Context& ctx, int64_t count, float p, uint64_t seed, const float* x,
+                     float* y, uint8_t* mask);
+void dropout_backward(const Context& ctx, int64_t count, float p, const uint8_t* mask,
+                      const float* dy, float* dx);
+
+// ---------------------------------------------------------------------------------------------
+// Pooling. x [N, C, H, W] -> y [N, C, OH, OW].
+struct Pool2dShape {
+  int n = 1, c = 1, h = 1, w = 1;
+  int kh = 2, kw = 2, stride_h = 2, stride_w = 2, pad_h = 0, pad_w = 0;
+  int out_h() const { return (h + 2 * pad_h - kh) / stride_h + 1; }
+  int out_w() const { return (w + 2 * pad_w - kw) / stride_w + 1; }
+};
+// Max pooling (PyTorch semantics: padding is -inf, floor mode). argmax [N*C*OH*OW] receives
+// the flat index within the (h, w) plane of the chosen input (first maximum on ties).
+void maxpool2d_forward(const Context& ctx, const Pool2dShape& s, const float* x, float* y,
+                       int32_t* argmax);
+// Overwrites dx.
+void maxpool2d_backward(const Context& ctx, const Pool2dShape& s, const float* dy,
+                        const int32_t* argmax, float* dx);
+// Average pooling, count_include_pad = true (PyTorch default). Overwrites y / dx.
+void avgpool2d_forward(const Context& ctx, const Pool2dShape& s, const float* x, float* y);
+void avgpool2d_backward(const Context& ctx, const Pool2dShape& s, const float* dy, float* dx);
+// Adaptive average pool to 1x1: y [N, C] = mean over HW. Overwrites.
+void global_avgpool_forward(const Context& ctx, int n, int c, int hw, const float* x, float* y);
+void global_avgpool_backward(const Context& ctx, int n, int c, int hw, const float* dy, float* dx);
+
+// ---------------------------------------------------------------------------------------------
+// Loss and metrics. logits [N, K], labels [N].
+// Mean softmax cross-entropy. Writes probs [N, K] (softmax) and *loss (a host pointer on every
+// backend). Labels out of [0, K) are an error (the CPU backend throws).
+void softmax_cross_entropy_forward(const Context& ctx, int n, int k, const float* logits,
+                                   const int32_t* labels, float* probs, float* loss);
+// dlogits = scale * (probs - onehot(labels)) / N. Overwrites dlogits.
+void softmax_cross_entropy_backward(const Context& ctx, int n, int k, const float* probs,
+                                    const int32_t* labels, float scale, float* dlogits);
+// pred [N] = argmax over K (first index on ties); returns the number with pred == label
+// (labels may be null: returns 0).
+int64_t argmax_accuracy(const Context& ctx, int n, int k, const float* logits,
+                        const int32_t* labels, int32_t* pred);
+
+// ---------------------------------------------------------------------------------------------
+// Optimizer updates over dense parameter tensors (count elements).
+// SGD (PyTorch semantics): g' = g + wd*w; buf = momentum*buf + g' (buf = g' on the first step,
+// signalled by first_step); step = nesterov ? g' + momentum*buf : buf; w -= lr * step.
+void sgd_update(const Context& ctx, int64_t count, float* w, const float* g, float* buf, float lr,
+                float momentum, float weight_decay, bool nesterov, bool first_step);
+// Adam (PyTorch semantics, L2 weight decay added to the gradient): step t >= 1.
+void adam_update(const Context& ctx, int64_t count, float* w, const float* g, float* m, float* v,
+                 float lr, float beta1, float beta2, float eps, float weight_decay, int64_t t);
+
+// ---------------------------------------------------------------------------------------------
+// Memory: allocation and copies on either device (host pointers for Device::CPU).
+void* device_alloc(Device dev, size_t bytes);
+void device_free(Device dev, void* p);
+void copy_bytes(Device dst_dev, void* dst, Device src_dev, const void* src, size_t bytes);
+void zero_bytes(Device dev, void* p, size_t bytes);
+// Blocks until every op queued on ctx has finished (no-op on the CPU).
+void synchronize(const Context& ctx);
+
+}  // namespace nns::ops

@@ -58,6 +58,10 @@ void batchnorm_backward(const Context& ctx, int n, int c, int hw, const float* x
   NNS_DISPATCH(batchnorm_backward, n, c, hw, x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta);
 }
 
+void batchnorm_backward_eval(const Context& ctx, int n, int c, int hw, const float* x, const float* dy, const float* gamma, const float* running_mean, const float* running_var, float eps, float* dx, float* dgamma, float* dbeta) {
+  NNS_DISPATCH(batchnorm_backward_eval, n, c, hw, x, dy, gamma, running_mean, running_var, eps, dx, dgamma, dbeta);
+}
+
 void batchnorm_fold(const Context& ctx, int c, const float* gamma, const float* beta, const float* running_mean, const float* running_var, float eps, float* scale, float* shift) {
   NNS_DISPATCH(batchnorm_fold, c, gamma, beta, running_mean, running_var, eps, scale, shift);
 }

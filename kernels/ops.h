@@ -94,6 +94,13 @@ void batchnorm_forward_eval(const Context& ctx, int n, int c, int hw, const floa
 void batchnorm_backward(const Context& ctx, int n, int c, int hw, const float* x, const float* dy,
                         const float* gamma, const float* save_mean, const float* save_invstd,
                         float* dx, float* dgamma, float* dbeta);
+// Backward of the eval-mode forward (running statistics are constants):
+// dx = dy * gamma / sqrt(var + eps); dgamma = sum(dy * xhat); dbeta = sum(dy).
+// Overwrites; any of dx, dgamma, dbeta may be null (not computed).
+void batchnorm_backward_eval(const Context& ctx, int n, int c, int hw, const float* x,
+                             const float* dy, const float* gamma, const float* running_mean,
+                             const float* running_var, float eps, float* dx, float* dgamma,
+                             float* dbeta);
 // Eval-mode scale/shift of a frozen BatchNorm: scale = gamma / sqrt(var + eps),
 // shift = beta - mean * scale. Overwrites scale and shift [C].
 void batchnorm_fold(const Context& ctx, int c, const float* gamma, const float* beta,

@@ -15,6 +15,7 @@ void linear_backward_weight(int n, int in, int out, const float* x, const float*
 void batchnorm_forward_train(int n, int c, int hw, const float* x, const float* gamma, const float* beta, float* running_mean, float* running_var, float momentum, float eps, float* y, float* save_mean, float* save_invstd);
 void batchnorm_forward_eval(int n, int c, int hw, const float* x, const float* gamma, const float* beta, const float* running_mean, const float* running_var, float eps, float* y);
 void batchnorm_backward(int n, int c, int hw, const float* x, const float* dy, const float* gamma, const float* save_mean, const float* save_invstd, float* dx, float* dgamma, float* dbeta);
+void batchnorm_backward_eval(int n, int c, int hw, const float* x, const float* dy, const float* gamma, const float* running_mean, const float* running_var, float eps, float* dx, float* dgamma, float* dbeta);
 void batchnorm_fold(int c, const float* gamma, const float* beta, const float* running_mean, const float* running_var, float eps, float* scale, float* shift);
 void activation_forward(Activation act, int64_t count, const float* x, float* y);
 void activation_backward(Activation act, int64_t count, const float* y, const float* dy, float* dx);

@@ -1,0 +1,321 @@
+#include "core/models/zoo.h"
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+
+#include "core/nn/blocks.h"
+
+namespace nns::models {
+
+using nn::Activation;
+using nn::BasicBlock;
+using nn::BatchNorm2d;
+using nn::Conv2d;
+using nn::Linear;
+using nn::Sequential;
+using std::make_unique;
+
+namespace {
+
+int scaled(int c, float wm) { return std::max(1, int(c * wm)); }
+
+// torchvision's _make_divisible.
+int make_divisible(double v, int divisor) {
+  int new_v = std::max(divisor, int(v + divisor / 2.0) / divisor * divisor);
+  if (new_v < 0.9 * v) new_v += divisor;
+  return new_v;
+}
+
+std::unique_ptr<nn::Module> build_lenet5(const ModelSpec& s) {
+  auto net = make_unique<Sequential>();
+  net->add("conv1", make_unique<Conv2d>(s.in_channels, 6, 5, 1, 2));
+  net->add("relu1", make_unique<Activation>(ops::Activation::ReLU));
+  net->add("pool1", make_unique<nn::MaxPool2d>(2, 2));
+  net->add("conv2", make_unique<Conv2d>(6, 16, 5, 1, 0));
+  net->add("relu2", make_unique<Activation>(ops::Activation::ReLU));
+  net->add("pool2", make_unique<nn::MaxPool2d>(2, 2));
+  net->add("flatten", make_unique<nn::Flatten>());
+  int side = ((s.input_size / 2) - 4) / 2;
+  if (side <= 0) throw std::invalid_argument("lenet5: input size too small");
+  net->add("fc1", make_unique<Linear>(16 * side * side, 120));
+  net->add("relu3", make_unique<Activation>(ops::Activation::ReLU));
+  net->add("fc2", make_unique<Linear>(120, 84));
+  net->add("relu4", make_unique<Activation>(ops::Activation::ReLU));
+  net->add("fc3", make_unique<Linear>(84, s.num_classes));
+  return net;
+}
+
+// CIFAR ResNet-20 (He et al.) with torchvision names: no max-pool, 3 stages of 3 blocks.
+std::unique_ptr<nn::Module> build_resnet20(const ModelSpec& s) {
+  auto net = make_unique<Sequential>();
+  int w[3] = {scaled(16, s.width_mult), scaled(32, s.width_mult), scaled(64, s.width_mult)};
+  net->add("conv1", make_unique<Conv2d>(s.in_channels, w[0], 3, 1, 1, 1, false));
+  net->add("bn1", make_unique<BatchNorm2d>(w[0]));
+  net->add("relu", make_unique<Activation>(ops::Activation::ReLU));
+  int in = w[0];
+  for (int stage = 0; stage < 3; ++stage) {
+    auto layer = make_unique<Sequential>();
+    for (int b = 0; b < 3; ++b) {
+      int stride = (stage > 0 && b == 0) ? 2 : 1;
+      layer->add(std::to_string(b), make_unique<BasicBlock>(in, w[stage], stride));
+      in = w[stage];
+    }
+    net->add("layer" + std::to_string(stage + 1), std::move(layer));
+  }
+  net->add("avgpool", make_unique<nn::GlobalAvgPoolFlatten>());
+  net->add("fc", make_unique<Linear>(in, s.num_classes));
+  return net;
+}
+
+// CIFAR ResNet-18/34 of huyvnphan/PyTorch_CIFAR10: 3x3 stem, max-pool kept.
+std::unique_ptr<nn::Module> build_resnet(const ModelSpec& s, const int blocks[4]) {
+  auto net = make_unique<Sequential>();
+  int base = scaled(64, s.width_mult);
+  net->add("conv1", make_unique<Conv2d>(s.in_channels, base, 3, 1, 1, 1, false));
+  net->add("bn1", make_unique<BatchNorm2d>(base));
+  net->add("relu", make_unique<Activation>(ops::Activation::ReLU));
+  net->add("maxpool", make_unique<nn::MaxPool2d>(3, 2, 1));
+  int in = base;
+  for (int stage = 0; stage < 4; ++stage) {
+    int planes = scaled(64 << stage, s.width_mult);
+    auto layer = make_unique<Sequential>();
+    for (int b = 0; b < blocks[stage]; ++b) {
+      int stride = (stage > 0 && b == 0) ? 2 : 1;
+      layer->add(std::to_string(b), make_unique<BasicBlock>(in, planes, stride));
+      in = planes;
+    }
+    net->add("layer" + std::to_string(stage + 1), std::move(layer));
+  }
+  net->add("avgpool", make_unique<nn::GlobalAvgPoolFlatten>());
+  net->add("fc", make_unique<Linear>(in, s.num_classes));
+  return net;
+}
+
+std::unique_ptr<nn::Module> build_vgg(const ModelSpec& s, const std::vector<int>& cfg) {
+  auto net = make_unique<Sequential>();
+  auto features = make_unique<Sequential>();
+  int idx = 0, in = s.in_channels;
+  for (int v : cfg) {
+    if (v == 0) {
+      features->add(std::to_string(idx++), make_unique<nn::MaxPool2d>(2, 2));
+    } else {
+      int c = scaled(v, s.width_mult);
+      features->add(std::to_string(idx++), make_unique<Conv2d>(in, c, 3, 1, 1));
+      features->add(std::to_string(idx++), make_unique<BatchNorm2d>(c));
+      features->add(std::to_string(idx++), make_unique<Activation>(ops::Activation::ReLU));
+      in = c;
+    }
+  }
+  net->add("features", std::move(features));
+  net->add("avgpool", make_unique<nn::GlobalAvgPoolFlatten>());
+  int hidden = scaled(4096, s.width_mult);
+  auto cls = make_unique<Sequential>();
+  cls->add("0", make_unique<Linear>(in, hidden));
+  cls->add("1", make_unique<Activation>(ops::Activation::ReLU));
+  cls->add("2", make_unique<nn::Dropout>(0.5f, 0xd0));
+  cls->add("3", make_unique<Linear>(hidden, hidden));
+  cls->add("4", make_unique<Activation>(ops::Activation::ReLU));
+  cls->add("5", make_unique<nn::Dropout>(0.5f, 0xd1));
+  cls->add("6", make_unique<Linear>(hidden, s.num_classes));
+  net->add("classifier", std::move(cls));
+  return net;
+}
+
+std::unique_ptr<nn::Module> build_mobilenet_v2(const ModelSpec& s) {
+  // t, c, n, s with CIFAR strides (first conv stride 1, second stage stride 1).
+  const int setting[7][4] = {{1, 16, 1, 1}, {6, 24, 2, 1}, {6, 32, 3, 2}, {6, 64, 4, 2},
+                             {6, 96, 3, 1}, {6, 160, 3, 2}, {6, 320, 1, 1}};
+  auto net = make_unique<Sequential>();
+  auto features = make_unique<Sequential>();
+  int input_channel = make_divisible(32 * s.width_mult, 8);
+  int last_channel = make_divisible(1280 * std::max(1.0f, s.width_mult), 8);
+  int idx = 0;
+  features->add(std::to_string(idx++), nn::conv_bn_relu6(s.in_channels, input_channel, 3, 1, 1));
+  for (const auto& row : setting) {
+    int out = make_divisible(row[1] * s.width_mult, 8);
+    for (int i = 0; i < row[2]; ++i) {
+      features->add(std::to_string(idx++), make_unique<nn::InvertedResidual>(
+                                                input_channel, out, i == 0 ? row[3] : 1, row[0]));
+      input_channel = out;
+    }
+  }
+  features->add(std::to_string(idx++), nn::conv_bn_relu6(input_channel, last_channel, 1, 1, 1));
+  net->add("features", std::move(features));
+  net->add("pool", make_unique<nn::GlobalAvgPoolFlatten>());
+  auto cls = make_unique<Sequential>();
+  cls->add("0", make_unique<nn::Dropout>(0.2f, 0xd2));
+  cls->add("1", make_unique<Linear>(last_channel, s.num_classes));
+  net->add("classifier", std::move(cls));
+  return net;
+}
+
+const std::vector<int> kVggA = {64, 0, 128, 0, 256, 256, 0, 512, 512, 0, 512, 512, 0};
+const std::vector<int> kVggB = {64, 64, 0, 128, 128, 0, 256, 256, 0, 512, 512, 0, 512, 512, 0};
+const std::vector<int> kVggD = {64,  64,  0,   128, 128, 0,   256, 256, 256,
+                                0,   512, 512, 512, 0,   512, 512, 512, 0};
+const std::vector<int> kVggE = {64,  64,  0,   128, 128, 0,   256, 256, 256, 256, 0,
+                                512, 512, 512, 512, 0,   512, 512, 512, 512, 0};
+
+// Initialisation: PyTorch defaults for lenet5 and resnet20 (MODELS.md); torchvision's scheme
+// (kaiming_normal fan_out for convs, BN 1/0, default Linear) for the torchvision family.
+void initialise(nn::Module& net, bool torchvision_style, Rng& rng) {
+  std::vector<std::pair<std::string, nn::Module*>> mods;
+  net.collect_modules("", mods);
+  for (auto& [name, m] : mods) {
+    if (auto* c = dynamic_cast<Conv2d*>(m)) {
+      if (torchvision_style)
+        c->init_kaiming_fan_out(rng);
+      else
+        c->init_default(rng);
+    } else if (auto* l = dynamic_cast<Linear*>(m)) {
+      l->init_default(rng);
+    }
+  }
+}
+
+}  // namespace
+
+const std::vector<std::string>& model_names() {
+  static const std::vector<std::string> names = {
+      "lenet5",   "resnet20", "resnet18", "resnet34",    "vgg11_bn",
+      "vgg13_bn", "vgg16_bn", "vgg19_bn", "mobilenet_v2"};
+  return names;
+}
+
+bool is_known_model(const std::string& arch) {
+  const auto& n = model_names();
+  return std::find(n.begin(), n.end(), arch) != n.end();
+}
+
+int model_input_size(const std::string& arch, int data_size) {
+  if (arch.rfind("vgg", 0) == 0 && data_size < 32) return 32;
+  return data_size;
+}
+
+std::unique_ptr<Model> build_model(const ModelSpec& spec, uint64_t seed) {
+  if (!is_known_model(spec.arch)) {
+    std::string all;
+    for (const auto& n : model_names()) all += (all.empty() ? "" : ", ") + n;
+    throw std::invalid_argument("unknown model '" + spec.arch + "' (known: " + all + ")");
+  }
+  if (spec.in_channels <= 0 || spec.num_classes <= 0 || spec.input_size <= 0 ||
+      !(spec.width_mult > 0))
+    throw std::invalid_argument("model " + spec.arch + ": invalid spec");
+  std::unique_ptr<nn::Module> net;
+  bool tv = true;
+  const std::string& a = spec.arch;
+  static const int r18[4] = {2, 2, 2, 2}, r34[4] = {3, 4, 6, 3};
+  if (a == "lenet5") {
+    net = build_lenet5(spec);
+    tv = false;
+  } else if (a == "resnet20") {
+    net = build_resnet20(spec);
+    tv = false;
+  } else if (a == "resnet18") {
+    net = build_resnet(spec, r18);
+  } else if (a == "resnet34") {
+    net = build_resnet(spec, r34);
+  } else if (a == "vgg11_bn") {
+    net = build_vgg(spec, kVggA);
+  } else if (a == "vgg13_bn") {
+    net = build_vgg(spec, kVggB);
+  } else if (a == "vgg16_bn") {
+    net = build_vgg(spec, kVggD);
+  } else if (a == "vgg19_bn") {
+    net = build_vgg(spec, kVggE);
+  } else {
+    net = build_mobilenet_v2(spec);
+  }
+  Rng rng(seed);
+  initialise(*net, tv, rng);
+  auto model = std::make_unique<Model>(spec, std::move(net));
+  model->set_input_grad(false);
+  return model;
+}
+
+Model::Model(ModelSpec spec, std::unique_ptr<nn::Module> net)
+    : spec_(std::move(spec)), net_(std::move(net)) {}
+
+const Tensor& Model::forward(const Tensor& x) {
+  if (x.ndim() != 4 || x.dim(1) != spec_.in_channels || x.dim(2) != spec_.input_size ||
+      x.dim(3) != spec_.input_size)
+    throw std::invalid_argument(spec_.arch + ": expected input [N, " +
+                                std::to_string(spec_.in_channels) + ", " +
+                                std::to_string(spec_.input_size) + ", " +
+                                std::to_string(spec_.input_size) + "], got " +
+                                shape_str(x.shape()));
+  return net_->forward(x);
+}
+
+void Model::backward(const Tensor& dlogits) {
+  const Tensor& dx = net_->backward(dlogits);
+  if (stem_ && input_grad_enabled_) input_grad_ = dx;
+}
+
+void Model::set_input_grad(bool enabled) {
+  if (!stem_) {
+    nn::Module* first = net_.get();
+    while (auto* s = dynamic_cast<Sequential*>(first)) first = s->at(0);
+    stem_ = first;
+  }
+  stem_->set_needs_input_grad(enabled);
+  input_grad_enabled_ = enabled;
+}
+
+std::vector<nn::StateEntry>& Model::state() {
+  if (!state_built_) {
+    net_->collect_state("", state_);
+    state_built_ = true;
+  }
+  return state_;
+}
+
+std::vector<std::pair<std::string, nn::Parameter*>> Model::parameters() {
+  std::vector<std::pair<std::string, nn::Parameter*>> out;
+  for (auto& e : state())
+    if (e.param) out.emplace_back(e.key, e.param);
+  return out;
+}
+
+int64_t Model::num_parameters() {
+  int64_t n = 0;
+  for (auto& [k, p] : parameters()) n += p->value.numel();
+  return n;
+}
+
+std::vector<std::pair<std::string, nn::Module*>> Model::modules() {
+  std::vector<std::pair<std::string, nn::Module*>> out;
+  net_->collect_modules("", out);
+  return out;
+}
+
+nn::Module* Model::module_for(const std::string& param_key) {
+  auto dot = param_key.rfind('.');
+  if (dot == std::string::npos) return nullptr;
+  std::string path = param_key.substr(0, dot);
+  for (auto& [name, m] : modules())
+    if (name == path) return m;
+  return nullptr;
+}
+
+void Model::set_dropout_enabled(bool enabled) {
+  for (auto& [name, m] : modules())
+    if (auto* d = dynamic_cast<nn::Dropout*>(m)) d->set_enabled(enabled);
+}
+
+std::vector<std::string> eligible_layers(Model& model, const std::string& rule) {
+  if (rule != "spatial" && rule != "all")
+    throw std::invalid_argument("unknown eligibility rule '" + rule +
+                                "' (expected spatial or all)");
+  std::vector<std::string> out;
+  for (auto& [key, p] : model.parameters()) {
+    const Shape& s = p->value.shape();
+    if (s.size() < 2) continue;
+    if (rule == "spatial" && s.back() <= 1) continue;
+    out.push_back(key);
+  }
+  return out;
+}
+
+}  // namespace nns::models

@@ -1,0 +1,75 @@
+// The model zoo (SPEC.md §3, MODELS.md) with PyTorch state_dict names.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/nn/layers.h"
+
+namespace nns::models {
+
+struct ModelSpec {
+  std::string arch;       // lenet5, resnet20, resnet18, resnet34, vgg11_bn..vgg19_bn, mobilenet_v2
+  int in_channels = 1;
+  int input_size = 28;    // square input (VGG needs 32: 28x28 data is zero-padded to 32)
+  int num_classes = 10;
+  float width_mult = 1.0f;  // channel multiplier (1 = the published widths); used by tests
+};
+
+// A whole network: the module tree plus what it was built for.
+class Model {
+ public:
+  Model(ModelSpec spec, std::unique_ptr<nn::Module> net);
+  const ModelSpec& spec() const { return spec_; }
+  nn::Module& net() { return *net_; }
+
+  // logits [N, classes] for x [N, C, H, W].
+  const Tensor& forward(const Tensor& x);
+  // Backward from dlogits; fills parameter gradients.
+  void backward(const Tensor& dlogits);
+
+  void set_training(bool t) { net_->set_training(t); }
+  void to(Device d) { net_->to(d); }
+  Device device() const { return net_->device(); }
+
+  // Every state_dict entry in PyTorch order (parameters and buffers).
+  std::vector<nn::StateEntry>& state();
+  // Parameters only, in order.
+  std::vector<std::pair<std::string, nn::Parameter*>> parameters();
+  int64_t num_parameters();
+  // Named modules (full dotted path), pre-order.
+  std::vector<std::pair<std::string, nn::Module*>> modules();
+  // The module owning a parameter key such as "layer1.0.conv1.weight" (nullptr if none).
+  nn::Module* module_for(const std::string& param_key);
+  // Turns dropout off (or on) even in training mode (fixture comparisons).
+  void set_dropout_enabled(bool enabled);
+  // Whether backward computes the gradient w.r.t. the input image (off by default: the stem
+  // skips it).
+  void set_input_grad(bool enabled);
+  // The gradient w.r.t. the input of the last backward (requires set_input_grad(true)).
+  const Tensor& input_grad() const { return input_grad_; }
+
+ private:
+  ModelSpec spec_;
+  std::unique_ptr<nn::Module> net_;
+  std::vector<nn::StateEntry> state_;
+  bool state_built_ = false;
+  nn::Module* stem_ = nullptr;
+  Tensor input_grad_;
+  bool input_grad_enabled_ = false;
+};
+
+// Builds and initialises a model (deterministic by seed). Unknown arch → std::invalid_argument
+// listing the known names.
+std::unique_ptr<Model> build_model(const ModelSpec& spec, uint64_t seed = 0);
+const std::vector<std::string>& model_names();
+bool is_known_model(const std::string& arch);
+// The input size a model needs for data of the given size (VGG: 32 for 28x28 data).
+int model_input_size(const std::string& arch, int data_size);
+
+// NNSplitter's eligibility rules (SPEC §1): "spatial" = ndim >= 2 and last dim > 1;
+// "all" = ndim >= 2. Returns the eligible parameter keys in model order.
+std::vector<std::string> eligible_layers(Model& model, const std::string& rule);
+
+}  // namespace nns::models

@@ -1,0 +1,57 @@
+#include "experiments/cli.h"
+
+#include <omp.h>
+
+#include <iostream>
+
+extern "C" void openblas_set_num_threads(int);
+
+namespace nns::exp {
+
+void print_json(const nlohmann::json& j) { std::cout << j.dump() << std::endl; }
+
+void require_model_name(const std::string& arch) {
+  if (!models::is_known_model(arch)) {
+    std::string all;
+    for (const auto& n : models::model_names()) all += (all.empty() ? "" : ", ") + n;
+    throw UsageError("unknown model '" + arch + "' (known: " + all + ")");
+  }
+}
+
+data::DatasetInfo require_dataset_info(const std::string& name) {
+  try {
+    return data::dataset_info(name);
+  } catch (const std::invalid_argument& e) {
+    throw UsageError(e.what());
+  }
+}
+
+models::ModelSpec spec_for(const std::string& arch, const data::DatasetInfo& info,
+                           float width_mult) {
+  require_model_name(arch);
+  models::ModelSpec s;
+  s.arch = arch;
+  s.in_channels = info.channels;
+  s.input_size = models::model_input_size(arch, info.height);
+  s.num_classes = info.num_classes;
+  s.width_mult = width_mult;
+  return s;
+}
+
+void set_threads(int threads) {
+  if (threads <= 0) return;
+  omp_set_num_threads(threads);
+  openblas_set_num_threads(threads);
+}
+
+int current_threads() { return omp_get_max_threads(); }
+
+const char* version() {
+#ifdef NNS_VERSION
+  return NNS_VERSION;
+#else
+  return "unknown";
+#endif
+}
+
+}  // namespace nns::exp

@@ -1,0 +1,45 @@
+// nnsplitter: one executable, one subcommand per task. Exit 0 ok, 1 runtime failure,
+// 2 usage or configuration error.
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <exception>
+#include <iostream>
+#include <vector>
+
+#include "experiments/cli.h"
+
+int main(int argc, char** argv) {
+  using namespace nns::exp;
+  CLI::App app{"nnsplitter: active protection of trained networks by weight obfuscation "
+               "(NNSplitter, ICML 2023)"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", std::string("nnsplitter ") + version());
+  std::vector<Command> commands = {add_train_command(app), add_eval_command(app),
+                                   add_info_command(app), add_bench_command(app)};
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::cerr << "nnsplitter: usage error: " << e.what() << "\n"
+              << "Run 'nnsplitter --help' or 'nnsplitter <command> --help'.\n";
+    return kExitUsage;
+  }
+  for (auto& c : commands) {
+    if (!c.app->parsed()) continue;
+    try {
+      return c.run();
+    } catch (const UsageError& e) {
+      std::cerr << "nnsplitter " << c.app->get_name() << ": usage error: " << e.what() << "\n";
+      return kExitUsage;
+    } catch (const std::exception& e) {
+      std::cerr << "nnsplitter " << c.app->get_name() << ": error: " << e.what() << "\n";
+      return kExitFailure;
+    }
+  }
+  return kExitUsage;
+}

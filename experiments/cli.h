@@ -32,6 +32,7 @@ Command add_train_command(CLI::App& root);
 Command add_eval_command(CLI::App& root);
 Command add_info_command(CLI::App& root);
 Command add_bench_command(CLI::App& root);
+Command add_protect_command(CLI::App& root);
 
 // Prints a JSON document on stdout (one line).
 void print_json(const nlohmann::json& j);

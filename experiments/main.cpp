@@ -15,7 +15,8 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("nnsplitter ") + version());
   std::vector<Command> commands = {add_train_command(app), add_eval_command(app),
-                                   add_info_command(app), add_bench_command(app)};
+                                   add_info_command(app), add_bench_command(app),
+                                   add_protect_command(app)};
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -22,7 +22,16 @@ struct Context {
   void* stream = nullptr;
 };
 
-enum class Activation : uint8_t { None = 0, ReLU = 1, ReLU6 = 2 };
+enum class Activation : uint8_t { None = 0, ReLU = 1, ReLU6 = 2, Tanh = 3, Sigmoid = 4 };
+
+// Which implementation runs convolutions and GEMMs on CUDA (the CPU backend ignores these):
+// our own kernels, or cuDNN / cuBLAS as a reference fast path.
+enum class ConvEngine : uint8_t { Native = 0, Cudnn = 1 };
+enum class GemmEngine : uint8_t { Native = 0, Cublas = 1 };
+void set_conv_engine(ConvEngine e);
+ConvEngine conv_engine();
+void set_gemm_engine(GemmEngine e);
+GemmEngine gemm_engine();
 
 // ---------------------------------------------------------------------------------------------
 // Convolution. x [N, C_in, H, W], w [C_out, C_in/groups, KH, KW], y [N, C_out, OH, OW].
@@ -181,6 +190,50 @@ void sgd_update(const Context& ctx, int64_t count, float* w, const float* g, flo
 // Adam (PyTorch semantics, L2 weight decay added to the gradient): step t >= 1.
 void adam_update(const Context& ctx, int64_t count, float* w, const float* g, float* m, float* v,
                  float lr, float beta1, float beta2, float eps, float weight_decay, int64_t t);
+
+// ---------------------------------------------------------------------------------------------
+// Data: batch assembly from a uint8 dataset held on the device.
+// out [B, C, S, S] = (float(images[idx[b]]) / 255 - mean[c]) / std[c], where the h x w image is
+// zero-padded (raw value 0, before normalisation) to S x S, centred, the odd extra pixel going
+// bottom/right (S >= h, w). images [N, C, H, W] uint8; idx [B]; mean, std [C].
+void gather_normalize_u8(const Context& ctx, int batch, int c, int h, int w, int out_size,
+                         const uint8_t* images, const int32_t* idx, const float* mean,
+                         const float* std, float* out);
+
+// ---------------------------------------------------------------------------------------------
+// NNSplitter method.
+// Mask generation: the flat indexes j of w with |w[j] - c| < eps (strict), restricted to the
+// listed rows (filters; row f covers [f * row_size, (f + 1) * row_size)). rows must be sorted
+// ascending and distinct; the indexes are written in ascending order to out (capacity max_out).
+// Returns the number of matches (when it exceeds max_out only max_out are written).
+int64_t mask_select(const Context& ctx, const float* w, int64_t row_size, const int32_t* rows,
+                    int n_rows, float c, float eps, int64_t* out, int64_t max_out);
+// The fused masked update of the obfuscator, over a sparse list of entries of one tensor:
+// for i < count, j = idx[i]:
+//   g = grad_scale * grad[j] + l1 * sign(w[j])           (sign(0) = 0)
+//   m[i] = b1 m[i] + (1 - b1) g;  v[i] = b2 v[i] + (1 - b2) g^2
+//   w[j] -= lr * (m[i] / (1 - b1^t)) / (sqrt(v[i] / (1 - b2^t)) + eps)
+//   w[j] = min(max(w[j], lo), hi)
+// m, v are sparse (count entries). Touches nothing but w[idx[i]], m, v. t >= 1.
+void masked_adam_clamp(const Context& ctx, int64_t count, const int64_t* idx, float* w,
+                       const float* grad, float* m, float* v, float lr, float beta1, float beta2,
+                       float eps, int64_t t, float grad_scale, float l1, float lo, float hi);
+// dst[i] = src[idx[i]]  /  dst[idx[i]] = src[i], for i < count.
+void gather(const Context& ctx, int64_t count, const int64_t* idx, const float* src, float* dst);
+void scatter(const Context& ctx, int64_t count, const int64_t* idx, const float* src, float* dst);
+
+// ---------------------------------------------------------------------------------------------
+// Controller (rl/): the pointwise part of an LSTM cell (PyTorch LSTMCell semantics). The gate
+// pre-activations gates [B, 4H] = x W_ih^T + b_ih + h W_hh^T + b_hh come from linear ops, in
+// PyTorch's order (i, f, g, o). Writes act [B, 4H] = (sigmoid i, sigmoid f, tanh g, sigmoid o)
+// for backward, c = f * c_prev + i * g and h = o * tanh(c) [B, H].
+void lstm_pointwise_forward(const Context& ctx, int batch, int hidden, const float* gates,
+                            const float* c_prev, float* act, float* h, float* c);
+// Given dh and dc (the gradient reaching h and c of this step, dc including the next step's
+// contribution), writes dgates [B, 4H] (w.r.t. the pre-activations) and dc_prev [B, H].
+void lstm_pointwise_backward(const Context& ctx, int batch, int hidden, const float* act,
+                             const float* c_prev, const float* c, const float* dh,
+                             const float* dc, float* dgates, float* dc_prev);
 
 // ---------------------------------------------------------------------------------------------
 // Memory: allocation and copies on either device (host pointers for Device::CPU).

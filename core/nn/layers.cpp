@@ -103,12 +103,44 @@ const Tensor& Conv2d::forward(const Tensor& x) {
   ensure(out_, {s.n, c_out, s.out_h(), s.out_w()}, device_);
   ops::Epilogue epi;
   if (has_bias) epi.bias = bias.value.f32();
+  if (folded_) {
+    epi.scale = fold_scale_.f32();
+    epi.shift = fold_shift_.f32();
+    epi.act = fold_act_;
+  }
   ops::conv2d_forward(ctx(), s, x.f32(), weight.value.f32(), epi, out_.f32());
+  if (post_forward) post_forward(x, out_);
   return out_;
 }
 
-const Tensor& Conv2d::backward(const Tensor& dy) {
+void Conv2d::fold(Tensor scale, Tensor shift, ops::Activation act) {
+  if (scale.numel() != c_out || shift.numel() != c_out)
+    throw std::invalid_argument("Conv2d::fold: scale/shift must have " + std::to_string(c_out) +
+                                " entries");
+  fold_scale_ = std::move(scale);
+  fold_shift_ = std::move(shift);
+  fold_act_ = act;
+  folded_ = true;
+}
+
+void Conv2d::unfold() {
+  folded_ = false;
+  fold_scale_ = Tensor();
+  fold_shift_ = Tensor();
+  fold_act_ = ops::Activation::None;
+}
+
+const Tensor& Conv2d::backward(const Tensor& dy_in) {
   auto s = shape_for(input_);
+  const Tensor* dyp = &dy_in;
+  if (folded_) {
+    // Through the epilogue: dacc = dy * act'(y) * scale.
+    ensure(dacc_, out_.shape(), device_);
+    ops::epilogue_backward(ctx(), s.n, c_out, s.out_h() * s.out_w(), fold_act_, out_.f32(),
+                           dy_in.f32(), fold_scale_.f32(), dacc_.f32());
+    dyp = &dacc_;
+  }
+  const Tensor& dy = *dyp;
   if (wgrad_ != WeightGrad::None) {
     weight.ensure_grad();
     float* db = nullptr;
@@ -169,6 +201,7 @@ const Tensor& Linear::forward(const Tensor& x) {
   ops::Epilogue epi;
   if (has_bias) epi.bias = bias.value.f32();
   ops::linear_forward(ctx(), n, in, out, x.f32(), weight.value.f32(), epi, out_.f32());
+  if (post_forward) post_forward(x, out_);
   return out_;
 }
 
@@ -214,6 +247,10 @@ BatchNorm2d::BatchNorm2d(int c_, float eps_, float momentum_)
 std::string BatchNorm2d::describe() const { return "BatchNorm2d(" + std::to_string(c) + ")"; }
 
 const Tensor& BatchNorm2d::forward(const Tensor& x) {
+  if (bypass_) {
+    if (training_) throw std::logic_error("BatchNorm2d: folded into a conv but in training mode");
+    return x;
+  }
   if ((x.ndim() != 4 && x.ndim() != 2) || x.dim(1) != c)
     throw std::invalid_argument("BatchNorm2d(" + std::to_string(c) + "): bad input " +
                                 shape_str(x.shape()));
@@ -240,6 +277,7 @@ const Tensor& BatchNorm2d::forward(const Tensor& x) {
 }
 
 const Tensor& BatchNorm2d::backward(const Tensor& dy) {
+  if (bypass_) return dy;
   int n = int(input_.dim(0));
   int hw = int(input_.numel() / (int64_t(n) * c));
   ensure(dx_, input_.shape(), device_);
@@ -271,12 +309,14 @@ std::string Activation::describe() const {
 }
 
 const Tensor& Activation::forward(const Tensor& x) {
+  if (bypass_) return x;
   ensure(out_, x.shape(), device_);
   ops::activation_forward(ctx(), act_, x.numel(), x.f32(), out_.f32());
   return out_;
 }
 
 const Tensor& Activation::backward(const Tensor& dy) {
+  if (bypass_) return dy;
   ensure(dx_, out_.shape(), device_);
   ops::activation_backward(ctx(), act_, dy.numel(), out_.f32(), dy.f32(), dx_.f32());
   return dx_;

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -26,6 +27,17 @@ class Conv2d : public Module {
   // kaiming_normal(fan_out, relu) with zero bias.
   void init_default(Rng& rng);
   void init_kaiming_fan_out(Rng& rng);
+  // Folds a frozen (eval-mode) BatchNorm and an activation into this convolution's epilogue:
+  // y = act(scale * (conv + bias) + shift). scale/shift [C_out] on this layer's device.
+  // Backward then goes through the epilogue (ops::epilogue_backward). unfold() undoes it.
+  void fold(Tensor scale, Tensor shift, ops::Activation act);
+  void unfold();
+  bool folded() const { return folded_; }
+
+  // Called after the forward computes its output (before anything downstream sees it), with the
+  // input and the output to adjust in place. Split inference subtracts the secure side's
+  // correction here. Not part of backward.
+  std::function<void(const Tensor& input, Tensor& output)> post_forward;
 
   int c_in, c_out, kernel, stride, padding, groups;
   Parameter weight;
@@ -34,9 +46,12 @@ class Conv2d : public Module {
 
  private:
   ops::Conv2dShape shape_for(const Tensor& x) const;
-  Tensor input_, out_, dx_;
+  Tensor input_, out_, dx_, dacc_;
   WeightGrad wgrad_ = WeightGrad::All;
   std::vector<int32_t> filters_;
+  bool folded_ = false;
+  Tensor fold_scale_, fold_shift_;
+  ops::Activation fold_act_ = ops::Activation::None;
 };
 
 // Linear: weight [out, in], bias [out]. y = x W^T + b over the flattened trailing dims.
@@ -48,6 +63,9 @@ class Linear : public Module {
   std::string describe() const override;
   void set_weight_grad(WeightGrad mode, std::vector<int32_t> rows = {});
   void init_default(Rng& rng);
+
+  // See Conv2d::post_forward.
+  std::function<void(const Tensor& input, Tensor& output)> post_forward;
 
   int in, out;
   Parameter weight, bias;
@@ -69,6 +87,9 @@ class BatchNorm2d : public Module {
   std::string describe() const override;
   // Whether backward computes gamma/beta gradients (off while obfuscating).
   void set_param_grad(bool v) { param_grad_ = v; }
+  // Identity in forward and backward (its transform was folded into the preceding conv).
+  void set_bypass(bool v) { bypass_ = v; }
+  bool bypassed() const { return bypass_; }
 
   int c;
   float eps, momentum;
@@ -79,6 +100,7 @@ class BatchNorm2d : public Module {
   Tensor input_, out_, dx_, save_mean_, save_invstd_;
   bool forward_was_training_ = true;
   bool param_grad_ = true;
+  bool bypass_ = false;
 };
 
 // ReLU or ReLU6 (element-wise, backward from the output).
@@ -88,9 +110,13 @@ class Activation : public Module {
   const Tensor& forward(const Tensor& x) override;
   const Tensor& backward(const Tensor& dy) override;
   std::string describe() const override;
+  ops::Activation kind() const { return act_; }
+  // Identity in forward and backward (folded into the preceding conv's epilogue).
+  void set_bypass(bool v) { bypass_ = v; }
 
  private:
   ops::Activation act_;
+  bool bypass_ = false;
   Tensor out_, dx_;
 };
 
@@ -167,4 +193,13 @@ class Dropout : public Module {
   Tensor out_, dx_, mask_;
 };
 
+}  // namespace nns::nn
+
+namespace nns::nn {
+// Folds every eval-mode BatchNorm (and a directly following ReLU/ReLU6) into the convolution
+// that feeds it, across the whole tree: conv -> BN [-> act] in a Sequential, and
+// conv1/bn1/relu, conv2/bn2 in a BasicBlock. Valid while BN statistics and parameters are
+// frozen (eval mode). Returns the number of folded convolutions.
+int fold_batchnorm(Module& root);
+void unfold_batchnorm(Module& root);
 }  // namespace nns::nn

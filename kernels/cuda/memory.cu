@@ -1,19 +1,17 @@
-// Device memory for the CUDA backend (plain cudaMalloc for now; the caching allocator is part of
-// the CUDA backend issue).
+// Device memory for the CUDA backend: allocations go through the caching allocator
+// (kernels/cuda/allocator.h); copies and zeroing are synchronous with respect to the host and
+// ordered on the legacy default stream.
 #include <cuda_runtime.h>
 
+#include "kernels/cuda/allocator.h"
 #include "kernels/cuda/check.h"
 #include "kernels/device.h"
 
 namespace nns::ops::cuda_mem {
 
-void* alloc(size_t bytes) {
-  void* p = nullptr;
-  NNS_CUDA_CHECK(cudaMalloc(&p, bytes));
-  return p;
-}
+void* alloc(size_t bytes) { return cuda::CachingAllocator::global().allocate(bytes); }
 
-void free(void* p) { NNS_CUDA_CHECK(cudaFree(p)); }
+void free(void* p) { cuda::CachingAllocator::global().deallocate(p); }
 
 void copy(Device dst_dev, void* dst, Device src_dev, const void* src, size_t bytes) {
   cudaMemcpyKind kind = cudaMemcpyDefault;
@@ -23,6 +21,13 @@ void copy(Device dst_dev, void* dst, Device src_dev, const void* src, size_t byt
   NNS_CUDA_CHECK(cudaMemcpy(dst, src, bytes, kind));
 }
 
+// Queued on the legacy default stream: ordered before any later op or copy of the engine.
 void zero(void* p, size_t bytes) { NNS_CUDA_CHECK(cudaMemset(p, 0, bytes)); }
 
 }  // namespace nns::ops::cuda_mem
+
+namespace nns::ops {
+void cuda_synchronize(void* stream) {
+  NNS_CUDA_CHECK(cudaStreamSynchronize(static_cast<cudaStream_t>(stream)));
+}
+}  // namespace nns::ops

@@ -1,0 +1,61 @@
+// The inner optimisation of NNSplitter (SPEC §1 "Obfuscator"): push only the masked weights,
+// with Adam and a clamp to [lo, hi], to maximise the training cross-entropy; keep the weights of
+// the lowest validation accuracy seen.
+//
+// Cost model: the model runs in eval mode with every BatchNorm folded into its convolution's
+// epilogue; backward computes activation gradients through the whole network but weight
+// gradients only for the selected filters of the masked layers; the update is one fused
+// masked Adam + clamp over the sparse list of masked entries.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "core/splitter/mask.h"
+#include "core/tensor.h"
+
+namespace nns::splitter {
+
+struct ObfuscatorOptions {
+  float lr = 0.05f, beta1 = 0.9f, beta2 = 0.999f, adam_eps = 1e-8f;
+  float l1 = 0.0f;            // lambda of lambda * sum |w_masked|
+  float clamp_lo = -1, clamp_hi = 1;
+  int max_epochs = 100;       // over the training data
+  int patience = 2;           // evaluations without a new minimum before stopping
+  int64_t eval_every = 0;     // steps between evaluations (0 = once per epoch)
+  int64_t max_steps = 0;      // hard cap on steps (0 = none)
+};
+
+// A source of training batches (shuffled, no augmentation) and an accuracy oracle on the
+// validation data. Both run the model in whatever mode it is in.
+struct ObfuscationData {
+  // Fills x, y with the next training batch; returns false at the end of an epoch (the next
+  // call starts a new epoch).
+  std::function<bool(Tensor& x, Tensor& y)> next_batch;
+  // Accuracy of the model on the validation data, in [0, 1].
+  std::function<double()> accuracy;
+};
+
+struct ObfuscationResult {
+  double best_accuracy = 1.0;
+  int64_t steps = 0;
+  int evaluations = 0;
+  std::vector<double> accuracy_curve;  // one entry per evaluation
+  std::vector<int64_t> curve_steps;
+  double seconds = 0;
+};
+
+// Runs one obfuscation of `model` on the given masks (weights of `layers`), leaving the best
+// weights in place. The caller saves and later restores the original masked values.
+ObfuscationResult obfuscate(models::Model& model, const std::vector<EligibleLayer>& layers,
+                            const std::vector<LayerMask>& masks, ObfuscationData& data,
+                            const ObfuscatorOptions& opt);
+
+// Puts the model in (or out of) the obfuscation mode: eval mode, BN folded, weight gradients
+// only for the masked filters. Exposed for tests and benchmarks.
+void enter_masked_mode(models::Model& model, const std::vector<EligibleLayer>& layers,
+                       const std::vector<LayerMask>& masks);
+void leave_masked_mode(models::Model& model);
+
+}  // namespace nns::splitter

@@ -1,0 +1,87 @@
+// Validated YAML configuration: a schema of dotted keys with types, defaults, ranges and docs;
+// loading rejects unknown keys and wrong types with file:line and the key; `--set a.b=value`
+// overrides any key; the effective configuration can be written back as YAML.
+#pragma once
+
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "experiments/cli.h"
+
+namespace YAML {
+class Node;
+}
+
+namespace nns::exp {
+
+// A configuration error (exit 2), message "file:line: key 'a.b': what is wrong".
+struct ConfigError : UsageError {
+  using UsageError::UsageError;
+};
+
+enum class ValueType {
+  Int,
+  Float,
+  Bool,
+  String,
+  FloatOrAuto,   // a number, or the string "auto" (or another listed word, see choices)
+  FloatPairOrAuto,  // [lo, hi], or "auto"
+  StringList,
+  FloatList,
+  IntList,
+};
+
+struct KeySpec {
+  std::string path;     // dotted, e.g. "splitter.eps"
+  ValueType type;
+  std::string default_yaml;  // default as YAML text ("" = required)
+  std::string doc;
+  std::optional<double> min, max;         // for numbers (and list elements)
+  std::vector<std::string> choices;       // for strings (and the words of FloatOrAuto)
+};
+
+class Schema {
+ public:
+  Schema& add(KeySpec k);
+  const KeySpec* find(const std::string& path) const;
+  bool is_section(const std::string& path) const;  // a prefix of some key
+  const std::vector<KeySpec>& keys() const { return keys_; }
+  // Markdown reference of every key with type, default and doc.
+  std::string reference_markdown(const std::string& title) const;
+
+ private:
+  std::vector<KeySpec> keys_;
+};
+
+class Config {
+ public:
+  // Loads `file` ("" = defaults only), validates against the schema, applies `sets`
+  // ("a.b=value", value parsed as YAML), fills defaults. Throws ConfigError.
+  static Config load(const Schema& schema, const std::string& file,
+                     const std::vector<std::string>& sets);
+
+  int64_t get_int(const std::string& path) const;
+  double get_float(const std::string& path) const;
+  bool get_bool(const std::string& path) const;
+  std::string get_string(const std::string& path) const;
+  // True when the value is the word `word` (for FloatOrAuto / FloatPairOrAuto).
+  bool is_word(const std::string& path, const std::string& word) const;
+  std::pair<double, double> get_pair(const std::string& path) const;
+  std::vector<std::string> get_strings(const std::string& path) const;
+  std::vector<double> get_floats(const std::string& path) const;
+  std::vector<int64_t> get_ints(const std::string& path) const;
+  // The YAML text of one value (as given or defaulted).
+  std::string text(const std::string& path) const;
+  // The whole effective configuration as YAML (every key, nested).
+  std::string effective_yaml() const;
+  const std::string& source() const { return source_; }
+
+ private:
+  const Schema* schema_ = nullptr;
+  std::map<std::string, std::string> values_;  // path -> YAML text of the value
+  std::string source_;
+};
+
+}  // namespace nns::exp

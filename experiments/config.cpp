@@ -229,7 +229,7 @@ std::string Schema::reference_markdown(const std::string& title) const {
 Config Config::load(const Schema& schema, const std::string& file,
                     const std::vector<std::string>& sets) {
   Config c;
-  c.schema_ = &schema;
+  c.schema_ = schema;
   c.source_ = file;
   if (!file.empty()) {
     if (!std::filesystem::exists(file)) throw ConfigError(file + ": config file not found");
@@ -300,7 +300,7 @@ std::vector<int64_t> Config::get_ints(const std::string& path) const {
 
 std::string Config::effective_yaml() const {
   YAML::Node root;
-  for (const auto& k : schema_->keys()) {
+  for (const auto& k : schema_.keys()) {
     std::vector<std::string> parts;
     std::stringstream ss(k.path);
     for (std::string p; std::getline(ss, p, '.');) parts.push_back(p);

@@ -79,7 +79,7 @@ class Config {
   const std::string& source() const { return source_; }
 
  private:
-  const Schema* schema_ = nullptr;
+  Schema schema_;  // a copy: configs outlive the schema objects they were loaded with
   std::map<std::string, std::string> values_;  // path -> YAML text of the value
   std::string source_;
 };

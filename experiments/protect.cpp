@@ -460,6 +460,7 @@ ProtectResult protect(const ProtectInputs& in, const Config& cfg) {
       R.update_records.push_back({u + 1, loss, mean});
     }
     save_state(u + 1);
+    if (in.on_update_end) in.on_update_end(u + 1);
   }
   R.search_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - search_t0).count();
   R.episodes = int(R.trajectory.size());

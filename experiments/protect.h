@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -32,6 +33,8 @@ struct ProtectInputs {
   bool progress = true;
   bool resume = false;                     // continue from out_dir/search_state.safetensors
   const std::atomic<bool>* stop_flag = nullptr;
+  // Called after every finished update (after its resumable state is saved), 1-based.
+  std::function<void(int)> on_update_end;
   std::map<std::string, std::string> weights_metadata;  // copied into the obfuscated file
 };
 

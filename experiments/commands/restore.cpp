@@ -1,0 +1,97 @@
+// `nnsplitter restore --weights OBF --secrets SEC [--key KEY] --out FILE [--json]`: writes the
+// original weights back into an obfuscated weights file, bit for bit.
+//
+// Everything is checked before anything is written: the secrets must belong to this model
+// (fingerprint; for a sealed file this is checked before decrypting), the key must open them
+// (wrong key or tampered file: "authentication failed"), the indexes must be valid, and the
+// restored model must have the original fingerprint when the secrets record it. Any failure:
+// exit 1 and no output file (the write itself is atomic).
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+
+#include "core/io/model_io.h"
+#include "core/splitter/secrets.h"
+#include "experiments/commands/secrets_commands.h"
+
+namespace nns::exp {
+
+namespace {
+
+bool same_file(const std::string& a, const std::string& b) {
+  std::error_code ec;
+  if (std::filesystem::equivalent(a, b, ec)) return true;
+  auto ca = std::filesystem::weakly_canonical(a, ec);
+  if (ec) return false;
+  auto cb = std::filesystem::weakly_canonical(b, ec);
+  return !ec && ca == cb;
+}
+
+// Metadata of the obfuscated file that must not survive into the restored one: what save_model
+// writes itself, anything describing the obfuscation, and the obfuscated model's accuracy.
+bool drop_on_restore(const std::string& k) {
+  static const char* own[] = {"format", "arch", "in_channels", "input_size", "num_classes",
+                              "width_mult", "obfuscated", "restored_from", "test_accuracy",
+                              "test_correct", "test_total"};
+  for (const char* o : own)
+    if (k == o) return true;
+  return k.rfind("obfuscat", 0) == 0 || k.rfind("nnsplitter.", 0) == 0 ||
+         k.rfind("protect", 0) == 0;
+}
+
+}  // namespace
+
+Command add_restore_command(CLI::App& root) {
+  struct Args {
+    std::string weights, secrets, key, out;
+    bool json = false;
+  };
+  auto a = std::make_shared<Args>();
+  CLI::App* sub = root.add_subcommand(
+      "restore", "Restore the original weights of an obfuscated model from its secrets (exact)");
+  sub->add_option("--weights", a->weights, "Obfuscated weights (.safetensors)")->required();
+  sub->add_option("--secrets", a->secrets, "Secrets file of these weights")->required();
+  sub->add_option("--key", a->key, "Key file (32 bytes) when the secrets are sealed");
+  sub->add_option("--out", a->out, "Restored weights to write (.safetensors)")->required();
+  sub->add_flag("--json", a->json, "Print a JSON result on stdout");
+  Command c;
+  c.app = sub;
+  c.run = [a]() -> int {
+    if (a->out.empty()) throw UsageError("--out must not be empty");
+    if (same_file(a->out, a->secrets))
+      throw UsageError("--out " + a->out + " is the secrets file: refusing to overwrite it");
+    if (!a->key.empty() && same_file(a->out, a->key))
+      throw UsageError("--out " + a->out + " is the key file: refusing to overwrite it");
+    std::map<std::string, std::string> meta;
+    auto model = io::load_model(a->weights, &meta);
+    std::vector<uint8_t> key;
+    if (!a->key.empty()) key = splitter::read_key(a->key);
+    std::string fp = splitter::fingerprint(*model);
+    splitter::Secrets s =
+        splitter::read_secrets(a->secrets, a->key.empty() ? nullptr : &key, fp);
+    int64_t n = splitter::apply_secrets(*model, s);
+    std::string restored_fp = splitter::fingerprint(*model);
+    std::map<std::string, std::string> extra;
+    for (const auto& [k, v] : meta)
+      if (!drop_on_restore(k)) extra[k] = v;
+    extra["restored_from"] = fp;
+    io::save_model(*model, a->out, extra);
+    if (a->json) {
+      nlohmann::json j;
+      j["restored_weights"] = n;
+      j["fingerprint"] = restored_fp;
+      j["obfuscated_fingerprint"] = fp;
+      j["tensors"] = s.tensors.size();
+      j["out"] = a->out;
+      print_json(j);
+    } else {
+      std::printf("restored %lld weight(s) in %zu tensor(s) of %s -> %s\n", (long long)n,
+                  s.tensors.size(), a->weights.c_str(), a->out.c_str());
+      std::printf("fingerprint %s (obfuscated model %s)\n", restored_fp.c_str(), fp.c_str());
+    }
+    return kExitOk;
+  };
+  return c;
+}
+
+}  // namespace nns::exp

@@ -1,0 +1,90 @@
+// Config validation: every error names file:line and the key; overrides apply; defaults fill.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "experiments/config.h"
+#include "experiments/protect.h"
+
+using namespace nns::exp;
+
+namespace {
+
+std::string write_yaml(const std::string& name, const std::string& text) {
+  auto p = std::filesystem::temp_directory_path() / ("nns_cfg_" + name + ".yaml");
+  std::ofstream(p) << text;
+  return p.string();
+}
+
+std::string error_of(const std::string& file, std::vector<std::string> sets = {}) {
+  try {
+    Config::load(method_schema(), file, sets);
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(Config, DefaultsAndOverrides) {
+  std::string f = write_yaml("ok", "splitter:\n  k: 2\n  eps: 0.001\ncontroller:\n  cell: rnn\n");
+  Config c = Config::load(method_schema(), f, {"splitter.lr=0.2", "controller.updates=3"});
+  EXPECT_EQ(c.get_int("splitter.k"), 2);
+  EXPECT_DOUBLE_EQ(c.get_float("splitter.eps"), 0.001);
+  EXPECT_FALSE(c.is_word("splitter.eps", "auto"));
+  EXPECT_EQ(c.get_string("controller.cell"), "rnn");
+  EXPECT_FLOAT_EQ(float(c.get_float("splitter.lr")), 0.2f);
+  EXPECT_EQ(c.get_int("controller.updates"), 3);
+  EXPECT_TRUE(c.is_word("splitter.clamp", "auto"));
+  EXPECT_EQ(c.get_int("controller.hidden"), 512);
+  // The effective config round-trips: loading it gives the same values.
+  std::string eff = write_yaml("eff", c.effective_yaml());
+  Config c2 = Config::load(method_schema(), eff, {});
+  EXPECT_EQ(c2.effective_yaml(), c.effective_yaml());
+  Config c3 = Config::load(method_schema(), "", {"splitter.clamp=[-0.1, 0.2]"});
+  EXPECT_DOUBLE_EQ(c3.get_pair("splitter.clamp").first, -0.1);
+}
+
+TEST(Config, UnknownKeyNamesFileLineAndKey) {
+  std::string f = write_yaml("unknown", "splitter:\n  k: 1\n  epsilon: 0.1\n");
+  std::string e = error_of(f);
+  EXPECT_NE(e.find(f + ":3"), std::string::npos) << e;
+  EXPECT_NE(e.find("unknown key 'splitter.epsilon'"), std::string::npos) << e;
+  EXPECT_NE(e.find("eps"), std::string::npos) << e;  // the known keys are listed
+  e = error_of(write_yaml("unknown_top", "splittr:\n  k: 1\n"));
+  EXPECT_NE(e.find("unknown key 'splittr'"), std::string::npos) << e;
+}
+
+TEST(Config, WrongTypeAndOutOfRange) {
+  std::string f = write_yaml("type", "controller:\n  updates: many\n");
+  std::string e = error_of(f);
+  EXPECT_NE(e.find(f + ":2"), std::string::npos) << e;
+  EXPECT_NE(e.find("controller.updates"), std::string::npos) << e;
+  EXPECT_NE(e.find("integer"), std::string::npos) << e;
+  f = write_yaml("range", "splitter:\n\n  k: 0\n");
+  e = error_of(f);
+  EXPECT_NE(e.find(f + ":3"), std::string::npos) << e;
+  EXPECT_NE(e.find(">= 1"), std::string::npos) << e;
+  e = error_of(write_yaml("choice", "controller:\n  cell: gru\n"));
+  EXPECT_NE(e.find("'gru' is not one of: lstm, rnn"), std::string::npos) << e;
+  e = error_of(write_yaml("pair", "splitter:\n  clamp: [0.3, 0.1]\n"));
+  EXPECT_NE(e.find("lo must be below hi"), std::string::npos) << e;
+  e = error_of(write_yaml("nan", "splitter:\n  lr: .nan\n"));
+  EXPECT_NE(e.find("splitter.lr"), std::string::npos) << e;
+}
+
+TEST(Config, MissingFileBadYamlAndBadOverrides) {
+  std::string e = error_of("/nonexistent/protect.yaml");
+  EXPECT_NE(e.find("/nonexistent/protect.yaml: config file not found"), std::string::npos) << e;
+  std::string f = write_yaml("bad", "splitter:\n  k: [1, 2\n");
+  e = error_of(f);
+  EXPECT_NE(e.find(f + ":"), std::string::npos) << e;
+  EXPECT_NE(e.find("invalid YAML"), std::string::npos) << e;
+  EXPECT_NE(error_of("", {"splitter.nope=1"}).find("unknown key 'splitter.nope'"), std::string::npos);
+  EXPECT_NE(error_of("", {"splitter.k"}).find("expected key=value"), std::string::npos);
+  EXPECT_NE(error_of("", {"splitter.k=abc"}).find("integer"), std::string::npos);
+  e = error_of(write_yaml("dup", "splitter:\n  k: 1\n  k: 2\n"));
+  EXPECT_FALSE(e.empty());
+}
+
+}  // namespace

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "experiments/cli.h"
+#include "experiments/commands/secrets_commands.h"
 
 int main(int argc, char** argv) {
   using namespace nns::exp;
@@ -16,7 +17,8 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string("nnsplitter ") + version());
   std::vector<Command> commands = {add_train_command(app), add_eval_command(app),
                                    add_info_command(app), add_bench_command(app),
-                                   add_protect_command(app)};
+                                   add_protect_command(app),    add_restore_command(app),
+                                   add_keygen_command(app),     add_infer_command(app)};
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

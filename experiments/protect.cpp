@@ -522,7 +522,7 @@ ProtectResult protect(const ProtectInputs& in, const Config& cfg) {
                       {"k", std::to_string(k)},
                       {"total", std::to_string(R.obfuscated_weights)},
                       {"layers", json(R.layers).dump()},
-                      {"counts", json(R.per_layer_counts).dump()}};
+                      {"layer_counts", json(R.per_layer_counts).dump()}};
   io::save_model(model, R.obfuscated_path, meta);
   splitter::write_secrets(R.secrets_path, secrets, in.seal_key.empty() ? nullptr : &in.seal_key);
   R.secrets_bytes = int64_t(fs::file_size(R.secrets_path));

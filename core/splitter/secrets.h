@@ -1,0 +1,138 @@
+// NNSplitter secrets (SPEC.md §1 "Secrets and restoration", §5 "Secrets"): per obfuscated
+// tensor, the sorted flat indexes of the changed entries and their original values; writing
+// and reading them (plain or sealed), the model fingerprint they are bound to, and restoring a
+// model bit for bit.
+//
+// Fingerprint (fingerprint()): lower-case hex SHA-256 (libsodium crypto_hash_sha256) of
+//     "nnsplitter-fingerprint-1\n"
+//   then, for every state_dict entry in byte-wise ascending order of its key (so that the
+//   tensor order of a file does not matter):
+//     u64le(len(key))   key (UTF-8 bytes)
+//     u64le(len(dtype)) dtype ("F32" or "I64", the in-memory dtype)
+//     u64le(ndim)       ndim x i64le(dim)
+//     u64le(nbytes)     the raw little-endian element bytes (bit patterns: -0.0 != +0.0)
+//   tools/apply_secrets.py implements the same encoding.
+//
+// Secrets file (unsealed): safetensors with, per obfuscated tensor in the order of
+// Secrets::tensors, "<key>.index" (I64 [n], strictly ascending flat indexes into `key`) and
+// "<key>.original" (F32 [n], the original values), and __metadata__:
+//   format = "nnsplitter-secrets-1"      (required when reading)
+//   fingerprint = fingerprint of the OBFUSCATED model the secrets apply to (required)
+//   original_fingerprint = fingerprint of the model once restored (optional; written by
+//                          diff_secrets; when present apply_secrets checks it BEFORE it touches
+//                          the model)
+//   total = number of secret entries; counts = JSON object {key: n} (both recomputed on write,
+//           checked on read when present)
+//   anything else (arch, c, eps, clamp, ...) is free-form and kept as is.
+// Files are written atomically (temporary file, fsync, rename) with mode 0600.
+//
+// Sealed file (write_secrets with a key):
+//   bytes 0..7    "NNSSEAL1"
+//   bytes 8..15   u64le L: length of the public header
+//   L bytes       public header, compact JSON exactly as nlohmann::json::dump() writes it:
+//                   {"fingerprint":"<64 hex>","format":"nnsplitter-sealed-secrets-1"}
+//                 (any other key, a missing key, or bytes that differ from the canonical dump
+//                 are refused)
+//   24 bytes      nonce (randombytes_buf)
+//   the rest      crypto_aead_xchacha20poly1305_ietf_encrypt(unsealed safetensors bytes,
+//                 additional data = the fingerprint string, nonce, key): ciphertext + 16-byte tag
+//   The key is a key file of exactly 32 raw bytes (write_new_key / `nnsplitter keygen`).
+//   After decryption the inner file's fingerprint must equal the public one.
+//
+// Errors are std::runtime_error naming the file:
+//   sealed file, no key      "<path>: secrets file is sealed: pass --key"
+//   wrong key / any flipped byte in nonce or ciphertext
+//                            "<path>: authentication failed: wrong key or tampered file"
+//   public fingerprint differs from the expected one (checked before decrypting)
+//                            "<path>: secrets belong to another model (secrets are for <fp1>,
+//                             this model is <fp2>)"
+//   unsealed file with a key: accepted, with a warning on stderr.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "core/models/zoo.h"
+
+namespace nns::splitter {
+
+inline constexpr const char* kSecretsFormat = "nnsplitter-secrets-1";
+inline constexpr const char* kSealedFormat = "nnsplitter-sealed-secrets-1";
+inline constexpr const char* kSealMagic = "NNSSEAL1";  // 8 bytes, no terminator in the file
+inline constexpr size_t kKeyBytes = 32;
+
+// Sorted flat indexes into the tensor `key` and the original values there.
+struct SecretTensor {
+  std::string key;
+  std::vector<int64_t> index;
+  std::vector<float> original;
+};
+
+struct Secrets {
+  std::vector<SecretTensor> tensors;
+  // fingerprint (of the OBFUSCATED model), original_fingerprint, arch, c, eps, total, counts,
+  // clamp, ...; free-form extras allowed.
+  std::map<std::string, std::string> metadata;
+  int64_t total() const;
+};
+
+// SHA-256 hex over the model's whole state dict (encoding above). Stable across runs and
+// devices (CUDA tensors are copied to the host).
+std::string fingerprint(models::Model& m);
+
+// Every element of every state entry that differs bitwise between the two models (same
+// architecture and state keys/shapes/dtypes, else std::runtime_error). F32 entries only: a
+// difference in an I64 buffer is an error. Metadata: fingerprint (of `obfuscated`),
+// original_fingerprint, arch, total, counts.
+Secrets diff_secrets(models::Model& original, models::Model& obfuscated);
+
+// Checks the structure of secrets on their own: metadata has a fingerprint, keys are unique and
+// non-empty, index and original have the same length, indexes are non-negative and strictly
+// ascending (sorted, no duplicates), originals are finite. Throws std::runtime_error starting
+// with `what` + ": ".
+void validate_secrets(const Secrets& s, const std::string& what);
+
+// Writes the secrets file (format above); key (32 bytes) given → sealed. Atomic, mode 0600.
+void write_secrets(const std::string& path, const Secrets& s,
+                   const std::vector<uint8_t>* key = nullptr);
+// The file's bytes as write_secrets would write them (a fresh nonce each time when sealed).
+std::string serialize_secrets(const Secrets& s, const std::vector<uint8_t>* key = nullptr);
+
+// Reads and validates (validate_secrets, dtypes I64/F32, 1-d, pairs complete, no stray tensors,
+// format, total and counts). A sealed file needs the key. When expected_fingerprint is not
+// empty, a file whose (public) fingerprint differs is refused before anything is decrypted.
+Secrets read_secrets(const std::string& path, const std::vector<uint8_t>* key = nullptr,
+                     const std::string& expected_fingerprint = "");
+Secrets parse_secrets(const std::string& bytes, const std::string& name_for_errors,
+                      const std::vector<uint8_t>* key = nullptr,
+                      const std::string& expected_fingerprint = "");
+
+// What can be learnt of a secrets file without a key.
+struct SecretsFileInfo {
+  bool sealed = false;
+  std::string fingerprint;  // the public fingerprint (sealed) or the metadata one (unsealed)
+};
+SecretsFileInfo peek_secrets(const std::string& path);
+
+// Everything apply_secrets checks before writing, except original_fingerprint: validate_secrets,
+// the model's fingerprint equals s.metadata["fingerprint"], keys exist, are F32, indexes are in
+// range. Throws std::runtime_error.
+void check_secrets_for_model(models::Model& m, const Secrets& s);
+
+// Restores in place, bit-exact. Before touching the model it checks: the model's fingerprint
+// equals s.metadata["fingerprint"] (else "secrets belong to model <fp1>, this model is <fp2>"),
+// validate_secrets, every key exists and is F32, every index < numel, and (when recorded) that
+// the restored model's fingerprint will equal original_fingerprint. Writes on the model's
+// device (ops::scatter on CUDA). Returns the number of entries written.
+int64_t apply_secrets(models::Model& obfuscated, const Secrets& s);
+
+// A key file: exactly 32 bytes, else a clear error. Warns on stderr when the file is readable
+// by group or others.
+std::vector<uint8_t> read_key(const std::string& path);
+// 32 random bytes (randombytes_buf) into a new file of mode 0600; refuses to overwrite an
+// existing file (std::runtime_error).
+void write_new_key(const std::string& path);
+
+}  // namespace nns::splitter

@@ -234,6 +234,15 @@ std::unique_ptr<Model> build_model(const ModelSpec& spec, uint64_t seed) {
   return model;
 }
 
+std::unique_ptr<Model> clone_model(Model& m) {
+  auto c = build_model(m.spec());
+  c->to(m.device());
+  auto& src = m.state();
+  auto& dst = c->state();
+  for (size_t i = 0; i < src.size(); ++i) dst[i].tensor->copy_from(*src[i].tensor);
+  return c;
+}
+
 Model::Model(ModelSpec spec, std::unique_ptr<nn::Module> net)
     : spec_(std::move(spec)), net_(std::move(net)) {}
 

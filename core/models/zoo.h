@@ -65,6 +65,9 @@ class Model {
 std::unique_ptr<Model> build_model(const ModelSpec& spec, uint64_t seed = 0);
 const std::vector<std::string>& model_names();
 bool is_known_model(const std::string& arch);
+// A deep copy (same spec, same state, same device).
+std::unique_ptr<Model> clone_model(Model& m);
+
 // The input size a model needs for data of the given size (VGG: 32 for 28x28 data).
 int model_input_size(const std::string& arch, int data_size);
 

@@ -19,7 +19,7 @@ void zero(void* p, size_t bytes);
 #endif
 
 namespace {
-[[noreturn]] void no_cuda() {
+[[maybe_unused]] [[noreturn]] void no_cuda() {
   throw std::runtime_error("CUDA memory requested but this nnsplitter was built without CUDA");
 }
 }  // namespace

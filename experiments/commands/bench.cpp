@@ -9,6 +9,8 @@
 
 #include "core/optim/optimizer.h"
 #include "core/random.h"
+#include "core/splitter/mask.h"
+#include "core/splitter/obfuscator.h"
 #include "experiments/cli.h"
 #include "kernels/ops.h"
 
@@ -77,8 +79,8 @@ Command add_bench_command(CLI::App& root) {
       if (!n.empty()) names.push_back(n);
     nlohmann::json results = nlohmann::json::array();
     if (!a->json)
-      std::printf("%-14s %-14s %6s %16s %16s\n", "model", "input", "batch", "infer img/s",
-                  "train img/s");
+      std::printf("%-14s %-14s %6s %14s %14s %14s\n", "model", "input", "batch", "infer img/s",
+                  "train img/s", "obfusc img/s");
     for (const auto& arch : names) {
       require_model_name(arch);
       std::string ds = a->dataset;
@@ -111,16 +113,54 @@ Command add_bench_command(CLI::App& root) {
             sgd.step();
           },
           a->min_time, a->min_iters, ctx);
-      double inf = n / t_inf, tr = n / t_train;
+      // One obfuscation step: eval mode with BN folded, weight gradients for one filter per
+      // eligible layer only, the fused masked Adam + clamp over ~1% of those filters' entries.
+      auto layers = splitter::eligible(*model, "spatial");
+      std::vector<std::vector<int32_t>> filters(layers.size(), std::vector<int32_t>{0});
+      auto stats = splitter::eligible_stats(layers);
+      auto masks = splitter::select_mask(layers, filters, float(stats.mean),
+                                         float((stats.max - stats.min) * 0.01));
+      std::vector<Tensor> idx, mv;
+      for (auto& m : masks) {
+        Tensor ih({int64_t(m.index.size())}, DType::I64);
+        std::copy(m.index.begin(), m.index.end(), ih.i64());
+        idx.push_back(ih.to(dev));
+        mv.emplace_back(Shape{2 * int64_t(m.index.size()) + 1}, DType::F32, dev);
+      }
+      splitter::enter_masked_mode(*model, layers, masks);
+      int64_t t_step = 0;
+      double t_obf = time_median(
+          [&] {
+            const Tensor& logits = model->forward(x);
+            float loss;
+            ops::softmax_cross_entropy_forward(ctx, n, k, logits.f32(), y.i32(), probs.f32(), &loss);
+            ops::softmax_cross_entropy_backward(ctx, n, k, probs.f32(), y.i32(), 1.0f,
+                                                dlogits.f32());
+            model->backward(dlogits);
+            ++t_step;
+            for (size_t l = 0; l < masks.size(); ++l) {
+              int64_t cnt = int64_t(masks[l].index.size());
+              if (!cnt) continue;
+              nn::Parameter* p = layers[masks[l].layer].param;
+              ops::masked_adam_clamp(ctx, cnt, idx[l].i64(), p->value.f32(), p->grad.f32(),
+                                     mv[l].f32(), mv[l].f32() + cnt, 0.05f, 0.9f, 0.999f, 1e-8f,
+                                     t_step, -1.0f, 0.0f, stats.min, stats.max);
+            }
+          },
+          a->min_time, a->min_iters, ctx);
+      splitter::leave_masked_mode(*model);
+      double inf = n / t_inf, tr = n / t_train, ob = n / t_obf;
       std::string shape = std::to_string(spec.in_channels) + "x" + std::to_string(spec.input_size) +
                           "x" + std::to_string(spec.input_size);
       if (!a->json) {
-        std::printf("%-14s %-14s %6d %16.1f %16.1f\n", arch.c_str(), shape.c_str(), n, inf, tr);
+        std::printf("%-14s %-14s %6d %14.1f %14.1f %14.1f\n", arch.c_str(), shape.c_str(), n, inf,
+                    tr, ob);
         std::fflush(stdout);
       }
       results.push_back({{"model", arch}, {"input", shape}, {"batch", n},
                          {"inference_images_per_second", inf},
-                         {"training_images_per_second", tr}});
+                         {"training_images_per_second", tr},
+                         {"obfuscation_images_per_second", ob}});
     }
     nlohmann::json j;
     j["device"] = device_name(dev);

@@ -52,33 +52,33 @@
 
 namespace nns::ops::parity {
 
-enum class DType { F32, I32, I64, U8 };
+enum class ElemType { F32, I32, I64, U8 };
 
-inline size_t dtype_bytes(DType t) {
+inline size_t elem_bytes(ElemType t) {
   switch (t) {
-    case DType::F32: return 4;
-    case DType::I32: return 4;
-    case DType::I64: return 8;
-    case DType::U8: return 1;
+    case ElemType::F32: return 4;
+    case ElemType::I32: return 4;
+    case ElemType::I64: return 8;
+    case ElemType::U8: return 1;
   }
   return 1;
 }
 
-inline const char* dtype_str(DType t) {
+inline const char* elem_str(ElemType t) {
   switch (t) {
-    case DType::F32: return "f32";
-    case DType::I32: return "i32";
-    case DType::I64: return "i64";
-    case DType::U8: return "u8";
+    case ElemType::F32: return "f32";
+    case ElemType::I32: return "i32";
+    case ElemType::I64: return "i64";
+    case ElemType::U8: return "u8";
   }
   return "?";
 }
 
-template <class T> constexpr DType dtype_of();
-template <> constexpr DType dtype_of<float>() { return DType::F32; }
-template <> constexpr DType dtype_of<int32_t>() { return DType::I32; }
-template <> constexpr DType dtype_of<int64_t>() { return DType::I64; }
-template <> constexpr DType dtype_of<uint8_t>() { return DType::U8; }
+template <class T> constexpr ElemType elem_of();
+template <> constexpr ElemType elem_of<float>() { return ElemType::F32; }
+template <> constexpr ElemType elem_of<int32_t>() { return ElemType::I32; }
+template <> constexpr ElemType elem_of<int64_t>() { return ElemType::I64; }
+template <> constexpr ElemType elem_of<uint8_t>() { return ElemType::U8; }
 
 enum class Metric { NMSE, MaxRel, Exact };
 
@@ -94,10 +94,10 @@ enum class Role { In, Out, InOut };
 
 struct Buffer {
   std::string name;
-  DType dtype = DType::F32;
+  ElemType dtype = ElemType::F32;
   Role role = Role::In;
   size_t count = 0;
-  std::vector<uint8_t> init;  // In / InOut: initial contents (count * dtype_bytes)
+  std::vector<uint8_t> init;  // In / InOut: initial contents (count * elem_bytes)
   Tolerance tol;              // Out / InOut
 };
 
@@ -127,7 +127,7 @@ struct Case {
   Case& out(const std::string& n, size_t count, Tolerance t) {
     Buffer b;
     b.name = n;
-    b.dtype = dtype_of<T>();
+    b.dtype = elem_of<T>();
     b.role = Role::Out;
     b.count = count;
     b.tol = t;
@@ -144,7 +144,7 @@ struct Case {
   Case& add(const std::string& n, Role r, const std::vector<T>& v, Tolerance t) {
     Buffer b;
     b.name = n;
-    b.dtype = dtype_of<T>();
+    b.dtype = elem_of<T>();
     b.role = r;
     b.count = v.size();
     b.init.resize(v.size() * sizeof(T));
@@ -159,7 +159,7 @@ struct Case {
 // public memory API (kernels/ops.h) so the CUDA side exercises the caching allocator.
 class GuardedBuffer {
  public:
-  GuardedBuffer(Device dev, const Buffer& b) : dev_(dev), bytes_(b.count * dtype_bytes(b.dtype)) {
+  GuardedBuffer(Device dev, const Buffer& b) : dev_(dev), bytes_(b.count * elem_bytes(b.dtype)) {
     base_ = static_cast<uint8_t*>(ops::device_alloc(dev, total()));
     std::vector<uint8_t> host(total());
     for (size_t i = 0; i < kGuardBytes; ++i) {
@@ -223,8 +223,8 @@ class Exec {
   T* ptr(const std::string& name) {
     auto it = ptrs_.find(name);
     if (it == ptrs_.end()) throw std::logic_error("parity case has no buffer '" + name + "'");
-    if (it->second.second != dtype_of<T>())
-      throw std::logic_error("parity buffer '" + name + "' is " + dtype_str(it->second.second));
+    if (it->second.second != elem_of<T>())
+      throw std::logic_error("parity buffer '" + name + "' is " + elem_str(it->second.second));
     return static_cast<T*>(it->second.first);
   }
   float* f32(const std::string& n) { return ptr<float>(n); }
@@ -239,7 +239,7 @@ class Exec {
  private:
   friend struct Runner;
   Device device_;
-  std::map<std::string, std::pair<void*, DType>> ptrs_;
+  std::map<std::string, std::pair<void*, ElemType>> ptrs_;
   std::map<std::string, double> scalars_;
 };
 
@@ -376,16 +376,16 @@ Verdict compare_exact(const T* got, const T* ref, size_t n) {
 inline Verdict compare_buffer(const Buffer& b, const std::vector<uint8_t>& got,
                               const std::vector<uint8_t>& ref) {
   switch (b.dtype) {
-    case DType::F32:
+    case ElemType::F32:
       return compare_f32(reinterpret_cast<const float*>(got.data()),
                          reinterpret_cast<const float*>(ref.data()), b.count, b.tol);
-    case DType::I32:
+    case ElemType::I32:
       return compare_exact(reinterpret_cast<const int32_t*>(got.data()),
                            reinterpret_cast<const int32_t*>(ref.data()), b.count);
-    case DType::I64:
+    case ElemType::I64:
       return compare_exact(reinterpret_cast<const int64_t*>(got.data()),
                            reinterpret_cast<const int64_t*>(ref.data()), b.count);
-    case DType::U8: return compare_exact(got.data(), ref.data(), b.count);
+    case ElemType::U8: return compare_exact(got.data(), ref.data(), b.count);
   }
   return {};
 }
@@ -425,7 +425,7 @@ inline void check_case(const Case& c) {
   for (const Buffer& b : c.buffers) {
     if (b.role == Role::In) continue;
     const Verdict v = compare_buffer(b, gpu.data.at(b.name), cpu.data.at(b.name));
-    EXPECT_TRUE(v.ok) << c.name << ": output '" << b.name << "' (" << dtype_str(b.dtype) << "["
+    EXPECT_TRUE(v.ok) << c.name << ": output '" << b.name << "' (" << elem_str(b.dtype) << "["
                       << b.count << "]): " << v.detail;
     EXPECT_TRUE(gpu.data.at(b.name) == again.data.at(b.name))
         << c.name << ": output '" << b.name << "' differs between two CUDA runs (not deterministic)";

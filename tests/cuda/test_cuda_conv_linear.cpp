@@ -51,11 +51,11 @@ namespace {
 namespace kcuda = nns::ops::cuda;
 
 // Skips the calling test, with the reason, when no CUDA device is usable.
-#define NNS_SKIP_WITHOUT_CUDA_DEVICE()                                                      \
-  do {                                                                                     \
-    if (nns::cuda_device_count() == 0)                                                     \
-      GTEST_SKIP() << "no CUDA device (" << nns::cuda_unavailable_reason()                 \
-                   << "): CUDA parity test skipped; it runs on a machine with a GPU";       \
+#define NNS_SKIP_WITHOUT_CUDA_DEVICE()                                                \
+  do {                                                                                \
+    if (nns::cuda_device_count() == 0)                                                \
+      GTEST_SKIP() << "no CUDA device (" << nns::cuda_unavailable_reason()            \
+                   << "): CUDA parity test skipped; it runs on a machine with a GPU"; \
   } while (0)
 
 constexpr double kTolNative = 1e-4;
@@ -122,8 +122,7 @@ bool is_sentinel(float f) { return bits_of(f) == bits_of(sentinel()); }
   if (norm <= tol) return ::testing::AssertionSuccess();
   return ::testing::AssertionFailure()
          << "normalized error " << norm << " > " << tol << " (max|ref| " << max_ref
-         << ", worst element " << worst << ": got " << got[worst] << ", ref " << ref[worst]
-         << ")";
+         << ", worst element " << worst << ": got " << got[worst] << ", ref " << ref[worst] << ")";
 }
 
 Conv2dShape conv_shape(int n, int c_in, int h, int w, int c_out, int kh, int kw, int sh, int sw,
@@ -157,8 +156,8 @@ struct LinearCase {
 };
 
 std::vector<LinearCase> linear_cases() {
-  return {{1, 1, 1},      {7, 13, 5},    {33, 70, 129}, {128, 512, 10}, {1, 300, 257},
-          {64, 257, 31},  {130, 9, 3},   {2048, 32, 2048} /* large tile */,
+  return {{1, 1, 1},     {7, 13, 5},    {33, 70, 129}, {128, 512, 10},
+          {1, 300, 257}, {64, 257, 31}, {130, 9, 3},   {2048, 32, 2048} /* large tile */,
           {16, 4096, 64} /* split-K in backward weight */};
 }
 
@@ -171,19 +170,19 @@ std::string describe(const LinearCase& c) {
 // Small shapes covering every code path; cheap enough for the host emulation.
 std::vector<Conv2dShape> small_conv_cases() {
   return {
-      conv_shape(2, 3, 9, 7, 5, 3, 3, 1, 1, 1, 1, 1),     // odd sizes, padding
-      conv_shape(3, 4, 11, 10, 6, 3, 3, 2, 2, 1, 1, 1),   // stride 2
-      conv_shape(1, 8, 7, 7, 16, 1, 1, 1, 1, 0, 0, 1),    // 1x1, batch 1
-      conv_shape(2, 8, 9, 9, 8, 1, 1, 2, 2, 0, 0, 1),     // 1x1 stride 2 (a ResNet shortcut)
-      conv_shape(2, 6, 8, 9, 4, 3, 3, 1, 1, 1, 1, 2),     // groups 2
-      conv_shape(2, 4, 9, 8, 6, 3, 3, 2, 1, 0, 1, 2),     // groups 2, mixed stride / padding
-      conv_shape(2, 8, 10, 9, 8, 3, 3, 1, 1, 1, 1, 8),    // depthwise
-      conv_shape(2, 6, 11, 11, 6, 3, 3, 2, 2, 1, 1, 6),   // depthwise stride 2
-      conv_shape(1, 4, 9, 9, 4, 5, 5, 1, 1, 2, 2, 4),     // depthwise 5x5 (two tap chunks)
-      conv_shape(1, 3, 15, 13, 4, 7, 7, 2, 2, 3, 3, 1),   // 7x7 stride 2 stem
-      conv_shape(2, 5, 6, 8, 7, 2, 3, 1, 2, 0, 1, 1),     // non-square kernel and stride
-      conv_shape(1, 2, 3, 3, 3, 3, 3, 1, 1, 0, 0, 1),     // output 1x1
-      conv_shape(2, 3, 5, 6, 4, 3, 3, 3, 2, 2, 1, 1),     // stride 3 with large padding
+      conv_shape(2, 3, 9, 7, 5, 3, 3, 1, 1, 1, 1, 1),    // odd sizes, padding
+      conv_shape(3, 4, 11, 10, 6, 3, 3, 2, 2, 1, 1, 1),  // stride 2
+      conv_shape(1, 8, 7, 7, 16, 1, 1, 1, 1, 0, 0, 1),   // 1x1, batch 1
+      conv_shape(2, 8, 9, 9, 8, 1, 1, 2, 2, 0, 0, 1),    // 1x1 stride 2 (a ResNet shortcut)
+      conv_shape(2, 6, 8, 9, 4, 3, 3, 1, 1, 1, 1, 2),    // groups 2
+      conv_shape(2, 4, 9, 8, 6, 3, 3, 2, 1, 0, 1, 2),    // groups 2, mixed stride / padding
+      conv_shape(2, 8, 10, 9, 8, 3, 3, 1, 1, 1, 1, 8),   // depthwise
+      conv_shape(2, 6, 11, 11, 6, 3, 3, 2, 2, 1, 1, 6),  // depthwise stride 2
+      conv_shape(1, 4, 9, 9, 4, 5, 5, 1, 1, 2, 2, 4),    // depthwise 5x5 (two tap chunks)
+      conv_shape(1, 3, 15, 13, 4, 7, 7, 2, 2, 3, 3, 1),  // 7x7 stride 2 stem
+      conv_shape(2, 5, 6, 8, 7, 2, 3, 1, 2, 0, 1, 1),    // non-square kernel and stride
+      conv_shape(1, 2, 3, 3, 3, 3, 3, 1, 1, 0, 0, 1),    // output 1x1
+      conv_shape(2, 3, 5, 6, 4, 3, 3, 3, 2, 2, 1, 1),    // stride 3 with large padding
   };
 }
 
@@ -364,7 +363,12 @@ TEST(CudaFastDivmod, MatchesIntegerDivision) {
   for (int i = 0; i < 200; ++i) divisors.push_back(std::max(1, any(rng)));
   for (int d : divisors) {
     const kcuda::FastDivmod f(d);
-    std::vector<int> ns = {0, 1, d - 1, d, d + 1, std::numeric_limits<int32_t>::max(),
+    std::vector<int> ns = {0,
+                           1,
+                           d - 1,
+                           d,
+                           d + 1,
+                           std::numeric_limits<int32_t>::max(),
                            std::numeric_limits<int32_t>::max() - 1};
     for (int i = 0; i < 300; ++i) ns.push_back(any(rng));
     for (int k = 1; k < 50; ++k)
@@ -382,7 +386,7 @@ TEST(CudaFastDivmod, MatchesIntegerDivision) {
   }
 }
 
-TEST(CudaGemmPlan, SplitPlansCoverKExactly) {
+TEST(CudaGemmPlan, SplitsAndTileShapes) {
   for (int K : {1, 7, 8, 9, 64, 100, 4608, 401408}) {
     for (int want : {0, 1, 2, 3, 7, 64, 1000}) {
       const kcuda::SplitPlan sp = kcuda::make_split_plan(K, 8, want);
@@ -399,6 +403,11 @@ TEST(CudaGemmPlan, SplitPlansCoverKExactly) {
   EXPECT_GT(s, 1);
   EXPECT_LE(s, 64);
   EXPECT_EQ(kcuda::choose_splits(4, 64, 8, 1, 64 * 64, 132), 1);  // too little K to split
+  // Tile shapes: thin for a few rows, medium for <= 64 rows or small grids, large otherwise.
+  EXPECT_EQ(kcuda::choose_tile(8, 100000, 1, 132), kcuda::TileKind::ThinM);
+  EXPECT_EQ(kcuda::choose_tile(64, 401408, 1, 132), kcuda::TileKind::Medium);
+  EXPECT_EQ(kcuda::choose_tile(256, 256, 1, 132), kcuda::TileKind::Medium);
+  EXPECT_EQ(kcuda::choose_tile(128, 20480, 1, 132), kcuda::TileKind::Large);
 }
 
 TEST(CudaConvEmulation, ForwardMatchesCpu) {
@@ -461,14 +470,12 @@ TEST(CudaConvEmulation, BackwardFilterMatchesCpuWithSubsets) {
     for_each_tiling([&](const std::string& name, auto emulate) {
       SCOPED_TRACE(name);
       std::vector<float> dw(s.w_size(), sentinel());
-      emulate(kcuda::make_conv_backward_filter_gemm(s, x.data(), dy.data(), nullptr, 0,
-                                                    dw.data()),
+      emulate(kcuda::make_conv_backward_filter_gemm(s, x.data(), dy.data(), nullptr, 0, dw.data()),
               s.groups);
       EXPECT_TRUE(close_normalized(dw, ref, kTolNative)) << "all filters";
       std::vector<float> dws(s.w_size(), sentinel());
       emulate(kcuda::make_conv_backward_filter_gemm(s, x.data(), dy.data(), sel_bad.data(),
-                                                    static_cast<int>(sel_bad.size()),
-                                                    dws.data()),
+                                                    static_cast<int>(sel_bad.size()), dws.data()),
               s.groups);
       EXPECT_TRUE(close_normalized(rows_where(dws, row, in, true), rows_where(ref, row, in, true),
                                    kTolNative))
@@ -547,8 +554,7 @@ TEST(CudaLinearEmulation, MatchesCpu) {
           dw(size_t(out) * in, sentinel()), dws(size_t(out) * in, sentinel());
       emulate(kcuda::make_linear_forward_gemm(n, in, out, x.data(), w.data(), e, y.data()), 1);
       EXPECT_TRUE(close_normalized(y, y_ref, kTolNative)) << "forward";
-      emulate(kcuda::make_linear_backward_data_gemm(n, in, out, dy.data(), w.data(), dx.data()),
-              1);
+      emulate(kcuda::make_linear_backward_data_gemm(n, in, out, dy.data(), w.data(), dx.data()), 1);
       EXPECT_TRUE(close_normalized(dx, dx_ref, kTolNative)) << "backward data";
       emulate(kcuda::make_linear_weight_grad_gemm(n, in, out, x.data(), dy.data(), dw.data(),
                                                   nullptr, 0),
@@ -622,8 +628,8 @@ class GuardedBuffer {
         cudaMemcpy(all.data(), base_, sizeof(float) * all.size(), cudaMemcpyDeviceToHost));
     for (size_t i = 0; i < kGuard; ++i) {
       if (!is_sentinel(all[i]))
-        return ::testing::AssertionFailure() << "guard before the buffer written at -"
-                                             << (kGuard - i);
+        return ::testing::AssertionFailure()
+               << "guard before the buffer written at -" << (kGuard - i);
       if (!is_sentinel(all[kGuard + count_ + i]))
         return ::testing::AssertionFailure() << "guard after the buffer written at +" << i;
     }
@@ -640,8 +646,7 @@ class DeviceInts {
   explicit DeviceInts(const std::vector<int32_t>& v) {
     NNS_CUDA_CHECK(cudaMalloc(&p_, sizeof(int32_t) * std::max<size_t>(v.size(), 1)));
     if (!v.empty())
-      NNS_CUDA_CHECK(
-          cudaMemcpy(p_, v.data(), sizeof(int32_t) * v.size(), cudaMemcpyHostToDevice));
+      NNS_CUDA_CHECK(cudaMemcpy(p_, v.data(), sizeof(int32_t) * v.size(), cudaMemcpyHostToDevice));
   }
   ~DeviceInts() { cudaFree(p_); }
   DeviceInts(const DeviceInts&) = delete;
@@ -726,15 +731,13 @@ TEST_P(CudaConvParity, ForwardWithEachEpilogue) {
       bool bias, scale, shift;
       Activation act;
     };
-    const Variant variants[] = {{false, false, false, Activation::None},
-                                {true, false, false, Activation::None},
-                                {true, true, true, Activation::ReLU},
-                                {true, true, true, Activation::ReLU6},
-                                {false, true, true, Activation::Tanh},
-                                {true, false, false, Activation::Sigmoid}};
+    const Variant variants[] = {
+        {false, false, false, Activation::None}, {true, false, false, Activation::None},
+        {true, true, true, Activation::ReLU},    {true, true, true, Activation::ReLU6},
+        {false, true, true, Activation::Tanh},   {true, false, false, Activation::Sigmoid}};
     for (const Variant& v : variants) {
-      SCOPED_TRACE(cat("epilogue act ", int(v.act), " bias ", v.bias, " scale ", v.scale,
-                       " shift ", v.shift));
+      SCOPED_TRACE(cat("epilogue act ", int(v.act), " bias ", v.bias, " scale ", v.scale, " shift ",
+                       v.shift));
       Epilogue host, dev;
       host.act = dev.act = v.act;
       if (v.bias) {
@@ -752,10 +755,9 @@ TEST_P(CudaConvParity, ForwardWithEachEpilogue) {
       dy.fill_sentinel();
       kcuda::conv2d_forward(nullptr, s, dx_.get(), dw_.get(), dev, dy.get());
       sync();
-      EXPECT_TRUE(close_normalized(dy.download(),
-                                   apply_epilogue(raw, s.c_out, int64_t(s.out_h()) * s.out_w(),
-                                                  host),
-                                   tol()));
+      EXPECT_TRUE(close_normalized(
+          dy.download(), apply_epilogue(raw, s.c_out, int64_t(s.out_h()) * s.out_w(), host),
+          tol()));
       EXPECT_TRUE(dy.guards_intact());
     }
     EXPECT_TRUE(dx_.guards_intact());
@@ -817,16 +819,16 @@ TEST_P(CudaConvParity, BackwardFilterAllAndSubsets) {
     const DeviceInts dsel(sel);
     ddw.fill_sentinel();
     ddb.fill_sentinel();
-    kcuda::conv2d_backward_filter(nullptr, s, dx.get(), ddy.get(), ddw.get(), ddb.get(),
-                                  dsel.get(), static_cast<int>(sel.size()));
+    kcuda::conv2d_backward_filter(nullptr, s, dx.get(), ddy.get(), ddw.get(), ddb.get(), dsel.get(),
+                                  static_cast<int>(sel.size()));
     sync();
     const auto dw = ddw.download(), db = ddb.download();
-    EXPECT_TRUE(close_normalized(rows_where(dw, row, in, true), rows_where(dw_ref, row, in, true),
-                                 tol()))
+    EXPECT_TRUE(
+        close_normalized(rows_where(dw, row, in, true), rows_where(dw_ref, row, in, true), tol()))
         << "dw, listed filters";
     EXPECT_TRUE(all_sentinel(rows_where(dw, row, in, false), "dw rows not listed"));
-    EXPECT_TRUE(close_normalized(rows_where(db, 1, in, true), rows_where(db_ref, 1, in, true),
-                                 tol()))
+    EXPECT_TRUE(
+        close_normalized(rows_where(db, 1, in, true), rows_where(db_ref, 1, in, true), tol()))
         << "db, listed filters";
     EXPECT_TRUE(all_sentinel(rows_where(db, 1, in, false), "db entries not listed"));
     EXPECT_TRUE(ddw.guards_intact());
@@ -834,8 +836,8 @@ TEST_P(CudaConvParity, BackwardFilterAllAndSubsets) {
 
     // An empty list writes nothing; db may be null.
     ddw.fill_sentinel();
-    kcuda::conv2d_backward_filter(nullptr, s, dx.get(), ddy.get(), ddw.get(), nullptr,
-                                  dsel.get(), 0);
+    kcuda::conv2d_backward_filter(nullptr, s, dx.get(), ddy.get(), ddw.get(), nullptr, dsel.get(),
+                                  0);
     sync();
     EXPECT_TRUE(all_sentinel(ddw.download(), "dw with an empty filter list"));
   }
@@ -866,8 +868,7 @@ TEST_P(CudaConvParity, NanAndInfPropagate) {
     GuardedBuffer dx_(x), dw_(w), ddy(dy), y(s.y_size()), dx(s.x_size()), dw(s.w_size());
     kcuda::conv2d_forward(nullptr, s, dx_.get(), dw_.get(), Epilogue{}, y.get());
     kcuda::conv2d_backward_data(nullptr, s, ddy.get(), dw_.get(), dx.get());
-    kcuda::conv2d_backward_filter(nullptr, s, dx_.get(), ddy.get(), dw.get(), nullptr, nullptr,
-                                  0);
+    kcuda::conv2d_backward_filter(nullptr, s, dx_.get(), ddy.get(), dw.get(), nullptr, nullptr, 0);
     sync();
     const std::pair<std::vector<float>, std::vector<float>> outputs[] = {
         {y.download(), y_ref}, {dx.download(), dx_ref}, {dw.download(), dw_ref}};
@@ -948,8 +949,8 @@ TEST_P(CudaLinearParity, ForwardWithEachEpilogue) {
     std::vector<float> raw(size_t(c.n) * c.out);
     cpu::linear_forward(c.n, c.in, c.out, x.data(), w.data(), Epilogue{}, raw.data());
     GuardedBuffer dx(x), dw(w), db(bias), dscale(scale), dshift(shift), y(size_t(c.n) * c.out);
-    for (Activation act : {Activation::None, Activation::ReLU, Activation::ReLU6,
-                           Activation::Tanh, Activation::Sigmoid}) {
+    for (Activation act : {Activation::None, Activation::ReLU, Activation::ReLU6, Activation::Tanh,
+                           Activation::Sigmoid}) {
       SCOPED_TRACE(cat("act ", int(act)));
       Epilogue host, dev;
       host.act = dev.act = act;
@@ -978,8 +979,7 @@ TEST_P(CudaLinearParity, BackwardData) {
   std::mt19937 rng(32);
   for (const LinearCase& c : linear_cases()) {
     SCOPED_TRACE(describe(c));
-    const auto dy = random_vec(size_t(c.n) * c.out, rng),
-               w = random_vec(size_t(c.out) * c.in, rng);
+    const auto dy = random_vec(size_t(c.n) * c.out, rng), w = random_vec(size_t(c.out) * c.in, rng);
     std::vector<float> ref(size_t(c.n) * c.in);
     cpu::linear_backward_data(c.n, c.in, c.out, dy.data(), w.data(), ref.data());
     GuardedBuffer ddy(dy), dw(w), dx(size_t(c.n) * c.in);
@@ -998,8 +998,8 @@ TEST_P(CudaLinearParity, BackwardWeightAllAndSubsets) {
     SCOPED_TRACE(describe(c));
     const auto x = random_vec(size_t(c.n) * c.in, rng), dy = random_vec(size_t(c.n) * c.out, rng);
     std::vector<float> dw_ref(size_t(c.out) * c.in), db_ref(c.out);
-    cpu::linear_backward_weight(c.n, c.in, c.out, x.data(), dy.data(), dw_ref.data(),
-                                db_ref.data(), nullptr, 0);
+    cpu::linear_backward_weight(c.n, c.in, c.out, x.data(), dy.data(), dw_ref.data(), db_ref.data(),
+                                nullptr, 0);
     GuardedBuffer dx(x), ddy(dy), dw(size_t(c.out) * c.in), db(c.out);
     kcuda::linear_backward_weight(nullptr, c.n, c.in, c.out, dx.get(), ddy.get(), dw.get(),
                                   db.get(), nullptr, 0);
@@ -1020,8 +1020,8 @@ TEST_P(CudaLinearParity, BackwardWeightAllAndSubsets) {
                                  rows_where(dw_ref, c.in, in, true), tol()))
         << "dw, listed rows";
     EXPECT_TRUE(all_sentinel(rows_where(got_w, c.in, in, false), "dw rows not listed"));
-    EXPECT_TRUE(close_normalized(rows_where(got_b, 1, in, true), rows_where(db_ref, 1, in, true),
-                                 tol()))
+    EXPECT_TRUE(
+        close_normalized(rows_where(got_b, 1, in, true), rows_where(db_ref, 1, in, true), tol()))
         << "db, listed rows";
     EXPECT_TRUE(all_sentinel(rows_where(got_b, 1, in, false), "db entries not listed"));
     EXPECT_TRUE(dw.guards_intact());

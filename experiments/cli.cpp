@@ -4,9 +4,28 @@
 
 #include <iostream>
 
+#include "kernels/ops.h"
+
 extern "C" void openblas_set_num_threads(int);
 
 namespace nns::exp {
+
+void add_engine_options(CLI::App* sub, EngineArgs& e) {
+  sub->add_option("--conv-engine", e.conv, "CUDA convolutions: native (our kernels) or cudnn")
+      ->check(CLI::IsMember({"native", "cudnn"}))
+      ->capture_default_str();
+  sub->add_option("--gemm-engine", e.gemm, "CUDA matrix products: native (our kernels) or cublas")
+      ->check(CLI::IsMember({"native", "cublas"}))
+      ->capture_default_str();
+}
+
+void apply_engines(const EngineArgs& e, Device dev) {
+  if ((e.conv != "native" || e.gemm != "native") && !cuda_compiled())
+    throw UsageError("--conv-engine/--gemm-engine select CUDA libraries, but this build has no CUDA");
+  (void)dev;
+  ops::set_conv_engine(e.conv == "cudnn" ? ops::ConvEngine::Cudnn : ops::ConvEngine::Native);
+  ops::set_gemm_engine(e.gemm == "cublas" ? ops::GemmEngine::Cublas : ops::GemmEngine::Native);
+}
 
 void print_json(const nlohmann::json& j) { std::cout << j.dump() << std::endl; }
 
@@ -54,4 +73,21 @@ const char* version() {
 #endif
 }
 
+}  // namespace nns::exp
+
+namespace nns::exp {
+const char* git_commit() {
+#ifdef NNS_GIT_COMMIT
+  return NNS_GIT_COMMIT;
+#else
+  return "unknown";
+#endif
+}
+const char* source_dir() {
+#ifdef NNS_SOURCE_TREE
+  return NNS_SOURCE_TREE;
+#else
+  return ".";
+#endif
+}
 }  // namespace nns::exp

@@ -33,6 +33,15 @@ Command add_eval_command(CLI::App& root);
 Command add_info_command(CLI::App& root);
 Command add_bench_command(CLI::App& root);
 Command add_protect_command(CLI::App& root);
+Command add_config_reference_command(CLI::App& root);
+
+// --conv-engine native|cudnn and --gemm-engine native|cublas (CUDA only; the CPU ignores them).
+struct EngineArgs {
+  std::string conv = "native", gemm = "native";
+};
+void add_engine_options(CLI::App* sub, EngineArgs& e);
+// Applies the engine choice; UsageError when cudnn/cublas is asked for on a build without CUDA.
+void apply_engines(const EngineArgs& e, Device dev);
 
 // Prints a JSON document on stdout (one line).
 void print_json(const nlohmann::json& j);
@@ -48,5 +57,9 @@ void set_threads(int threads);
 int current_threads();
 // The version string, e.g. "0.1.0".
 const char* version();
+// The git commit the binary was configured from ("unknown" outside a checkout).
+const char* git_commit();
+// The source tree the binary was built from (tools/ scripts are found there).
+const char* source_dir();
 
 }  // namespace nns::exp

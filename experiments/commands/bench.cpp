@@ -47,6 +47,7 @@ double time_median(F&& fn, double min_time, int min_iters, const ops::Context& c
 
 Command add_bench_command(CLI::App& root) {
   struct Args {
+    EngineArgs engines;
     std::string models = "lenet5,resnet20,resnet18", dataset = "auto", device = "cpu", out;
     int batch = 128, threads = 0, min_iters = 5;
     double min_time = 3.0;
@@ -65,12 +66,14 @@ Command add_bench_command(CLI::App& root) {
   sub->add_option("--device", a->device, "cpu, cuda or auto")->capture_default_str();
   sub->add_option("--threads", a->threads, "CPU threads (default: all cores)");
   sub->add_option("--out", a->out, "Also write the JSON result to this file");
+  add_engine_options(sub, a->engines);
   sub->add_flag("--json", a->json, "Print a JSON result on stdout");
   Command c;
   c.app = sub;
   c.run = [a]() -> int {
     set_threads(a->threads);
     Device dev = parse_device(a->device);
+    apply_engines(a->engines, dev);
     ops::Context ctx{dev, nullptr};
     if (a->batch < 1) throw UsageError("--batch must be at least 1");
     std::vector<std::string> names;

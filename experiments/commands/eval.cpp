@@ -9,6 +9,7 @@ namespace nns::exp {
 
 Command add_eval_command(CLI::App& root) {
   struct Args {
+    EngineArgs engines;
     std::string weights, dataset, data_dir, device = "cpu", split = "test";
     int batch = 256, threads = 0;
     bool json = false;
@@ -24,12 +25,14 @@ Command add_eval_command(CLI::App& root) {
   sub->add_option("--batch", a->batch, "Batch size")->capture_default_str();
   sub->add_option("--device", a->device, "cpu, cuda or auto")->capture_default_str();
   sub->add_option("--threads", a->threads, "CPU threads (default: all cores)");
+  add_engine_options(sub, a->engines);
   sub->add_flag("--json", a->json, "Print a JSON result on stdout");
   Command c;
   c.app = sub;
   c.run = [a]() -> int {
     set_threads(a->threads);
     Device dev = parse_device(a->device);
+    apply_engines(a->engines, dev);
     auto info = require_dataset_info(a->dataset);
     if (a->batch < 1) throw UsageError("--batch must be at least 1");
     auto model = io::load_model(a->weights);

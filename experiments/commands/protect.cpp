@@ -19,6 +19,7 @@ void on_signal(int) { g_stop.store(true); }
 
 Command add_protect_command(CLI::App& root) {
   struct Args {
+    EngineArgs engines;
     std::string weights, dataset, data_dir, out, config, device = "cpu", seal_key;
     std::vector<std::string> sets;
     uint64_t seed = 0;
@@ -42,6 +43,7 @@ Command add_protect_command(CLI::App& root) {
   sub->add_option("--threads", a->threads, "CPU threads (default: all cores)");
   sub->add_flag("--resume", a->resume, "Continue an interrupted search in --out");
   sub->add_flag("--print-config", a->print_config, "Print the effective configuration and exit");
+  add_engine_options(sub, a->engines);
   sub->add_flag("--json", a->json, "Print a JSON result on stdout");
   Command c;
   c.app = sub;
@@ -54,6 +56,7 @@ Command add_protect_command(CLI::App& root) {
     }
     set_threads(a->threads);
     Device dev = parse_device(a->device);
+    apply_engines(a->engines, dev);
     auto info = require_dataset_info(a->dataset);
     std::vector<uint8_t> key;
     if (!a->seal_key.empty()) key = splitter::read_key(a->seal_key);

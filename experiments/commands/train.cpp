@@ -24,6 +24,7 @@ std::string join_floats(const std::vector<float>& v) {
 
 Command add_train_command(CLI::App& root) {
   struct Args {
+    EngineArgs engines;
     std::string model, dataset, data_dir, out, device = "cpu", augment = "auto";
     TrainOptions t;
     int threads = 0;
@@ -60,6 +61,7 @@ Command add_train_command(CLI::App& root) {
   sub->add_option("--threads", a->threads, "CPU threads (default: all cores)");
   sub->add_flag("--resume", a->resume,
                 "Continue from OUT.ckpt left by an interrupted run with the same settings");
+  add_engine_options(sub, a->engines);
   sub->add_flag("--json", a->json, "Print a JSON result on stdout");
 
   Command c;
@@ -67,6 +69,7 @@ Command add_train_command(CLI::App& root) {
   c.run = [a]() -> int {
     set_threads(a->threads);
     Device dev = parse_device(a->device);
+    apply_engines(a->engines, dev);
     auto info = require_dataset_info(a->dataset);
     auto spec = spec_for(a->model, info, a->width_mult);
     TrainOptions t = a->t;

@@ -1,7 +1,5 @@
-// The caching device allocator (see allocator.h), and the release threshold of the
-// stream-ordered pool used by op workspaces (launch.cuh).
-#include "kernels/cuda/allocator.h"
-
+// The caching device allocator (see allocator.h), and the stream-ordered workspace allocation
+// of the ops (stream_alloc/stream_free, declared in launch.cuh).
 #include <cuda_runtime.h>
 
 #include <atomic>
@@ -17,7 +15,9 @@
 #include <utility>
 #include <vector>
 
+#include "kernels/cuda/allocator.h"
 #include "kernels/cuda/check.h"
+#include "kernels/cuda/launch.cuh"
 
 namespace nns::ops::cuda {
 
@@ -39,7 +39,7 @@ std::string mib(size_t bytes) { return std::to_string(bytes / (1024.0 * 1024.0))
 
 struct CachingAllocator::Impl {
   struct Block {
-    void* base;        // what cudaMalloc returned
+    void* base;  // what cudaMalloc returned
     size_t class_bytes;
     size_t requested;  // bytes asked for (the user region)
     int device;
@@ -47,7 +47,7 @@ struct CachingAllocator::Impl {
   bool guards;
   bool caching;
   mutable std::mutex mu;
-  std::unordered_map<void*, Block> live;  // by user pointer
+  std::unordered_map<void*, Block> live;                            // by user pointer
   std::map<std::pair<int, size_t>, std::vector<void*>> free_lists;  // (device, class) -> bases
   AllocatorStats st;
 
@@ -181,8 +181,9 @@ void CachingAllocator::deallocate(void* p) {
   std::lock_guard<std::mutex> lock(m.mu);
   auto it = m.live.find(p);
   if (it == m.live.end())
-    throw std::invalid_argument("CUDA caching allocator: free of a pointer it did not allocate (or "
-                                "a double free)");
+    throw std::invalid_argument(
+        "CUDA caching allocator: free of a pointer it did not allocate (or "
+        "a double free)");
   const Impl::Block b = it->second;
   m.live.erase(it);
   m.st.bytes_in_use -= b.requested;
@@ -190,7 +191,8 @@ void CachingAllocator::deallocate(void* p) {
     const std::string what = m.damaged_guards(b);
     if (!what.empty()) {
       ++m.st.guard_violations;
-      std::fprintf(stderr, "nnsplitter: CUDA guard bytes damaged for the block of %zu bytes at %p: %s\n",
+      std::fprintf(stderr,
+                   "nnsplitter: CUDA guard bytes damaged for the block of %zu bytes at %p: %s\n",
                    b.requested, p, what.c_str());
     }
   }
@@ -206,7 +208,7 @@ void CachingAllocator::empty_cache() {
   Impl& m = *impl_;
   std::lock_guard<std::mutex> lock(m.mu);
   m.release_cache();
-  // The stream-ordered pool of op workspaces keeps memory too (make_stream_pool_persistent).
+  // The stream-ordered pool of op workspaces keeps memory too (stream_pools_ready).
   int device = 0;
   if (cudaGetDevice(&device) == cudaSuccess) {
     cudaMemPool_t pool;
@@ -241,20 +243,54 @@ void CachingAllocator::reset_peak() {
   impl_->st.peak_bytes_in_use = impl_->st.bytes_in_use;
 }
 
-// The default pool behind cudaMallocAsync returns freed memory to the driver at every
-// synchronisation unless its release threshold is raised; op workspaces are allocated and freed
-// every call, so keep it (empty_cache() trims it).
-void make_stream_pool_persistent() {
+namespace {
+
+// Per device, once: whether it has stream-ordered memory pools, and if so a release threshold
+// that keeps freed pool memory cached (by default the pool returns it to the driver at every
+// synchronisation, and op workspaces are allocated and freed every call; empty_cache() trims it).
+bool stream_pools_ready() {
   constexpr int kMaxDevices = 64;
-  static std::atomic<bool> done[kMaxDevices] = {};
+  static std::atomic<int> state[kMaxDevices] = {};  // 0 unknown, 1 pools, 2 no pools
   int device = 0;
   NNS_CUDA_CHECK(cudaGetDevice(&device));
-  if (device < 0 || device >= kMaxDevices || done[device].load(std::memory_order_acquire)) return;
-  cudaMemPool_t pool;
-  NNS_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, device));
-  uint64_t threshold = UINT64_MAX;
-  NNS_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &threshold));
-  done[device].store(true, std::memory_order_release);
+  if (device < 0 || device >= kMaxDevices) return false;
+  const int s = state[device].load(std::memory_order_acquire);
+  if (s != 0) return s == 1;
+  int supported = 0;
+  NNS_CUDA_CHECK(cudaDeviceGetAttribute(&supported, cudaDevAttrMemoryPoolsSupported, device));
+  if (supported) {
+    cudaMemPool_t pool;
+    NNS_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, device));
+    uint64_t threshold = UINT64_MAX;
+    NNS_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &threshold));
+  }
+  state[device].store(supported ? 1 : 2, std::memory_order_release);
+  return supported != 0;
+}
+
+}  // namespace
+
+void* stream_alloc(size_t bytes, cudaStream_t stream) {
+  void* p = nullptr;
+  if (bytes == 0) bytes = 1;
+  if (stream_pools_ready())
+    NNS_CUDA_CHECK(cudaMallocAsync(&p, bytes, stream));
+  else
+    NNS_CUDA_CHECK(cudaMalloc(&p, bytes));
+  return p;
+}
+
+void stream_free(void* p, cudaStream_t stream) noexcept {
+  if (!p) return;
+  try {
+    if (stream_pools_ready()) {
+      cudaFreeAsync(p, stream);
+    } else {
+      cudaStreamSynchronize(stream);
+      cudaFree(p);
+    }
+  } catch (...) {
+  }
 }
 
 }  // namespace nns::ops::cuda

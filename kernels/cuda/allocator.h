@@ -29,9 +29,9 @@
 namespace nns::ops::cuda {
 
 struct AllocatorStats {
-  size_t bytes_in_use = 0;     // requested bytes of live allocations
-  size_t bytes_reserved = 0;   // bytes held from cudaMalloc (live blocks + cache, by class size)
-  size_t bytes_cached = 0;     // bytes of free blocks waiting in the cache
+  size_t bytes_in_use = 0;    // requested bytes of live allocations
+  size_t bytes_reserved = 0;  // bytes held from cudaMalloc (live blocks + cache, by class size)
+  size_t bytes_cached = 0;    // bytes of free blocks waiting in the cache
   size_t peak_bytes_in_use = 0;
   int64_t allocations = 0;     // allocate() calls
   int64_t cache_hits = 0;      // of which served from the cache

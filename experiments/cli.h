@@ -52,6 +52,9 @@ data::DatasetInfo require_dataset_info(const std::string& name);
 // The model spec for an architecture trained on a dataset.
 models::ModelSpec spec_for(const std::string& arch, const data::DatasetInfo& info,
                            float width_mult = 1.0f);
+// parse_device with an unknown name turned into a UsageError (exit 2); "cuda" without a
+// usable device stays a runtime failure (exit 1).
+Device require_device(const std::string& name);
 // Sets OpenMP/OpenBLAS threads (0 = leave the default).
 void set_threads(int threads);
 int current_threads();

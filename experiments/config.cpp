@@ -228,14 +228,24 @@ std::string Schema::reference_markdown(const std::string& title) const {
 
 Config Config::load(const Schema& schema, const std::string& file,
                     const std::vector<std::string>& sets) {
+  if (file.empty()) return load_text(schema, "", "", sets);
+  if (!std::filesystem::exists(file)) throw ConfigError(file + ": config file not found");
+  std::ifstream in(file, std::ios::binary);
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (!in) throw ConfigError(file + ": cannot read the config file");
+  return load_text(schema, text.str(), file, sets);
+}
+
+Config Config::load_text(const Schema& schema, const std::string& yaml_text,
+                         const std::string& file, const std::vector<std::string>& sets) {
   Config c;
   c.schema_ = schema;
   c.source_ = file;
-  if (!file.empty()) {
-    if (!std::filesystem::exists(file)) throw ConfigError(file + ": config file not found");
+  if (!yaml_text.empty()) {
     YAML::Node root;
     try {
-      root = YAML::LoadFile(file);
+      root = YAML::Load(yaml_text);
     } catch (const YAML::Exception& e) {
       throw ConfigError(file + ":" + std::to_string(e.mark.line + 1) + ": invalid YAML: " + e.msg);
     }

@@ -61,6 +61,9 @@ class Config {
   // ("a.b=value", value parsed as YAML), fills defaults. Throws ConfigError.
   static Config load(const Schema& schema, const std::string& file,
                      const std::vector<std::string>& sets);
+  // The same from YAML text; `name` stands for the file in error messages and source().
+  static Config load_text(const Schema& schema, const std::string& yaml_text,
+                          const std::string& name, const std::vector<std::string>& sets);
 
   int64_t get_int(const std::string& path) const;
   double get_float(const std::string& path) const;

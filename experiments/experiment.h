@@ -25,6 +25,7 @@ struct RunOptions {
   bool progress = true;
   const std::atomic<bool>* stop_flag = nullptr;  // set by SIGTERM/SIGUSR1/SIGINT handlers
   std::string cache_dir;    // trained-victim cache (default: <output.dir>/victims)
+  int sweep_index = -1;     // recorded in the result file (-1 outside sweeps)
 };
 
 struct RunSummary {

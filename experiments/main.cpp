@@ -7,6 +7,8 @@
 #include <vector>
 
 #include "experiments/cli.h"
+#include "experiments/commands/attack_command.h"
+#include "experiments/commands/driver_commands.h"
 #include "experiments/commands/secrets_commands.h"
 
 int main(int argc, char** argv) {
@@ -18,7 +20,10 @@ int main(int argc, char** argv) {
   std::vector<Command> commands = {add_train_command(app), add_eval_command(app),
                                    add_info_command(app), add_bench_command(app),
                                    add_protect_command(app),    add_restore_command(app),
-                                   add_keygen_command(app),     add_infer_command(app)};
+                                   add_keygen_command(app),     add_infer_command(app),
+                                   add_attack_command(app),     add_run_command(app),
+                                   add_sweep_command(app),      add_collect_command(app),
+                                   add_config_reference_command(app)};
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -12,6 +12,7 @@ PACKAGES=(
   googletest libgtest-dev libgmock-dev libbenchmark-dev
   python3 python3-numpy python3-torch python3-h5py python3-matplotlib
   dataset-fashion-mnist
+  slurm-wlm munge
 )
 
 missing=()

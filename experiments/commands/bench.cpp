@@ -72,7 +72,7 @@ Command add_bench_command(CLI::App& root) {
   c.app = sub;
   c.run = [a]() -> int {
     set_threads(a->threads);
-    Device dev = parse_device(a->device);
+    Device dev = require_device(a->device);
     apply_engines(a->engines, dev);
     ops::Context ctx{dev, nullptr};
     if (a->batch < 1) throw UsageError("--batch must be at least 1");

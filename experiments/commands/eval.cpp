@@ -31,7 +31,7 @@ Command add_eval_command(CLI::App& root) {
   c.app = sub;
   c.run = [a]() -> int {
     set_threads(a->threads);
-    Device dev = parse_device(a->device);
+    Device dev = require_device(a->device);
     apply_engines(a->engines, dev);
     auto info = require_dataset_info(a->dataset);
     if (a->batch < 1) throw UsageError("--batch must be at least 1");

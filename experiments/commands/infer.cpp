@@ -58,7 +58,7 @@ Command add_infer_command(CLI::App& root) {
     if (a->batch < 1) throw UsageError("--batch must be at least 1");
     if (!(a->min_agreement >= 0 && a->min_agreement <= 1))
       throw UsageError("--min-agreement must be in [0, 1]");
-    Device dev = parse_device(a->device);
+    Device dev = require_device(a->device);
     auto info = require_dataset_info(a->dataset);
     auto obf = io::load_model(a->weights);
     const auto& s = obf->spec();

@@ -55,7 +55,7 @@ Command add_protect_command(CLI::App& root) {
       return kExitOk;
     }
     set_threads(a->threads);
-    Device dev = parse_device(a->device);
+    Device dev = require_device(a->device);
     apply_engines(a->engines, dev);
     auto info = require_dataset_info(a->dataset);
     std::vector<uint8_t> key;

@@ -68,7 +68,7 @@ Command add_train_command(CLI::App& root) {
   c.app = sub;
   c.run = [a]() -> int {
     set_threads(a->threads);
-    Device dev = parse_device(a->device);
+    Device dev = require_device(a->device);
     apply_engines(a->engines, dev);
     auto info = require_dataset_info(a->dataset);
     auto spec = spec_for(a->model, info, a->width_mult);

@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "kernel_test_util.h"
@@ -203,9 +204,13 @@ INSTANTIATE_TEST_SUITE_P(Shapes, BatchNormTest,
                          ::testing::Values(BnCase{2, 3, 5}, BnCase{1, 4, 9}, BnCase{7, 5, 1},
                                            BnCase{16, 8, 49}, BnCase{3, 2, 1000}),
                          [](const ::testing::TestParamInfo<BnCase>& info) {
-                           return "n" + std::to_string(info.param.n) + "_c" +
-                                  std::to_string(info.param.c) + "_hw" +
-                                  std::to_string(info.param.hw);
+                           std::string name = "n";
+                           name += std::to_string(info.param.n);
+                           name += "_c";
+                           name += std::to_string(info.param.c);
+                           name += "_hw";
+                           name += std::to_string(info.param.hw);
+                           return name;
                          });
 
 // Several training steps: the running statistics follow PyTorch's update each step.

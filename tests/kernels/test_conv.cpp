@@ -8,11 +8,14 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <ostream>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "kernel_test_util.h"
+#include "kernels/cpu/conv_internal.h"
 #include "kernels/ops.h"
 
 namespace nns::ops::test {
@@ -37,12 +40,14 @@ Conv2dShape conv_shape(int n, int c_in, int h, int w, int c_out, int kh, int kw,
 }
 
 std::string describe(const Conv2dShape& s) {
-  return "n" + std::to_string(s.n) + "_cin" + std::to_string(s.c_in) + "_" +
-         std::to_string(s.h) + "x" + std::to_string(s.w) + "_cout" + std::to_string(s.c_out) +
-         "_k" + std::to_string(s.kh) + "x" + std::to_string(s.kw) + "_s" +
-         std::to_string(s.stride_h) + "x" + std::to_string(s.stride_w) + "_p" +
-         std::to_string(s.pad_h) + "x" + std::to_string(s.pad_w) + "_g" +
-         std::to_string(s.groups);
+  std::string d;
+  for (auto [tag, v] : {std::pair{"n", s.n}, {"_cin", s.c_in}, {"_", s.h}, {"x", s.w},
+                        {"_cout", s.c_out}, {"_k", s.kh}, {"x", s.kw}, {"_s", s.stride_h},
+                        {"x", s.stride_w}, {"_p", s.pad_h}, {"x", s.pad_w}, {"_g", s.groups}}) {
+    d += tag;
+    d += std::to_string(v);
+  }
+  return d;
 }
 
 // ---- naive references (double accumulation) ----
@@ -142,6 +147,9 @@ struct ConvCase {
   Conv2dShape s;
 };
 
+// Readable parameters in failure messages (instead of the bytes of the struct).
+void PrintTo(const ConvCase& c, std::ostream* os) { *os << c.name << " " << describe(c.s); }
+
 std::vector<ConvCase> conv_cases() {
   std::vector<ConvCase> c = {
       {"k3_pad1", conv_shape(2, 3, 7, 6, 4, 3, 3, 1, 1, 1, 1, 1)},
@@ -165,6 +173,14 @@ std::vector<ConvCase> conv_cases() {
       {"blocked_pointwise", conv_shape(8, 6, 2, 3, 5, 1, 1, 1, 1, 0, 0, 1)},
       {"blocked_groups2", conv_shape(11, 4, 3, 4, 6, 3, 3, 1, 1, 1, 1, 2)},
       {"blocked_depthwise", conv_shape(10, 3, 4, 4, 3, 3, 3, 1, 1, 1, 1, 3)},
+      // Large enough (>= 2^18 multiply-adds) for the ops to use several threads: image
+      // blocks with per-thread partial sums, a batch of 1 split inside the image, a partial
+      // 16 + 8 (4 used) channel tiling in the direct kernel.
+      {"parallel_blocked", conv_shape(8, 16, 6, 6, 24, 3, 3, 1, 1, 1, 1, 1)},
+      {"parallel_groups2_stride2", conv_shape(6, 16, 11, 11, 20, 3, 3, 2, 2, 1, 1, 2)},
+      {"parallel_batch1", conv_shape(1, 16, 20, 18, 24, 3, 3, 1, 1, 1, 1, 1)},
+      {"parallel_depthwise", conv_shape(4, 32, 16, 16, 32, 3, 3, 1, 1, 1, 1, 32)},
+      {"parallel_pointwise", conv_shape(6, 32, 7, 7, 40, 1, 1, 1, 1, 0, 0, 1)},
       {"resnet_like", conv_shape(4, 16, 12, 12, 16, 3, 3, 1, 1, 1, 1, 1)},
       {"resnet_like_down", conv_shape(4, 16, 12, 12, 32, 3, 3, 2, 2, 1, 1, 1)},
   };
@@ -193,14 +209,23 @@ std::vector<ConvCase> conv_cases() {
   return c;
 }
 
-class ConvTest : public ::testing::TestWithParam<ConvCase> {
+const char* algo_name(cpu::ConvAlgo a) {
+  return a == cpu::ConvAlgo::Im2colGemm ? "im2col" : a == cpu::ConvAlgo::Direct ? "direct" : "auto";
+}
+
+// Each shape runs under both CPU algorithms: im2col + SGEMM, and the direct kernel (forward and
+// stride-1 backward-data; where it is not compiled in, Direct falls back to im2col).
+class ConvTest : public ::testing::TestWithParam<std::tuple<ConvCase, cpu::ConvAlgo>> {
  protected:
-  ConvTest() : rng_(std::hash<std::string>()(GetParam().name) & 0xffffffffu) {}
+  ConvTest() : rng_(std::hash<std::string>()(std::get<0>(GetParam()).name) & 0xffffffffu) {}
+  void SetUp() override { cpu::set_conv_algo(std::get<1>(GetParam())); }
+  void TearDown() override { cpu::set_conv_algo(cpu::ConvAlgo::Auto); }
+  const Conv2dShape& shape() const { return std::get<0>(GetParam()).s; }
   std::mt19937 rng_;
 };
 
 TEST_P(ConvTest, ForwardMatchesReference) {
-  const Conv2dShape s = GetParam().s;
+  const Conv2dShape s = shape();
   const auto x = random_vec(s.x_size(), rng_);
   const auto w = random_vec(s.w_size(), rng_);
   const auto bias = random_vec(s.c_out, rng_);
@@ -224,7 +249,7 @@ TEST_P(ConvTest, ForwardMatchesReference) {
 }
 
 TEST_P(ConvTest, BackwardDataMatchesReference) {
-  const Conv2dShape s = GetParam().s;
+  const Conv2dShape s = shape();
   const auto dy = random_vec(s.y_size(), rng_);
   const auto w = random_vec(s.w_size(), rng_);
   std::vector<float> dx(s.x_size(), sentinel());  // overwritten, not accumulated
@@ -233,7 +258,7 @@ TEST_P(ConvTest, BackwardDataMatchesReference) {
 }
 
 TEST_P(ConvTest, BackwardFilterMatchesReference) {
-  const Conv2dShape s = GetParam().s;
+  const Conv2dShape s = shape();
   const auto x = random_vec(s.x_size(), rng_);
   const auto dy = random_vec(s.y_size(), rng_);
   std::vector<double> rdw, rdb;
@@ -249,7 +274,7 @@ TEST_P(ConvTest, BackwardFilterMatchesReference) {
 }
 
 TEST_P(ConvTest, BackwardFilterSubsetWritesOnlyListedRows) {
-  const Conv2dShape s = GetParam().s;
+  const Conv2dShape s = shape();
   const auto x = random_vec(s.x_size(), rng_);
   const auto dy = random_vec(s.y_size(), rng_);
   std::vector<double> rdw, rdb;
@@ -283,7 +308,7 @@ TEST_P(ConvTest, BackwardFilterSubsetWritesOnlyListedRows) {
 // against central differences. The conv is linear in each argument, so a large step is exact up
 // to float rounding of the forward.
 TEST_P(ConvTest, GradientsMatchFiniteDifferences) {
-  const Conv2dShape s = GetParam().s;
+  const Conv2dShape s = shape();
   auto x = random_vec(s.x_size(), rng_);
   auto w = random_vec(s.w_size(), rng_);
   auto b = random_vec(s.c_out, rng_);
@@ -313,9 +338,18 @@ TEST_P(ConvTest, GradientsMatchFiniteDifferences) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Shapes, ConvTest, ::testing::ValuesIn(conv_cases()),
-                         [](const ::testing::TestParamInfo<ConvCase>& info) {
-                           return info.param.name + "_" + describe(info.param.s);
+INSTANTIATE_TEST_SUITE_P(Shapes, ConvTest,
+                         ::testing::Combine(::testing::ValuesIn(conv_cases()),
+                                            ::testing::Values(cpu::ConvAlgo::Im2colGemm,
+                                                              cpu::ConvAlgo::Direct)),
+                         [](const ::testing::TestParamInfo<ConvTest::ParamType>& info) {
+                           const ConvCase& c = std::get<0>(info.param);
+                           std::string name = c.name;
+                           name += "_";
+                           name += describe(c.s);
+                           name += "_";
+                           name += algo_name(std::get<1>(info.param));
+                           return name;
                          });
 
 // The same results whatever the number of OpenMP threads: one thread (no block parallelism),
@@ -323,29 +357,35 @@ INSTANTIATE_TEST_SUITE_P(Shapes, ConvTest, ::testing::ValuesIn(conv_cases()),
 TEST(Conv, ThreadCountDoesNotChangeResults) {
   const int saved = omp_get_max_threads();
   std::mt19937 rng(7);
-  for (const Conv2dShape& s : {conv_shape(5, 4, 6, 6, 6, 3, 3, 1, 1, 1, 1, 1),
-                               conv_shape(2, 4, 9, 7, 6, 3, 3, 2, 2, 1, 1, 2),
-                               conv_shape(4, 6, 5, 5, 6, 3, 3, 1, 1, 1, 1, 6)}) {
+  // Shapes above the size where the ops go parallel (conv_threads).
+  for (const Conv2dShape& s : {conv_shape(5, 16, 8, 8, 24, 3, 3, 1, 1, 1, 1, 1),
+                               conv_shape(4, 16, 13, 11, 32, 3, 3, 2, 2, 1, 1, 2),
+                               conv_shape(4, 32, 16, 16, 32, 3, 3, 1, 1, 1, 1, 32)}) {
     const auto x = random_vec(s.x_size(), rng);
     const auto w = random_vec(s.w_size(), rng);
     const auto dy = random_vec(s.y_size(), rng);
     std::vector<double> rdw, rdb;
     ref_backward_filter(s, x, dy, rdw, rdb);
     for (int threads : {1, 3}) {
-      omp_set_num_threads(threads);
-      std::vector<float> y(s.y_size()), dx(s.x_size()), dw(s.w_size()), db(s.c_out);
-      conv2d_forward(kCpu, s, x.data(), w.data(), Epilogue{}, y.data());
-      conv2d_backward_data(kCpu, s, dy.data(), w.data(), dx.data());
-      conv2d_backward_filter(kCpu, s, x.data(), dy.data(), dw.data(), db.data(), nullptr, 0);
-      EXPECT_TRUE(all_close(y, ref_forward(s, x, w, Epilogue{}), 1e-4, 1e-4))
-          << describe(s) << " threads " << threads;
-      EXPECT_TRUE(all_close(dx, ref_backward_data(s, dy, w), 1e-4, 1e-4))
-          << describe(s) << " threads " << threads;
-      EXPECT_TRUE(all_close(dw, rdw, 1e-4, 1e-4)) << describe(s) << " threads " << threads;
-      EXPECT_TRUE(all_close(db, rdb, 1e-4, 1e-4)) << describe(s) << " threads " << threads;
+      for (cpu::ConvAlgo algo : {cpu::ConvAlgo::Im2colGemm, cpu::ConvAlgo::Direct}) {
+        SCOPED_TRACE(algo_name(algo));
+        cpu::set_conv_algo(algo);
+        omp_set_num_threads(threads);
+        std::vector<float> y(s.y_size()), dx(s.x_size()), dw(s.w_size()), db(s.c_out);
+        conv2d_forward(kCpu, s, x.data(), w.data(), Epilogue{}, y.data());
+        conv2d_backward_data(kCpu, s, dy.data(), w.data(), dx.data());
+        conv2d_backward_filter(kCpu, s, x.data(), dy.data(), dw.data(), db.data(), nullptr, 0);
+        EXPECT_TRUE(all_close(y, ref_forward(s, x, w, Epilogue{}), 1e-4, 1e-4))
+            << describe(s) << " threads " << threads;
+        EXPECT_TRUE(all_close(dx, ref_backward_data(s, dy, w), 1e-4, 1e-4))
+            << describe(s) << " threads " << threads;
+        EXPECT_TRUE(all_close(dw, rdw, 1e-4, 1e-4)) << describe(s) << " threads " << threads;
+        EXPECT_TRUE(all_close(db, rdb, 1e-4, 1e-4)) << describe(s) << " threads " << threads;
+      }
     }
   }
   omp_set_num_threads(saved);
+  cpu::set_conv_algo(cpu::ConvAlgo::Auto);
 }
 
 // Calls reuse per-thread scratch: a small conv after a large one must not see stale columns.

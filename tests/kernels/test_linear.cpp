@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <random>
+#include <string>
 #include <tuple>
 #include <vector>
 
@@ -141,9 +142,15 @@ INSTANTIATE_TEST_SUITE_P(Shapes, LinearTest,
                                            LinearCase{33, 64, 10}, LinearCase{2, 1, 1},
                                            LinearCase{128, 96, 50}),
                          [](const ::testing::TestParamInfo<LinearCase>& info) {
-                           return "n" + std::to_string(info.param.n) + "_in" +
-                                  std::to_string(info.param.in) + "_out" +
-                                  std::to_string(info.param.out);
+                           // Built with += : GCC 12 warns (-Wrestrict, a false positive) on
+                           // "literal" + std::to_string(...) chains here.
+                           std::string name = "n";
+                           name += std::to_string(info.param.n);
+                           name += "_in";
+                           name += std::to_string(info.param.in);
+                           name += "_out";
+                           name += std::to_string(info.param.out);
+                           return name;
                          });
 
 TEST(Linear, RowIndexOutOfRangeThrows) {

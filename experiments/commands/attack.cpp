@@ -1,0 +1,398 @@
+// `nnsplitter attack --kind norm_clip|finetune|boundary_reset --weights OBF --dataset D ...`:
+// runs one attack of SPEC §2 on an obfuscated weights file and reports test accuracies. The
+// attacker's view needs no secrets; --secrets (with --key when sealed) only lets the command
+// count the true positives of the boundary-reset detector and report stealthiness.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <memory>
+
+#include "core/io/model_io.h"
+#include "core/splitter/secrets.h"
+#include "experiments/attacks.h"
+#include "experiments/commands/attack_command.h"
+#include "experiments/metrics.h"
+#include "experiments/trainer.h"
+
+namespace nns::exp {
+
+namespace {
+
+std::string pct(double v) {
+  if (std::isnan(v)) return "   n/a";
+  char b[32];
+  std::snprintf(b, sizeof b, "%6.2f%%", 100 * v);
+  return b;
+}
+
+// "lo,hi" → pair; UsageError otherwise.
+std::pair<double, double> parse_range(const std::string& s) {
+  auto comma = s.find(',');
+  if (comma == std::string::npos)
+    throw UsageError("--global-range must be auto, none or lo,hi (got '" + s + "')");
+  double lo = 0, hi = 0;
+  try {
+    size_t p1 = 0, p2 = 0;
+    std::string a = s.substr(0, comma), b = s.substr(comma + 1);
+    lo = std::stod(a, &p1);
+    hi = std::stod(b, &p2);
+    if (p1 != a.size() || p2 != b.size()) throw std::invalid_argument("trailing characters");
+  } catch (const std::exception&) {
+    throw UsageError("--global-range must be auto, none or lo,hi (got '" + s + "')");
+  }
+  if (!(lo < hi) || !std::isfinite(lo) || !std::isfinite(hi))
+    throw UsageError("--global-range: lo must be smaller than hi (got '" + s + "')");
+  return {lo, hi};
+}
+
+bool parse_double(const std::string& s, double& out) {
+  try {
+    size_t p = 0;
+    out = std::stod(s, &p);
+    return p == s.size() && std::isfinite(out);
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+
+nlohmann::json nan_to_null(const std::vector<double>& v) {
+  nlohmann::json j = nlohmann::json::array();
+  for (double x : v) j.push_back(std::isfinite(x) ? nlohmann::json(x) : nlohmann::json(nullptr));
+  return j;
+}
+
+}  // namespace
+
+Command add_attack_command(CLI::App& root) {
+  struct Args {
+    std::string kind, weights, dataset, data_dir, secrets, key, rule, device = "cpu";
+    std::vector<double> ks = {1, 2, 3};
+    std::string global_range = "none";
+    std::vector<double> fractions = {0.01, 0.05, 0.1};
+    int epochs = 5, batch = 0, threads = 0;
+    float lr = 0.01f, momentum = 0.9f, weight_decay = 5e-4f;
+    std::string optimizer = "sgd", mode = "zero", donor;
+    bool no_scratch = false, json = false;
+    double delta = 1e-3;
+    int64_t samples = 0;
+    uint64_t seed = 0;
+  };
+  auto a = std::make_shared<Args>();
+  CLI::App* sub = root.add_subcommand(
+      "attack", "Attack an obfuscated model: norm clipping, fine-tuning or boundary reset");
+  sub->add_option("--kind", a->kind, "norm_clip, finetune or boundary_reset")->required();
+  sub->add_option("--weights", a->weights, "Obfuscated weights (.safetensors)")->required();
+  sub->add_option("--dataset", a->dataset, "Dataset the model was trained on")->required();
+  sub->add_option("--data-dir", a->data_dir, "Folder holding the dataset files");
+  sub->add_option("--secrets", a->secrets,
+                  "Secrets of these weights: only to count the detector's true positives and "
+                  "report stealthiness (the attack itself never reads them)");
+  sub->add_option("--key", a->key, "Key file when the secrets are sealed");
+  sub->add_option("--rule", a->rule,
+                  "Eligible layers: spatial or all (default: the secrets' rule, else spatial)");
+  sub->add_option("--k", a->ks, "norm_clip: clipping factors k of mean ± k·std, e.g. 1,2,3")
+      ->delimiter(',')
+      ->capture_default_str();
+  sub->add_option("--global-range", a->global_range,
+                  "norm_clip: also clip every eligible layer to lo,hi; auto = mean ± 3·std of "
+                  "all eligible weights; none = skip")
+      ->capture_default_str();
+  sub->add_option("--fractions", a->fractions,
+                  "finetune: shares of the training data the attacker holds, e.g. 0.01,0.05")
+      ->delimiter(',')
+      ->capture_default_str();
+  sub->add_option("--epochs", a->epochs, "finetune / boundary_reset: training epochs")
+      ->capture_default_str();
+  sub->add_option("--lr", a->lr, "finetune / boundary_reset: constant learning rate")
+      ->capture_default_str();
+  sub->add_option("--optimizer", a->optimizer, "finetune: sgd or adam")
+      ->check(CLI::IsMember({"sgd", "adam"}))
+      ->capture_default_str();
+  sub->add_option("--momentum", a->momentum, "finetune: SGD momentum")->capture_default_str();
+  sub->add_option("--weight-decay", a->weight_decay, "finetune: L2 weight decay")
+      ->capture_default_str();
+  sub->add_option("--batch", a->batch,
+                  "finetune / boundary_reset: batch size (default 128 / 64)");
+  sub->add_flag("--no-scratch", a->no_scratch,
+                "finetune: skip training the architecture from scratch");
+  sub->add_option("--delta", a->delta,
+                  "boundary_reset: flag weights within delta of the minimum or maximum")
+      ->capture_default_str();
+  sub->add_option("--mode", a->mode, "boundary_reset: reset to zero, mean (layer) or donor")
+      ->capture_default_str();
+  sub->add_option("--donor", a->donor,
+                  "boundary_reset --mode donor: weights of another model of the same "
+                  "architecture");
+  sub->add_option("--samples", a->samples,
+                  "boundary_reset: labelled training samples to fine-tune with after the "
+                  "reset (0 = none)")
+      ->capture_default_str();
+  sub->add_option("--seed", a->seed, "Seed (data subsets, shuffling, scratch init)")
+      ->capture_default_str();
+  sub->add_option("--device", a->device, "cpu, cuda or auto")->capture_default_str();
+  sub->add_option("--threads", a->threads, "CPU threads (default: all cores)");
+  sub->add_flag("--json", a->json, "Print a JSON result on stdout");
+
+  Command c;
+  c.app = sub;
+  c.run = [a]() -> int {
+    // ---- everything that can be checked before loading anything
+    const std::string kind = a->kind;
+    if (kind != "norm_clip" && kind != "finetune" && kind != "boundary_reset")
+      throw UsageError("unknown --kind '" + kind + "' (norm_clip, finetune or boundary_reset)");
+    set_threads(a->threads);
+    Device dev = Device::CPU;
+    try {
+      dev = require_device(a->device);
+    } catch (const std::invalid_argument& e) {
+      throw UsageError(e.what());
+    }
+    auto info = require_dataset_info(a->dataset);
+    if (!a->rule.empty() && a->rule != "spatial" && a->rule != "all")
+      throw UsageError("--rule must be spatial or all (got '" + a->rule + "')");
+    if (!a->key.empty() && a->secrets.empty()) throw UsageError("--key needs --secrets");
+    if (a->epochs < 0) throw UsageError("--epochs must be >= 0");
+    if (a->batch < 0) throw UsageError("--batch must be at least 1");
+    if (!(a->lr > 0)) throw UsageError("--lr must be positive");
+    if (kind == "norm_clip") {
+      if (a->ks.empty()) throw UsageError("--k needs at least one value");
+      for (double k : a->ks)
+        if (!(k >= 0) || !std::isfinite(k)) throw UsageError("--k values must be >= 0");
+    }
+    if (kind == "finetune") {
+      if (a->fractions.empty()) throw UsageError("--fractions needs at least one value");
+      for (double p : a->fractions)
+        if (!(p > 0 && p <= 1)) throw UsageError("--fractions values must be in (0, 1]");
+    }
+    if (kind == "boundary_reset") {
+      if (a->mode != "zero" && a->mode != "mean" && a->mode != "donor")
+        throw UsageError("--mode must be zero, mean or donor (got '" + a->mode + "')");
+      if (a->mode == "donor" && a->donor.empty()) throw UsageError("--mode donor needs --donor");
+      if (!(a->delta >= 0) || !std::isfinite(a->delta)) throw UsageError("--delta must be >= 0");
+      if (a->samples < 0) throw UsageError("--samples must be >= 0");
+    }
+    bool global = false;
+    bool global_auto = a->global_range == "auto";
+    std::pair<double, double> grange{0, 0};
+    if (kind == "norm_clip" && !global_auto && a->global_range != "none" &&
+        !a->global_range.empty()) {
+      grange = parse_range(a->global_range);
+      global = true;
+    }
+
+    // ---- the model, the secrets, the layers
+    auto model = io::load_model(a->weights);
+    const auto& s = model->spec();
+    if (s.in_channels != info.channels || s.num_classes != info.num_classes)
+      throw UsageError(a->weights + ": model " + s.arch + " takes " +
+                       std::to_string(s.in_channels) + " channel(s) and " +
+                       std::to_string(s.num_classes) + " classes, but dataset " + a->dataset +
+                       " has " + std::to_string(info.channels) + " and " +
+                       std::to_string(info.num_classes));
+    if (s.input_size < info.height)
+      throw UsageError(a->weights + ": model input " + std::to_string(s.input_size) +
+                       " is smaller than the images of " + a->dataset);
+    const int pad_to = s.input_size > info.height ? s.input_size : 0;
+    model->to(dev);
+
+    std::unique_ptr<splitter::Secrets> secrets;
+    if (!a->secrets.empty()) {
+      std::vector<uint8_t> key;
+      if (!a->key.empty()) key = splitter::read_key(a->key);
+      secrets = std::make_unique<splitter::Secrets>(splitter::read_secrets(
+          a->secrets, a->key.empty() ? nullptr : &key, splitter::fingerprint(*model)));
+    }
+    std::string rule = a->rule;
+    if (rule.empty() && secrets && secrets->metadata.count("rule")) {
+      rule = secrets->metadata.at("rule");
+      if (rule != "spatial" && rule != "all")
+        throw std::runtime_error(a->secrets + ": unknown rule '" + rule + "' in the metadata");
+    }
+    if (rule.empty()) rule = "spatial";
+    const auto layers = models::eligible_layers(*model, rule);
+    if (layers.empty()) throw std::runtime_error(s.arch + " has no eligible layers (rule " + rule + ")");
+
+    std::unique_ptr<models::Model> donor;
+    if (kind == "boundary_reset" && a->mode == "donor") {
+      donor = io::load_model(a->donor);
+      const auto& d = donor->spec();
+      if (d.arch != s.arch || d.in_channels != s.in_channels || d.num_classes != s.num_classes ||
+          d.input_size != s.input_size || d.width_mult != s.width_mult)
+        throw UsageError("--donor " + a->donor + " is a " + d.arch + " (" +
+                         std::to_string(d.in_channels) + " channel(s), " +
+                         std::to_string(d.num_classes) + " classes), not the architecture of " +
+                         a->weights);
+      donor->to(dev);
+    }
+
+    // ---- data and the accuracy oracle
+    auto splits = data::load_dataset(a->dataset, a->data_dir);
+    const auto norm = data::normalization_for(a->dataset);
+    const data::Dataset& test = splits.test;
+    AccuracyFn acc = [&](models::Model& m) {
+      return evaluate(m, test, norm, 256, pad_to).accuracy();
+    };
+    const double obf_acc = acc(*model);
+
+    nlohmann::json j;
+    j["kind"] = kind;
+    j["weights"] = a->weights;
+    j["dataset"] = a->dataset;
+    j["arch"] = s.arch;
+    j["rule"] = rule;
+    j["layers"] = layers;
+    j["obfuscated_accuracy"] = obf_acc;
+    if (!a->json)
+      std::printf("attack %s on %s (%s, %zu eligible layers, rule %s): obfuscated accuracy %s\n",
+                  kind.c_str(), s.arch.c_str(), a->dataset.c_str(), layers.size(), rule.c_str(),
+                  pct(obf_acc).c_str());
+
+    // ---- stealthiness, when the secrets are known
+    if (secrets) {
+      auto original = models::clone_model(*model);
+      splitter::apply_secrets(*original, *secrets);
+      double lo = 0, hi = 0;
+      bool have = secrets->metadata.count("clamp_lo") && secrets->metadata.count("clamp_hi") &&
+                  parse_double(secrets->metadata.at("clamp_lo"), lo) &&
+                  parse_double(secrets->metadata.at("clamp_hi"), hi);
+      if (!have) {  // the default clamp: min and max of the original eligible weights
+        lo = INFINITY;
+        hi = -INFINITY;
+        for (auto& e : original->state())
+          if (std::find(layers.begin(), layers.end(), e.key) != layers.end())
+            for (float x : e.tensor->to_vector()) {
+              lo = std::min(lo, double(x));
+              hi = std::max(hi, double(x));
+            }
+      }
+      auto st = stealth_metrics(*original, *model, layers, lo, hi);
+      j["stealth"] = {{"clamp_lo", lo},
+                      {"clamp_hi", hi},
+                      {"obfuscated_total", st.obfuscated_total},
+                      {"obfuscated_per_layer", st.obfuscated_per_layer},
+                      {"at_bounds_fraction", st.at_bounds_fraction},
+                      {"at_bounds_per_layer", st.at_bounds_per_layer},
+                      {"ks_distance", st.ks_distance},
+                      {"ks_per_layer", st.ks_per_layer}};
+      if (!a->json)
+        std::printf("stealth: %lld obfuscated weights, %.1f%% at the clamp bounds [%.6g, %.6g], "
+                    "KS distance %.3g\n",
+                    (long long)st.obfuscated_total, 100 * st.at_bounds_fraction, lo, hi,
+                    st.ks_distance);
+    }
+
+    // ---- the attack
+    if (kind == "norm_clip") {
+      if (global_auto) {
+        grange = auto_global_range(*model, layers, 3.0);
+        global = true;
+      }
+      auto r = norm_clip_attack(*model, layers, a->ks, global ? grange.first : 0,
+                                global ? grange.second : 0, acc);
+      j["k"] = r.k;
+      j["accuracy"] = r.accuracy;
+      if (global) {
+        j["global_lo"] = r.global_lo;
+        j["global_hi"] = r.global_hi;
+        j["global_accuracy"] = r.global_accuracy;
+      } else {
+        j["global_lo"] = j["global_hi"] = j["global_accuracy"] = nullptr;
+      }
+      if (!a->json) {
+        std::printf("%-24s %s\n", "clipping", "accuracy");
+        for (size_t i = 0; i < r.k.size(); ++i) {
+          char lab[64];
+          std::snprintf(lab, sizeof lab, "mean +- %g*std", r.k[i]);
+          std::printf("%-24s %s\n", lab, pct(r.accuracy[i]).c_str());
+        }
+        if (global) {
+          char lab[80];
+          std::snprintf(lab, sizeof lab, "global [%.4g, %.4g]", r.global_lo, r.global_hi);
+          std::printf("%-24s %s\n", lab, pct(r.global_accuracy).c_str());
+        }
+      }
+    } else if (kind == "finetune") {
+      FinetuneOptions o;
+      o.fractions = a->fractions;
+      o.epochs = a->epochs;
+      o.optimizer = a->optimizer;
+      o.lr = a->lr;
+      o.momentum = a->momentum;
+      o.weight_decay = a->weight_decay;
+      o.batch = a->batch ? a->batch : 128;
+      o.scratch = !a->no_scratch;
+      o.seed = a->seed;
+      o.pad_to = pad_to;
+      o.progress = true;
+      auto r = finetune_attack(*model, splits.train, norm, o, acc);
+      j["fractions"] = r.fractions;
+      j["epochs"] = o.epochs;
+      j["optimizer"] = o.optimizer;
+      j["lr"] = o.lr;
+      j["accuracy"] = nlohmann::json::array();
+      j["scratch_accuracy"] = nlohmann::json::array();
+      for (auto& row : r.accuracy) j["accuracy"].push_back(nan_to_null(row));
+      for (auto& row : r.scratch_accuracy) j["scratch_accuracy"].push_back(nan_to_null(row));
+      if (!a->json) {
+        std::printf("%-10s %-10s", "fraction", "model");
+        for (int e = 0; e <= o.epochs; ++e) std::printf("  epoch %-3d", e);
+        std::printf("\n");
+        for (size_t p = 0; p < r.fractions.size(); ++p) {
+          auto line = [&](const char* what, const std::vector<double>& row, bool first) {
+            char frac[32];
+            std::snprintf(frac, sizeof frac, "%.4g%%", 100 * r.fractions[p]);
+            std::printf("%-10s %-10s", first ? frac : "", what);
+            for (double v : row) std::printf("  %9s", pct(v).c_str());
+            std::printf("\n");
+          };
+          line("finetuned", r.accuracy[p], true);
+          if (!r.scratch_accuracy.empty()) line("scratch", r.scratch_accuracy[p], false);
+        }
+      }
+    } else {
+      BoundaryResetOptions o;
+      o.delta = a->delta;
+      o.mode = a->mode;
+      o.donor = donor.get();
+      o.finetune_samples = a->samples;
+      o.finetune_epochs = a->epochs;
+      o.lr = a->lr;
+      o.batch = a->batch ? a->batch : 64;
+      o.seed = a->seed;
+      o.pad_to = pad_to;
+      auto r = boundary_reset_attack(*model, layers, secrets.get(), splits.train, norm, o, acc);
+      j["delta"] = o.delta;
+      j["mode"] = o.mode;
+      j["lo"] = r.lo;
+      j["hi"] = r.hi;
+      j["detected"] = r.detected;
+      j["detected_per_layer"] = r.detected_per_layer;
+      if (secrets) {
+        j["true_positives"] = r.true_positives;
+        j["obfuscated"] = r.obfuscated;
+      } else {
+        j["true_positives"] = j["obfuscated"] = nullptr;
+      }
+      j["accuracy_reset"] = r.accuracy_reset;
+      j["samples"] = o.finetune_samples;
+      j["accuracy_finetuned"] = nan_to_null(r.accuracy_finetuned);
+      if (!a->json) {
+        std::printf("range of the eligible weights [%.6g, %.6g], delta %g: %lld weights flagged",
+                    r.lo, r.hi, o.delta, (long long)r.detected);
+        if (secrets)
+          std::printf(", %lld of them obfuscated (of %lld obfuscated weights)",
+                      (long long)r.true_positives, (long long)r.obfuscated);
+        std::printf("\nafter reset to %s: accuracy %s\n", o.mode.c_str(),
+                    pct(r.accuracy_reset).c_str());
+        for (size_t e = 1; e < r.accuracy_finetuned.size(); ++e)
+          std::printf("fine-tuned on %lld samples, epoch %zu: accuracy %s\n",
+                      (long long)o.finetune_samples, e, pct(r.accuracy_finetuned[e]).c_str());
+      }
+    }
+    if (a->json) print_json(j);
+    return kExitOk;
+  };
+  return c;
+}
+
+}  // namespace nns::exp

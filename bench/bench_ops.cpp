@@ -1,6 +1,8 @@
 // Micro-benchmarks of the CPU convolution on ResNet-20 shapes at batch 128 (3x3, stride 1,
 // pad 1, C_in = C_out): forward, backward-data, backward-filter, plus the masked backward-filter
 // of a few filters (the obfuscator's case) and a depthwise conv (MobileNetV2). Reports GFLOP/s.
+// The last argument picks the CPU algorithm: algo:0 the default (direct kernel where it
+// applies), algo:1 im2col + SGEMM (OpenBLAS).
 //   nns_microbench --benchmark_out=ops.json --benchmark_out_format=json
 // Numbers depend on the machine and OMP_NUM_THREADS: say which gave them.
 #include <benchmark/benchmark.h>
@@ -10,6 +12,7 @@
 #include <random>
 #include <vector>
 
+#include "kernels/cpu/conv_internal.h"
 #include "kernels/ops.h"
 
 namespace {
@@ -46,6 +49,14 @@ std::vector<float> random_buffer(int64_t n, unsigned seed) {
   return v;
 }
 
+// Sets the conv algorithm from the benchmark's last argument for the lifetime of the object.
+struct AlgoScope {
+  explicit AlgoScope(int64_t arg) {
+    ops::cpu::set_conv_algo(arg == 1 ? ops::cpu::ConvAlgo::Im2colGemm : ops::cpu::ConvAlgo::Auto);
+  }
+  ~AlgoScope() { ops::cpu::set_conv_algo(ops::cpu::ConvAlgo::Auto); }
+};
+
 void set_counters(benchmark::State& state, double flops) {
   state.counters["GFLOP/s"] =
       benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
@@ -55,6 +66,7 @@ void set_counters(benchmark::State& state, double flops) {
 // Arguments: spatial size, channels, groups.
 void BM_conv2d_forward(benchmark::State& state) {
   const auto s = resnet_shape(state.range(0), state.range(1), state.range(2));
+  const AlgoScope algo(state.range(3));
   const auto x = random_buffer(s.x_size(), 1), w = random_buffer(s.w_size(), 2);
   const auto scale = random_buffer(s.c_out, 3), shift = random_buffer(s.c_out, 4);
   std::vector<float> y(s.y_size());
@@ -71,6 +83,7 @@ void BM_conv2d_forward(benchmark::State& state) {
 
 void BM_conv2d_backward_data(benchmark::State& state) {
   const auto s = resnet_shape(state.range(0), state.range(1), state.range(2));
+  const AlgoScope algo(state.range(3));
   const auto dy = random_buffer(s.y_size(), 1), w = random_buffer(s.w_size(), 2);
   std::vector<float> dx(s.x_size());
   for (auto _ : state) {
@@ -97,8 +110,8 @@ void BM_conv2d_backward_filter(benchmark::State& state) {
 }
 
 void resnet20_shapes(benchmark::internal::Benchmark* b) {
-  b->ArgNames({"hw", "c", "groups"});
-  b->Args({28, 16, 1})->Args({14, 32, 1})->Args({7, 64, 1});
+  b->ArgNames({"hw", "c", "groups", "algo"});
+  for (int algo : {0, 1}) b->Args({28, 16, 1, algo})->Args({14, 32, 1, algo})->Args({7, 64, 1, algo});
 }
 
 void filter_shapes(benchmark::internal::Benchmark* b) {
@@ -107,8 +120,8 @@ void filter_shapes(benchmark::internal::Benchmark* b) {
 }
 
 void depthwise_shapes(benchmark::internal::Benchmark* b) {
-  b->ArgNames({"hw", "c", "groups"});
-  b->Args({28, 96, 96})->Args({14, 192, 192});
+  b->ArgNames({"hw", "c", "groups", "algo"});
+  b->Args({28, 96, 96, 0})->Args({14, 192, 192, 0});
 }
 
 BENCHMARK(BM_conv2d_forward)->Apply(resnet20_shapes)->UseRealTime()->Unit(benchmark::kMillisecond);

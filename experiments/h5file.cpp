@@ -145,7 +145,8 @@ void reclaim_vlen(hid_t type, hid_t space, void* buf) {
 template <class Read>
 std::vector<std::string> read_string_data(const Ctx& c, hid_t ftype, hid_t space, size_t n,
                                           Read&& read) {
-  if (H5Tget_class(ftype) != H5T_STRING) fail(c.file, c.object, "read strings from", "not a string type");
+  if (H5Tget_class(ftype) != H5T_STRING)
+    fail(c.file, c.object, "read strings from", "not a string type");
   std::vector<std::string> out;
   out.reserve(n);
   // Strings need no byte-order conversion: the file type serves as the memory type.
@@ -182,12 +183,16 @@ File File::create(const std::string& path) {
   Ctx c{path, root};
   fs::path parent = fs::path(path).parent_path();
   if (!parent.empty() && !fs::is_directory(parent))
-    fail(path, root, "create file", "directory '" + parent.string() + "' does not exist");
+    throw std::runtime_error("HDF5 file '" + path + "': cannot create it: directory '" +
+                             parent.string() + "' does not exist");
   Id fapl = file_access_props(c);
   hid_t id = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
-  if (id < 0)
-    fail(path, root, "create file",
-         hdf5_cause() + " (on a cluster filesystem without locks set HDF5_USE_FILE_LOCKING=FALSE)");
+  if (id < 0) {
+    std::string cause = hdf5_cause();
+    if (cause.find("lock") != std::string::npos)
+      cause += " (on a cluster filesystem without POSIX locks, set HDF5_USE_FILE_LOCKING=FALSE)";
+    throw std::runtime_error("HDF5 file '" + path + "': cannot create it: " + cause);
+  }
   return File(id, path);
 }
 
@@ -200,14 +205,21 @@ File File::open_read(const std::string& path) {
   Ctx c{path, root};
   Id fapl = file_access_props(c);
   hid_t id = H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl);
-  if (id < 0)
-    throw std::runtime_error("HDF5 file '" + path +
-                             "': cannot open it (not an HDF5 file, or truncated or corrupt): " +
-                             hdf5_cause());
+  if (id < 0) {
+    std::string cause = hdf5_cause();
+    if (cause.find("lock") != std::string::npos)
+      throw std::runtime_error("HDF5 file '" + path + "': cannot open it: " + cause +
+                               " (on a cluster filesystem without POSIX locks, set "
+                               "HDF5_USE_FILE_LOCKING=FALSE)");
+    throw std::runtime_error(
+        "HDF5 file '" + path +
+        "': cannot open it (not an HDF5 file, or truncated or corrupt): " + cause);
+  }
   return File(id, path);
 }
 
-File::File(File&& other) noexcept : id_(std::exchange(other.id_, -1)), path_(std::move(other.path_)) {}
+File::File(File&& other) noexcept
+    : id_(std::exchange(other.id_, -1)), path_(std::move(other.path_)) {}
 
 File& File::operator=(File&& other) noexcept {
   if (this != &other) {
@@ -264,7 +276,8 @@ void File::write_numeric(const std::string& path_in, const void* data, size_t n,
   std::vector<hsize_t> dims;
   int64_t count = 1;
   for (int64_t d : shape) {
-    if (d < 0) fail(path_, path, "write dataset", "negative dimension in shape " + shape_text(shape));
+    if (d < 0)
+      fail(path_, path, "write dataset", "negative dimension in shape " + shape_text(shape));
     dims.push_back(static_cast<hsize_t>(d));
     count *= d;
   }
@@ -340,7 +353,8 @@ void File::write(const std::string& path_in, const std::vector<std::string>& v,
   std::vector<const char*> ptrs;
   ptrs.reserve(v.size());
   for (const auto& s : v) ptrs.push_back(s.c_str());
-  if (!v.empty()) c.check(H5Dwrite(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, ptrs.data()), "write dataset");
+  if (!v.empty())
+    c.check(H5Dwrite(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, ptrs.data()), "write dataset");
   write_units(d, path, units);
 }
 
@@ -518,9 +532,8 @@ std::string File::attr_string(const std::string& object_in, const std::string& n
   if (n != 1) fail(path_, object, "read " + what, "expected one string, got " + std::to_string(n));
   if (H5Tget_class(type) != H5T_STRING) fail(path_, object, "read " + what, "not a string");
   hid_t aid = a;
-  return read_string_data(c, type, space, 1, [&](hid_t mtype, void* buf) {
-    return H5Aread(aid, mtype, buf);
-  })[0];
+  return read_string_data(c, type, space, 1,
+                          [&](hid_t mtype, void* buf) { return H5Aread(aid, mtype, buf); })[0];
 }
 
 double File::attr_double(const std::string& object_in, const std::string& name) const {
@@ -599,8 +612,8 @@ void write_atomically(const std::string& path, const std::function<void(File&)>&
     int fd = ::open(tmp.c_str(), O_RDONLY);
     if (fd < 0 || ::fsync(fd) != 0) {
       if (fd >= 0) ::close(fd);
-      throw std::runtime_error("HDF5 file '" + tmp + "': cannot sync it to disk: " +
-                               std::strerror(errno));
+      throw std::runtime_error("HDF5 file '" + tmp +
+                               "': cannot sync it to disk: " + std::strerror(errno));
     }
     ::close(fd);
     std::error_code ec;

@@ -22,14 +22,22 @@
 #include <functional>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace nns::exp::h5 {
 
+// Integer types other than int64_t (int, size_t, bool...): written as i64 without the
+// ambiguity an `int` argument would meet between the double and int64_t overloads.
+template <class T>
+concept OtherInteger = std::is_integral_v<T> && !std::is_same_v<T, int64_t>;
+
 class File {
  public:
-  static File create(const std::string& path);     // truncate/create, read-write
-  static File open_read(const std::string& path);  // read-only; missing/corrupt file -> error naming it
+  // Truncates or creates, read-write.
+  static File create(const std::string& path);
+  // Read-only; a missing, truncated or corrupt file gives an error naming it.
+  static File open_read(const std::string& path);
 
   File(File&& other) noexcept;
   File& operator=(File&& other) noexcept;
@@ -43,9 +51,7 @@ class File {
   // ---- writing (intermediate groups are created as needed) ----
   void write(const std::string& path, double v, const std::string& units);
   void write(const std::string& path, int64_t v, const std::string& units);
-  // Any other integer type (int, size_t, bool...) is stored as i64.
-  template <class T>
-    requires(std::is_integral_v<T> && !std::is_same_v<T, int64_t>)
+  template <OtherInteger T>
   void write(const std::string& path, T v, const std::string& units) {
     write(path, static_cast<int64_t>(v), units);
   }
@@ -66,8 +72,7 @@ class File {
   }
   void attr(const std::string& object_path, const std::string& name, double value);
   void attr(const std::string& object_path, const std::string& name, int64_t value);
-  template <class T>
-    requires(std::is_integral_v<T> && !std::is_same_v<T, int64_t>)
+  template <OtherInteger T>
   void attr(const std::string& object_path, const std::string& name, T value) {
     attr(object_path, name, static_cast<int64_t>(value));
   }
@@ -75,13 +80,15 @@ class File {
   // ---- reading ----
   bool exists(const std::string& path) const;  // a group or dataset; "/" always exists
   std::vector<int64_t> shape(const std::string& path) const;  // {} for a scalar
-  std::vector<double> read_doubles(const std::string& path) const;  // any numeric dataset, flattened
-  std::vector<int64_t> read_ints(const std::string& path) const;    // integer datasets only
+  // Any numeric dataset, flattened row-major.
+  std::vector<double> read_doubles(const std::string& path) const;
+  // Integer datasets only.
+  std::vector<int64_t> read_ints(const std::string& path) const;
   std::vector<std::string> read_strings(const std::string& path) const;  // variable or fixed length
-  double read_double(const std::string& path) const;                // scalar or 1-element
+  double read_double(const std::string& path) const;                     // scalar or 1-element
   std::string attr_string(const std::string& object_path, const std::string& name) const;
   double attr_double(const std::string& object_path, const std::string& name) const;  // any numeric
-  int64_t attr_int(const std::string& object_path, const std::string& name) const;    // integer only
+  int64_t attr_int(const std::string& object_path, const std::string& name) const;  // integer only
   bool has_attr(const std::string& object_path, const std::string& name) const;
   std::vector<std::string> list(const std::string& group_path) const;  // child names, sorted
 

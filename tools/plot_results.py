@@ -38,6 +38,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 
 try:
@@ -188,6 +189,7 @@ def plot_reward(f, out_dir, stem, written):
             ax.plot(ep[hit[0]], reward[hit[0]], "*", ms=14, color="tab:red",
                     label=f"best episode ({int(best)})")
     ax.set_xlabel(label("episode", t["episode"]) if "episode" in t else "episode (count)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(label("reward = −validation accuracy", t["reward"]))
     ax.set_title(run_title(f, "Search reward"))
     ax.grid(alpha=0.3)
@@ -198,6 +200,8 @@ def plot_reward(f, out_dir, stem, written):
 def plot_accuracy(f, out_dir, stem, written):
     t = f["search/trajectory"]
     acc = np.asarray(arr(f, "search/trajectory/accuracy", 1), dtype=float)
+    if acc.size == 0:
+        return
     ep = (np.asarray(arr(f, "search/trajectory/episode", 1)) if "episode" in t
           else np.arange(acc.size))
     if ep.size != acc.size:
@@ -208,6 +212,7 @@ def plot_accuracy(f, out_dir, stem, written):
     if "accuracy" in f:
         accuracy_lines(ax, f)
     ax.set_xlabel(label("episode", t["episode"]) if "episode" in t else "episode (count)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(label("accuracy", t["accuracy"]))
     ax.set_ylim(-0.02, 1.02)
     ax.set_title(run_title(f, "Accuracy per episode"))
@@ -307,6 +312,7 @@ def plot_finetune(f, out_dir, stem, written):
                     alpha=0.8, label=f"p = {100 * p:g}%: trained from scratch")
     accuracy_lines(ax, f, ("original",))
     ax.set_xlabel("fine-tuning epoch (count; 0 = before fine-tuning)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(label("test accuracy", g["accuracy"]))
     ax.set_ylim(-0.02, 1.02)
     ax.set_title(run_title(f, "Attack: fine-tuning with a fraction p of the training data"))
@@ -346,7 +352,7 @@ def plot_boundary_reset(f, out_dir, stem, written):
         rec = tp / obf if obf else 0.0
         sub += (f"\ndetected {int(det)} weights, {int(tp)} truly obfuscated of {int(obf)} "
                 f"(precision {prec:.2f}, recall {rec:.2f})")
-    ax.set_title(f"Before / after the reset ({sub})", fontsize=9)
+    ax.set_title(f"Before / after the reset — {sub}", fontsize=9)
     ax.grid(alpha=0.3, axis="y")
     if curve.size > 1:
         ax2 = axes[0][1]
@@ -354,6 +360,7 @@ def plot_boundary_reset(f, out_dir, stem, written):
                  label="reset model, few-shot fine-tuning")
         accuracy_lines(ax2, f, ("original", "obfuscated"))
         ax2.set_xlabel("fine-tuning epoch (count; 0 = right after the reset)")
+        ax2.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax2.set_ylabel(label("test accuracy", g["accuracy_finetuned"]))
         ax2.set_ylim(-0.02, 1.02)
         ax2.set_title("Fine-tuning after the reset", fontsize=10)
@@ -405,6 +412,24 @@ def ordered_values(values):
 
 def is_seed_key(key):
     return key.split(".")[-1] in ("seed", "seeds")
+
+
+def missing_runs(f):
+    """Indexes in the root attribute `missing`: comma-separated text ("3,5", "" for none), as
+    `nnsplitter collect` writes it, or an integer array."""
+    if "missing" not in f.attrs:
+        return []
+    m = f.attrs["missing"]
+    if isinstance(m, (str, bytes)) or (isinstance(m, np.ndarray) and m.dtype.kind in "OSU"):
+        parts = [text(m)] if np.ndim(m) == 0 else [text(x) for x in np.ravel(m)]
+        return [int(x) for p in parts for x in p.split(",") if x.strip()]
+    return [int(x) for x in np.ravel(m)]
+
+
+def missing_note(f):
+    """", 2 runs missing" when the summary lists runs without a complete file."""
+    n = len(missing_runs(f))
+    return f", {n} run{'s' if n != 1 else ''} missing" if n else ""
 
 
 def summary_columns(f):
@@ -460,7 +485,7 @@ def plot_heatmap(f, cols, kx, ky, metric, out_dir, stem, written):
     cb = fig.colorbar(im, ax=ax)
     cb.set_label(f"{METRIC_LABELS.get(metric, metric)} ({u}), mean")
     others = [k for k in cols if k not in (kx, ky)]
-    avg = f"mean over {', '.join(others)}" if others else "one run per cell"
+    avg = (f"mean over {', '.join(others)}" if others else "one run per cell") + missing_note(f)
     ax.set_title(f"{METRIC_LABELS.get(metric, metric)} — {os.path.basename(f.filename)}\n({avg})",
                  fontsize=10)
     save(fig, out_dir, f"{stem}_heatmap_{safe_name(kx)}__{safe_name(ky)}_{metric}.png", written)
@@ -497,8 +522,10 @@ def plot_sweep_line(f, cols, key, out_dir, stem, written):
             mean, lo, hi = map(np.asarray, (mean, lo, hi))
             ax.plot(xpos, mean, style, color=color, label=METRIC_LABELS.get(metric, metric) + " (mean)")
             if others:
-                ax.fill_between(xpos, lo, hi, color=color, alpha=0.15,
-                                label=f"min..max over {', '.join(others)}")
+                ax.fill_between(xpos, lo, hi, color=color, alpha=0.15)
+        if others:  # one neutral legend entry for the bands of every colour
+            ax.fill_between([], [], [], color="gray", alpha=0.3,
+                            label=f"shaded: min..max over {', '.join(others)}")
         if not numeric:
             ax.set_xticks(xpos, xs)
         ax.set_xlabel(f"{key} (swept value)")
@@ -508,7 +535,7 @@ def plot_sweep_line(f, cols, key, out_dir, stem, written):
         ax.grid(alpha=0.3)
         ax.legend(loc="best", fontsize=8)
     fig.suptitle(f"Sweep over {key} — {os.path.basename(f.filename)} "
-                 f"({int(attr_float(f, 'runs', 0) or 0)} runs)", fontsize=11)
+                 f"({int(attr_float(f, 'runs', 0) or 0)} runs{missing_note(f)})", fontsize=11)
     save(fig, out_dir, f"{stem}_sweep_{safe_name(key)}.png", written)
 
 

@@ -1,7 +1,5 @@
 // experiments/h5file: round trips of every type, clear errors for missing/corrupt files, the
 // atomic write protocol, the completeness test, and h5py reading what we write.
-#include "experiments/h5file.h"
-
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -16,6 +14,8 @@
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+#include "experiments/h5file.h"
 
 namespace fs = std::filesystem;
 using nns::exp::h5::File;
@@ -153,10 +153,10 @@ TEST(H5File, RoundTripsEveryType) {
   EXPECT_TRUE(f.exists("search"));
   EXPECT_TRUE(f.exists("search/trajectory/reward"));
   EXPECT_FALSE(f.exists("search/trajectory/nope"));
-  EXPECT_FALSE(f.exists("attacks/norm_clip/k"));                // missing parent
-  EXPECT_FALSE(f.exists("accuracy/original/child"));           // a dataset has no children
+  EXPECT_FALSE(f.exists("attacks/norm_clip/k"));      // missing parent
+  EXPECT_FALSE(f.exists("accuracy/original/child"));  // a dataset has no children
   EXPECT_EQ(f.list("/"), (std::vector<std::string>{"accuracy", "ints", "scalars", "search",
-                                                    "stealth", "strings", "victim", "weights"}));
+                                                   "stealth", "strings", "victim", "weights"}));
   EXPECT_EQ(f.list("search/trajectory"), (std::vector<std::string>{"filters", "reward"}));
   fs::remove_all(dir);
 }
@@ -308,9 +308,8 @@ TEST(H5File, WriteAtomically) {
 
   // An HDF5 error inside the fill behaves the same.
   std::string e = error_of([&] {
-    nns::exp::h5::write_atomically(path, [](File& f) {
-      f.write("m", std::vector<double>{1}, "1", {3});
-    });
+    nns::exp::h5::write_atomically(path,
+                                   [](File& f) { f.write("m", std::vector<double>{1}, "1", {3}); });
   });
   EXPECT_TRUE(contains(e, tmp)) << e;  // names the file being written
   EXPECT_FALSE(fs::exists(tmp));
@@ -398,17 +397,19 @@ TEST(H5File, ReadsH5pyFiles) {
     GTEST_SKIP() << "HINT: /usr/bin/python3 with h5py not available (apt-get install python3-h5py)";
   fs::path dir = temp_dir("fromh5py");
   std::string path = (dir / "py.h5").string();
-  std::string cmd = "/usr/bin/python3 -c '\n"
-                    "import sys, h5py, numpy as np\n"
-                    "with h5py.File(sys.argv[1], \"w\") as f:\n"
-                    "    f.attrs[\"format\"] = \"nnsplitter-summary-1\"\n"
-                    "    f.attrs[\"runs\"] = np.int32(3)\n"
-                    "    f.attrs[\"fixed\"] = np.bytes_(b\"abc\")\n"
-                    "    f[\"runs/name\"] = np.array([b\"a\", b\"bcd\"], dtype=\"S4\")\n"
-                    "    f[\"runs/vname\"] = np.array([\"x\", \"yz\"], dtype=h5py.string_dtype())\n"
-                    "    f[\"runs/f32\"] = np.array([0.5, 0.25], dtype=np.float32)\n"
-                    "    f[\"runs/u8\"] = np.array([1, 200], dtype=np.uint8)\n"
-                    "' " + path;
+  std::string cmd =
+      "/usr/bin/python3 -c '\n"
+      "import sys, h5py, numpy as np\n"
+      "with h5py.File(sys.argv[1], \"w\") as f:\n"
+      "    f.attrs[\"format\"] = \"nnsplitter-summary-1\"\n"
+      "    f.attrs[\"runs\"] = np.int32(3)\n"
+      "    f.attrs[\"fixed\"] = np.bytes_(b\"abc\")\n"
+      "    f[\"runs/name\"] = np.array([b\"a\", b\"bcd\"], dtype=\"S4\")\n"
+      "    f[\"runs/vname\"] = np.array([\"x\", \"yz\"], dtype=h5py.string_dtype())\n"
+      "    f[\"runs/f32\"] = np.array([0.5, 0.25], dtype=np.float32)\n"
+      "    f[\"runs/u8\"] = np.array([1, 200], dtype=np.uint8)\n"
+      "' " +
+      path;
   int st = std::system(cmd.c_str());
   ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << cmd;
   File f = File::open_read(path);

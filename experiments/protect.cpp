@@ -267,6 +267,7 @@ ProtectResult protect(const ProtectInputs& in, const Config& cfg) {
   oo.patience = int(cfg.get_int("splitter.patience"));
   oo.eval_every = cfg.get_int("splitter.eval_every");
   oo.max_steps = cfg.get_int("splitter.max_steps");
+  oo.stop = in.stop_flag;
   const int updates = int(cfg.get_int("controller.updates"));
   const int per_update = int(cfg.get_int("controller.episodes_per_update"));
   const int early_stop = int(cfg.get_int("controller.early_stop"));
@@ -397,6 +398,16 @@ ProtectResult protect(const ProtectInputs& in, const Config& cfg) {
       };
       od.accuracy = [&] { return val.accuracy(model); };
       auto res = splitter::obfuscate(model, layers, masks, od, oo);
+      if (in.stop_flag && in.stop_flag->load()) {
+        // Interrupted inside the episode: put the pretrained values back and drop it; the
+        // state saved after the last finished update stays valid for --resume.
+        for (size_t l = 0; l < masks.size(); ++l)
+          if (originals[l].numel())
+            ops::scatter(ctx, originals[l].numel(), idx_dev[l].i64(), originals[l].f32(),
+                         layers[masks[l].layer].param->value.f32());
+        R.interrupted = true;
+        break;
+      }
 
       EpisodeRecord rec;
       rec.episode = episode + 1;

@@ -112,6 +112,10 @@ ObfuscationResult obfuscate(models::Model& model, const std::vector<EligibleLaye
   try {
     for (int epoch = 0; epoch < o.max_epochs && !stop; ++epoch) {
       while (!stop && data.next_batch(x, y)) {
+        if (o.stop && o.stop->load()) {
+          stop = true;
+          break;
+        }
         int n = int(x.dim(0));
         const Tensor& logits = model.forward(x);
         probs.resize({n, k});
@@ -134,7 +138,7 @@ ObfuscationResult obfuscate(models::Model& model, const std::vector<EligibleLaye
       }
       if (!stop && o.eval_every <= 0) stop = evaluate();
     }
-    if (r.evaluations == 0) evaluate();
+    if (r.evaluations == 0 && !(o.stop && o.stop->load())) evaluate();
   } catch (...) {
     leave_masked_mode(model);
     throw;

@@ -8,6 +8,7 @@
 // masked Adam + clamp over the sparse list of masked entries.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <vector>
@@ -25,6 +26,9 @@ struct ObfuscatorOptions {
   int patience = 2;           // evaluations without a new minimum before stopping
   int64_t eval_every = 0;     // steps between evaluations (0 = once per epoch)
   int64_t max_steps = 0;      // hard cap on steps (0 = none)
+  // Checked before every step: when set, the obfuscation stops at once (the caller discards
+  // the episode; the best weights so far are still put in place).
+  const std::atomic<bool>* stop = nullptr;
 };
 
 // A source of training batches (shuffled, no augmentation) and an accuracy oracle on the

@@ -259,7 +259,9 @@ void conv2d_backward_filter(const Conv2dShape& s, const float* x, const float* d
     float* part_db = part + int64_t(nf) * kg;
     parts[t] = part;
 
-#pragma omp for schedule(dynamic, 1)
+    // Static: which blocks a partial holds, and so the summation order, is fixed for a given
+    // thread count; dynamic scheduling made training differ in the last bit between runs.
+#pragma omp for schedule(static)
     for (int blk = 0; blk < bl.nblocks; ++blk) {
       const int n0 = blk * bl.nb, cnt = std::min(bl.nb, s.n - n0);
       const int64_t ncols = cnt * ohw;

@@ -466,7 +466,8 @@ void conv_direct_backward_filter(const Conv2dShape& s, const float* x, const flo
       std::memset(part, 0, sizeof(float) * part_size);
       parts[tid] = part;
       float* dyt = thread_scratch(Scratch::Gather, dyt_size);
-#pragma omp for schedule(dynamic, 1)
+      // Static: the images of each partial (the summation order) are fixed for a thread count.
+#pragma omp for schedule(static)
       for (int n = 0; n < s.n; ++n) {
         const float* xin = x + n * x_img;
         if (padded) xin = padded_image(s, xin, hp, wp);

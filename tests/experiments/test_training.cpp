@@ -4,6 +4,9 @@
 
 #include <atomic>
 #include <filesystem>
+#include <string>
+
+#include <unistd.h>
 
 #include "experiments/trainer.h"
 
@@ -60,7 +63,8 @@ TEST(Training, SameSeedSameWeights) {
 TEST(Training, InterruptedRunResumesFromCheckpoint) {
   auto splits = data::make_synthetic(128, 32, 1, 28, 10, 2);
   auto norm = data::normalization_for("synthetic");
-  auto dir = std::filesystem::temp_directory_path() / "nns_resume_test";
+  auto dir = std::filesystem::temp_directory_path() /
+             ("nns_resume_test_" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
   std::string ckpt = (dir / "m.ckpt").string();
   std::filesystem::remove(ckpt);

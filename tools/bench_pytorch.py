@@ -1,7 +1,11 @@
 #!/usr/bin/python3
-"""PyTorch CPU throughput of the zoo models, for comparison with `nnsplitter bench`.
+"""PyTorch throughput of the zoo models, for comparison with `nnsplitter bench`.
 
-    /usr/bin/python3 tools/bench_pytorch.py [--threads 2] [--batch 128] [--json]
+    /usr/bin/python3 tools/bench_pytorch.py [--threads 2] [--batch 128] [--device cpu|cuda] [--json]
+
+With --device cuda the models and data live on the GPU, each timed iteration ends with
+torch.cuda.synchronize(), and cuDNN runs with benchmark=False and allow_tf32=False for
+convolutions and matmuls (float32 arithmetic, as nnsplitter's own CUDA backend).
 
 For lenet5 (1x28x28), resnet20 (1x28x28) and resnet18 (3x32x32), batch 128, random inputs:
   * inference: model.eval(), torch.no_grad(), one forward per iteration;
@@ -39,10 +43,14 @@ import torch_models  # noqa: E402
 CASES = [("lenet5", 1, 28), ("resnet20", 1, 28), ("resnet18", 3, 32)]
 
 
+_SYNC = lambda: None
+
+
 def _measure(step, min_iters, min_time, max_time):
     t_end = time.perf_counter() + 0.5
     for i in range(1000):
         step()
+        _SYNC()
         if i >= 1 and time.perf_counter() >= t_end:
             break
     times, cpu = [], []
@@ -50,6 +58,7 @@ def _measure(step, min_iters, min_time, max_time):
     while True:
         t0, c0 = time.perf_counter(), time.process_time()
         step()
+        _SYNC()
         times.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
         elapsed = time.perf_counter() - start
@@ -58,12 +67,12 @@ def _measure(step, min_iters, min_time, max_time):
     return statistics.median(times), len(times), statistics.median(cpu)
 
 
-def bench_case(arch, cin, size, batch, min_iters, min_time, max_time):
+def bench_case(arch, cin, size, batch, min_iters, min_time, max_time, device="cpu"):
     torch.manual_seed(0)
-    model = torch_models.build(arch, cin, 10, size)
-    x = torch.randn(batch, cin, size, size)
-    y = torch.randint(0, 10, (batch,))
-    res = {"arch": arch, "input": [cin, size, size], "batch": batch,
+    model = torch_models.build(arch, cin, 10, size).to(device)
+    x = torch.randn(batch, cin, size, size, device=device)
+    y = torch.randint(0, 10, (batch,), device=device)
+    res = {"arch": arch, "input": [cin, size, size], "batch": batch, "device": device,
            "params": sum(p.numel() for p in model.parameters())}
 
     model.eval()
@@ -105,23 +114,36 @@ def main(argv=None):
     ap.add_argument("--only", nargs="*", help="subset of: " + " ".join(c[0] for c in CASES))
     ap.add_argument("--passive", action="store_true", help="OMP_WAIT_POLICY=PASSIVE (for busy machines)")
     ap.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                    help="where the models run (cuda: synchronized timings, no TF32)")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
+    if a.device == "cuda":
+        if not torch.cuda.is_available():
+            print("bench_pytorch: --device cuda but torch.cuda.is_available() is False", file=sys.stderr)
+            return 1
+        global _SYNC
+        _SYNC = torch.cuda.synchronize
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
     info = {"framework": f"torch {torch.__version__}", "threads": torch.get_num_threads(),
             "mkldnn": bool(torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled),
             "cpu": platform.processor() or platform.machine(), "batch": a.batch,
-            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"), "results": []}
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"), "results": [],
+            "device": a.device if a.device == "cpu" else torch.cuda.get_device_name(0)}
     info["loadavg_before"] = round(os.getloadavg()[0], 2)
     info["cpus"] = os.cpu_count()
     t_all = time.perf_counter()
     for arch, cin, size in CASES:
         if a.only and arch not in a.only:
             continue
-        info["results"].append(bench_case(arch, cin, size, a.batch, a.min_iters, a.min_time, a.max_time))
+        info["results"].append(bench_case(arch, cin, size, a.batch, a.min_iters, a.min_time, a.max_time,
+                                          a.device))
         if not a.json:
             r = info["results"][-1]
             if len(info["results"]) == 1:
-                print(f"# {info['framework']}, {info['threads']} threads, mkldnn {info['mkldnn']}, batch {a.batch}, "
+                print(f"# {info['framework']} on {info['device']}, {info['threads']} threads, mkldnn {info['mkldnn']}, batch {a.batch}, "
                       f"OMP_WAIT_POLICY {info['omp_wait_policy']}")
                 print(f"{'model':<10}{'input':>10}{'params':>12}{'infer img/s':>13}{'ms/batch':>10}{'cpu ms':>9}"
                       f"{'train img/s':>13}{'ms/batch':>10}{'cpu ms':>9}")

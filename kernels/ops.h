@@ -6,7 +6,9 @@
 // - "Overwrites" means the output is fully written (no need to zero it first).
 // - Weight-gradient ops overwrite; callers accumulate when a parameter is shared (none in the
 //   zoo is).
-// - Index/label arrays are int32.
+// - Index/label arrays are int32 and, like everything else, live on ctx.device: filter and row
+//   lists of the weight-gradient ops too (nn::Conv2d / nn::Linear keep a device copy). Only
+//   scalars, shapes and out-parameters documented as host values are on the host.
 #pragma once
 
 #include <cstddef>

@@ -1,5 +1,6 @@
 #include "core/nn/layers.h"
 
+#include <algorithm>
 #include <cmath>
 #include <sstream>
 #include <stdexcept>
@@ -23,6 +24,16 @@ void uniform_fill(Tensor& t, Rng& rng, double bound) {
   float* p = cpu.f32();
   for (int64_t i = 0; i < cpu.numel(); ++i) p[i] = static_cast<float>(rng.uniform(-bound, bound));
   t.copy_from(cpu);
+}
+// The ops take every pointer on the op's device, index lists included: `cache` holds `list`
+// there, uploaded once per set_weight_grad (which resets it) and device.
+const int32_t* device_list(const std::vector<int32_t>& list, Tensor& cache, Device dev) {
+  if (!cache.defined() || cache.device() != dev) {
+    Tensor host({int64_t(list.size())}, DType::I32);
+    std::copy(list.begin(), list.end(), host.i32());
+    cache = host.to(dev);
+  }
+  return cache.i32();
 }
 }  // namespace
 
@@ -74,6 +85,7 @@ void Conv2d::set_weight_grad(WeightGrad mode, std::vector<int32_t> filters) {
                               std::to_string(c_out) + ")");
   wgrad_ = mode;
   filters_ = std::move(filters);
+  filters_dev_ = Tensor();
 }
 
 ops::Conv2dShape Conv2d::shape_for(const Tensor& x) const {
@@ -153,7 +165,8 @@ const Tensor& Conv2d::backward(const Tensor& dy_in) {
                                   nullptr, 0);
     else if (!filters_.empty())
       ops::conv2d_backward_filter(ctx(), s, input_.f32(), dy.f32(), weight.grad.f32(), db,
-                                  filters_.data(), int(filters_.size()));
+                                  device_list(filters_, filters_dev_, device_),
+                                  int(filters_.size()));
   }
   if (!needs_input_grad_) return dx_;
   ensure(dx_, input_.shape(), device_);
@@ -188,6 +201,7 @@ void Linear::set_weight_grad(WeightGrad mode, std::vector<int32_t> rows) {
                               std::to_string(out) + ")");
   wgrad_ = mode;
   rows_ = std::move(rows);
+  rows_dev_ = Tensor();
 }
 
 const Tensor& Linear::forward(const Tensor& x) {
@@ -219,7 +233,7 @@ const Tensor& Linear::backward(const Tensor& dy) {
                                   db, nullptr, 0);
     else if (!rows_.empty())
       ops::linear_backward_weight(ctx(), n, in, out, input_.f32(), dy.f32(), weight.grad.f32(),
-                                  db, rows_.data(), int(rows_.size()));
+                                  db, device_list(rows_, rows_dev_, device_), int(rows_.size()));
   }
   if (!needs_input_grad_) return dx_;
   ensure(dx_, input_.shape(), device_);

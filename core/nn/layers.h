@@ -49,6 +49,7 @@ class Conv2d : public Module {
   Tensor input_, out_, dx_, dacc_;
   WeightGrad wgrad_ = WeightGrad::All;
   std::vector<int32_t> filters_;
+  Tensor filters_dev_;  // filters_ on the layer's device (ops take device pointers)
   bool folded_ = false;
   Tensor fold_scale_, fold_shift_;
   ops::Activation fold_act_ = ops::Activation::None;
@@ -75,6 +76,7 @@ class Linear : public Module {
   Tensor input_, out_, dx_;
   WeightGrad wgrad_ = WeightGrad::All;
   std::vector<int32_t> rows_;
+  Tensor rows_dev_;  // rows_ on the layer's device
 };
 
 // BatchNorm2d (also fine for [N, C] inputs): eps 1e-5, momentum 0.1; running statistics and

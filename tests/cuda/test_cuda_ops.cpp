@@ -17,6 +17,8 @@
 #include <vector>
 
 #include "core/models/zoo.h"
+#include "core/splitter/mask.h"
+#include "core/splitter/obfuscator.h"
 #include "kernels/common/activation.h"
 #include "kernels/common/dropout.h"
 #include "kernels/common/method.h"
@@ -277,6 +279,9 @@ void batchnorm_cases(Table& t) {
   for (const Nchw& s : shapes) {
     const std::string shape = "_n" + str(s.n) + "_c" + str(s.c) + "_hw" + str(s.hw);
     const size_t count = size_t(s.n) * s.c * s.hw;
+    // Per-channel sums over m = N*HW values in float, in different orders on the two devices:
+    // the error of a sum grows with m, so the threshold of the summed outputs does too.
+    const double sum_tol = std::max(1e-9, 1e-13 * double(s.n) * s.hw);
     for (bool affine : {true, false}) {
       const std::string aff = affine ? "" : "_noaffine";
       add_case(t, "batchnorm_forward_train" + shape + aff, [=](std::mt19937_64& rng) {
@@ -306,9 +311,11 @@ void batchnorm_cases(Table& t) {
         c.in("x", x).in("dy", normal(count, rng)).in("save_mean", mean).in("save_invstd", invstd);
         if (affine) {
           c.in("gamma", uniform(s.c, rng, 0.5f, 1.5f));
-          c.out<float>("dgamma", s.c, nmse(1e-9)).out<float>("dbeta", s.c, nmse(1e-9));
+          c.out<float>("dgamma", s.c, nmse(sum_tol)).out<float>("dbeta", s.c, nmse(sum_tol));
         }
-        c.out<float>("dx", count, nmse(1e-9));
+        // dx = g*invstd*(dy - mean(dy) - xhat*mean(dy*xhat)): terms of order 1 that cancel
+        // (exactly, for m = 2), so its error is measured against that scale.
+        c.out<float>("dx", count, nmse(1e-9, 1.0));
         c.run = [=](Exec& ex) {
           NNS_PARITY_CALL(ex, batchnorm_backward, s.n, s.c, s.hw, ex.f32("x"), ex.f32("dy"),
                           ex.maybe_f32("gamma"), ex.f32("save_mean"), ex.f32("save_invstd"),
@@ -342,7 +349,8 @@ void batchnorm_cases(Table& t) {
             .in("running_mean", normal(s.c, rng))
             .in("running_var", uniform(s.c, rng, 0.5f, 2.0f));
         if (w != "params") c.out<float>("dx", count, nmse(1e-12));
-        if (w != "dx") c.out<float>("dgamma", s.c, nmse(1e-9)).out<float>("dbeta", s.c, nmse(1e-9));
+        if (w != "dx")
+          c.out<float>("dgamma", s.c, nmse(sum_tol)).out<float>("dbeta", s.c, nmse(sum_tol));
         c.run = [=](Exec& ex) {
           NNS_PARITY_CALL(ex, batchnorm_backward_eval, s.n, s.c, s.hw, ex.f32("x"), ex.f32("dy"),
                           ex.f32("gamma"), ex.f32("running_mean"), ex.f32("running_var"), eps,
@@ -1123,9 +1131,9 @@ std::string model_case_name(const ::testing::TestParamInfo<ModelCase>& info) {
          (info.param.vendor ? "_vendor" : "_native");
 }
 
-// NMSE and the worst element of a CUDA tensor against its CPU twin.
+// NMSE and the worst element of a CUDA tensor against its CPU twin; `scale`: see Tolerance.
 void expect_tensor_close(const Tensor& gpu, const Tensor& cpu, double max_nmse,
-                         const std::string& what) {
+                         const std::string& what, double scale = 0.0) {
   ASSERT_EQ(gpu.shape(), cpu.shape()) << what;
   const Tensor g = gpu.to(Device::CPU);
   if (cpu.dtype() != DType::F32) {
@@ -1133,8 +1141,44 @@ void expect_tensor_close(const Tensor& gpu, const Tensor& cpu, double max_nmse,
     ASSERT_EQ(std::memcmp(g.raw(), cpu.raw(), cpu.nbytes()), 0) << what << ": differs";
     return;
   }
-  const Verdict v = compare_f32(g.f32(), cpu.f32(), size_t(cpu.numel()), nmse(max_nmse));
+  const Verdict v = compare_f32(g.f32(), cpu.f32(), size_t(cpu.numel()), nmse(max_nmse, scale));
   EXPECT_TRUE(v.ok) << what << " " << shape_str(cpu.shape()) << ": " << v.detail;
+}
+
+// Largest |value| over the gradients of a model's parameters.
+double max_abs_grad(models::Model& m) {
+  double g = 0.0;
+  for (auto& [name, p] : m.parameters()) {
+    if (!p->grad.defined()) continue;
+    const Tensor h = p->grad.to(Device::CPU);
+    for (int64_t i = 0; i < h.numel(); ++i) g = std::max(g, double(std::fabs(h.f32()[i])));
+  }
+  return g;
+}
+
+// Switches the CUDA engines for one test and back.
+struct EngineChoice {
+  ConvEngine c = conv_engine();
+  GemmEngine g = gemm_engine();
+  explicit EngineChoice(bool vendor) {
+    set_conv_engine(vendor ? ConvEngine::Cudnn : ConvEngine::Native);
+    set_gemm_engine(vendor ? GemmEngine::Cublas : GemmEngine::Native);
+  }
+  ~EngineChoice() {
+    set_conv_engine(c);
+    set_gemm_engine(g);
+  }
+};
+
+// Small but complete networks: every layer type of the model at a fraction of its width.
+models::ModelSpec small_spec(const std::string& arch) {
+  models::ModelSpec spec;
+  spec.arch = arch;
+  spec.in_channels = arch == "lenet5" ? 1 : 3;
+  spec.input_size = models::model_input_size(arch, arch == "lenet5" ? 28 : 32);
+  spec.num_classes = 10;
+  spec.width_mult = arch.rfind("vgg", 0) == 0 || arch == "mobilenet_v2" ? 0.125f : 0.25f;
+  return spec;
 }
 
 class CudaModelParity : public ::testing::TestWithParam<ModelCase> {};
@@ -1142,26 +1186,8 @@ class CudaModelParity : public ::testing::TestWithParam<ModelCase> {};
 TEST_P(CudaModelParity, LogitsLossAndGradientsMatchCpu) {
   NNS_REQUIRE_CUDA();
   const ModelCase& mc = GetParam();
-  const ConvEngine saved_conv = conv_engine();
-  const GemmEngine saved_gemm = gemm_engine();
-  set_conv_engine(mc.vendor ? ConvEngine::Cudnn : ConvEngine::Native);
-  set_gemm_engine(mc.vendor ? GemmEngine::Cublas : GemmEngine::Native);
-  struct Restore {
-    ConvEngine c;
-    GemmEngine g;
-    ~Restore() {
-      set_conv_engine(c);
-      set_gemm_engine(g);
-    }
-  } restore{saved_conv, saved_gemm};
-
-  // Small but complete networks: every layer type of the model at a fraction of its width.
-  models::ModelSpec spec;
-  spec.arch = mc.arch;
-  spec.in_channels = mc.arch == "lenet5" ? 1 : 3;
-  spec.input_size = models::model_input_size(mc.arch, mc.arch == "lenet5" ? 28 : 32);
-  spec.num_classes = 10;
-  spec.width_mult = mc.arch.rfind("vgg", 0) == 0 || mc.arch == "mobilenet_v2" ? 0.125f : 0.25f;
+  const EngineChoice engines(mc.vendor);
+  const models::ModelSpec spec = small_spec(mc.arch);
   auto cpu = models::build_model(spec, 11);
   auto gpu = models::build_model(spec, 11);
   gpu->to(Device::CUDA);
@@ -1170,10 +1196,17 @@ TEST_P(CudaModelParity, LogitsLossAndGradientsMatchCpu) {
     m->set_input_grad(true);
   }
   // TF32 tensor cores may be used by the vendor libraries on sm_80+: looser thresholds there.
+  // In training mode the deepest BatchNorms normalise over few values (1x1 maps times the
+  // batch): their backward amplifies rounding by orders of magnitude, compounding over
+  // mobilenet_v2's dozen such layers (seen on an H200: NMSE 1e-5 on every gradient with a
+  // batch of 3). And with batch statistics, activations land within rounding of a ReLU's kink
+  // somewhere in millions of values: one flipped gate moves a BatchNorm bias gradient by a few
+  // percent (resnet18, batch 8: NMSE 2e-4 on one tensor). A wrong kernel gives NMSE near 1;
+  // the op-level cases above hold the tight thresholds.
   const double logit_tol = mc.vendor ? 1e-4 : 1e-8;
-  const double grad_tol = mc.vendor ? 1e-3 : 1e-6;
+  const double grad_tol = mc.vendor || mc.training ? 1e-3 : 1e-6;
 
-  const int n = 3, k = spec.num_classes;
+  const int n = 8, k = spec.num_classes;
   std::mt19937_64 rng(0x30de1 + std::hash<std::string>{}(mc.arch));
   const auto xv = normal(size_t(n) * spec.in_channels * spec.input_size * spec.input_size, rng);
   Tensor x = Tensor::from_vector(xv, {n, spec.in_channels, spec.input_size, spec.input_size});
@@ -1199,29 +1232,164 @@ TEST_P(CudaModelParity, LogitsLossAndGradientsMatchCpu) {
   gpu->backward(dg);
   synchronize(gctx);
 
+  // Gradients that are mathematically zero (the bias of a conv feeding a training-mode
+  // BatchNorm; the beta of a BatchNorm whose output feeds one through a bias-free conv) are
+  // rounding noise on both devices: errors count against 1% of the model's largest gradient.
+  const double grad_scale = 1e-2 * max_abs_grad(*cpu);
   auto pcs = cpu->parameters(), pgs = gpu->parameters();
   ASSERT_EQ(pcs.size(), pgs.size());
   for (size_t i = 0; i < pcs.size(); ++i) {
     ASSERT_EQ(pcs[i].first, pgs[i].first);
     ASSERT_TRUE(pgs[i].second->grad.defined()) << pgs[i].first << " has no gradient on CUDA";
     expect_tensor_close(pgs[i].second->grad, pcs[i].second->grad, grad_tol,
-                        mc.arch + " grad " + pcs[i].first);
+                        mc.arch + " grad " + pcs[i].first, grad_scale);
   }
   expect_tensor_close(gpu->input_grad(), cpu->input_grad(), grad_tol, mc.arch + " input grad");
-  // Buffers: running statistics (updated in training mode) and num_batches_tracked.
+  // Buffers: running statistics (updated in training mode) and num_batches_tracked. A running
+  // mean of a channel whose batch mean is mathematically zero is noise (~1e-9): scale 1e-3.
   auto& sc = cpu->state();
   auto& sg = gpu->state();
   ASSERT_EQ(sc.size(), sg.size());
   for (size_t i = 0; i < sc.size(); ++i)
     if (!sc[i].param)
       expect_tensor_close(*sg[i].tensor, *sc[i].tensor, mc.vendor ? 1e-5 : 1e-9,
-                          mc.arch + " " + sc[i].key);
+                          mc.arch + " " + sc[i].key, 1e-3);
 
   cuda::CachingAllocator::global().check_guards();
   EXPECT_EQ(cuda::CachingAllocator::global().stats().guard_violations, 0);
 }
 
 INSTANTIATE_TEST_SUITE_P(Zoo, CudaModelParity, ::testing::ValuesIn(model_cases()), model_case_name);
+
+// The obfuscator's step through the layers: BatchNorm folded into the convs, weight gradients
+// of one listed filter per eligible layer only (the filter lists reach the ops on the device),
+// then the fused masked Adam + clamp over the masked entries. The listed rows' gradients match
+// the CPU's; the update moves exactly the masked entries and leaves every other weight alone.
+double stats_min(const std::vector<splitter::EligibleLayer>& layers) {
+  return splitter::eligible_stats(layers).min;
+}
+double stats_max(const std::vector<splitter::EligibleLayer>& layers) {
+  return splitter::eligible_stats(layers).max;
+}
+
+class CudaMaskedStepParity : public ::testing::TestWithParam<ModelCase> {};
+
+TEST_P(CudaMaskedStepParity, ListedFilterGradientsAndMaskedUpdateMatchCpu) {
+  NNS_REQUIRE_CUDA();
+  const ModelCase& mc = GetParam();
+  const EngineChoice engines(mc.vendor);
+  const models::ModelSpec spec = small_spec(mc.arch);
+  auto cpu = models::build_model(spec, 13);
+  auto gpu = models::build_model(spec, 13);
+  gpu->to(Device::CUDA);
+  const int n = 8, k = spec.num_classes;
+  std::mt19937_64 rng(0x5e1ec7 + std::hash<std::string>{}(mc.arch));
+  Tensor x = Tensor::from_vector(
+      normal(size_t(n) * spec.in_channels * spec.input_size * spec.input_size, rng),
+      {n, spec.in_channels, spec.input_size, spec.input_size});
+  Tensor labels({n}, DType::I32);
+  for (int i = 0; i < n; ++i) labels.i32()[i] = int32_t(i * 7 % k);
+
+  struct Run {
+    models::Model* model;
+    Context ctx;
+    Tensor x, y;
+    std::vector<splitter::EligibleLayer> layers;
+    std::vector<splitter::LayerMask> masks;
+    std::vector<Tensor> before, grads;
+  };
+  Run runs[2] = {{cpu.get(), {Device::CPU, nullptr}, x, labels, {}, {}, {}, {}},
+                 {gpu.get(), {Device::CUDA, nullptr}, x.to(Device::CUDA),
+                  labels.to(Device::CUDA), {}, {}, {}, {}}};
+  for (Run& r : runs) {
+    r.layers = splitter::eligible(*r.model, "all");  // convs and linears
+    ASSERT_FALSE(r.layers.empty());
+    std::vector<std::vector<int32_t>> filters;
+    for (const auto& l : r.layers) filters.push_back({l.filters - 1});
+    const auto stats = splitter::eligible_stats(r.layers);
+    // eps: a quarter of the weight range around the mean (many entries per filter).
+    r.masks = splitter::select_mask(r.layers, filters, float(stats.mean),
+                                    float((stats.max - stats.min) / 4));
+    for (const auto& l : r.layers) r.before.push_back(l.param->value.to(Device::CPU));
+    splitter::enter_masked_mode(*r.model, r.layers, r.masks);
+    const Tensor& logits = r.model->forward(r.x);
+    Tensor probs({n, k}, DType::F32, r.ctx.device), dlogits({n, k}, DType::F32, r.ctx.device);
+    float loss = 0;
+    softmax_cross_entropy_forward(r.ctx, n, k, logits.f32(), r.y.i32(), probs.f32(), &loss);
+    softmax_cross_entropy_backward(r.ctx, n, k, probs.f32(), r.y.i32(), 1.0f, dlogits.f32());
+    r.model->backward(dlogits);
+    synchronize(r.ctx);
+    for (size_t l = 0; l < r.layers.size(); ++l) {
+      // The listed (last) filter's gradient row; the other rows are not computed.
+      const auto& L = r.layers[l];
+      const Tensor g = L.param->grad.to(Device::CPU);
+      r.grads.push_back(Tensor::from_vector(
+          std::vector<float>(g.f32() + (L.filters - 1) * L.filter_size,
+                             g.f32() + L.filters * L.filter_size),
+          {L.filter_size}));
+    }
+    for (size_t l = 0; l < r.masks.size(); ++l) {
+      const int64_t cnt = int64_t(r.masks[l].index.size());
+      if (!cnt) continue;
+      Tensor ih({cnt}, DType::I64), mv({2 * cnt}, DType::F32);
+      std::copy(r.masks[l].index.begin(), r.masks[l].index.end(), ih.i64());
+      mv.zero();
+      const Tensor idx = ih.to(r.ctx.device);
+      Tensor mvd = mv.to(r.ctx.device);
+      nn::Parameter* p = r.layers[r.masks[l].layer].param;
+      masked_adam_clamp(r.ctx, cnt, idx.i64(), p->value.f32(), p->grad.f32(), mvd.f32(),
+                        mvd.f32() + cnt, 0.01f, 0.9f, 0.999f, 1e-8f, 1, -1.0f, 0.0f,
+                        float(stats_min(r.layers)), float(stats_max(r.layers)));
+    }
+    synchronize(r.ctx);
+    splitter::leave_masked_mode(*r.model);
+  }
+  ASSERT_EQ(runs[0].masks.size(), runs[1].masks.size());
+  const double tol = mc.vendor ? 1e-3 : 1e-6;
+  double g_max = 0;
+  for (const Tensor& g : runs[0].grads)
+    for (int64_t i = 0; i < g.numel(); ++i) g_max = std::max(g_max, double(std::fabs(g.f32()[i])));
+  ASSERT_GT(g_max, 0.0) << "the listed filters got no gradient";
+  for (size_t l = 0; l < runs[0].layers.size(); ++l) {
+    const std::string what = mc.arch + " " + runs[0].layers[l].key;
+    ASSERT_EQ(runs[0].masks[l].index, runs[1].masks[l].index) << what << " mask";
+    ASSERT_FALSE(runs[0].masks[l].index.empty()) << what << ": the test needs masked entries";
+    expect_tensor_close(runs[1].grads[l], runs[0].grads[l], tol, what + " listed-filter grad",
+                        1e-2 * g_max);
+    // Adam's first step moves an entry by lr times the sign of its gradient (clamped): every
+    // masked entry moved, by at most lr; every other entry is bit-identical to before.
+    const Tensor after = runs[1].layers[l].param->value.to(Device::CPU);
+    const Tensor& before = runs[1].before[l];
+    std::vector<char> masked(size_t(after.numel()), 0);
+    for (int64_t j : runs[1].masks[l].index) masked[size_t(j)] = 1;
+    const int64_t row0 = int64_t(runs[1].layers[l].filters - 1) * runs[1].layers[l].filter_size;
+    int64_t moved = 0, should_move = 0, touched_outside = 0;
+    for (int64_t j = 0; j < after.numel(); ++j) {
+      const float a = after.f32()[j], b = before.f32()[j];
+      if (masked[size_t(j)]) {
+        moved += a != b;
+        should_move += std::fabs(runs[1].grads[l].f32()[j - row0]) > 1e-6 * g_max;
+        EXPECT_LE(std::fabs(double(a) - b), 0.01 * 1.0001) << what << " entry " << j;
+      } else {
+        touched_outside += !same_bits(a, b);
+      }
+    }
+    EXPECT_EQ(touched_outside, 0) << what << ": weights outside the mask changed";
+    EXPECT_GE(moved, should_move) << what << ": masked entries with a gradient did not move";
+  }
+  cuda::CachingAllocator::global().check_guards();
+  EXPECT_EQ(cuda::CachingAllocator::global().stats().guard_violations, 0);
+}
+
+std::vector<ModelCase> masked_cases() {
+  std::vector<ModelCase> out;
+  for (const std::string arch : {"lenet5", "resnet20", "vgg11_bn", "mobilenet_v2"})
+    for (bool vendor : {false, true}) out.push_back({arch, false, vendor});
+  return out;
+}
+
+INSTANTIATE_TEST_SUITE_P(Zoo, CudaMaskedStepParity, ::testing::ValuesIn(masked_cases()),
+                         model_case_name);
 
 }  // namespace
 }  // namespace nns::ops::parity

@@ -45,6 +45,19 @@ data::DatasetInfo require_dataset_info(const std::string& name) {
   }
 }
 
+int require_model_fits(const models::ModelSpec& s, const std::string& weights,
+                       const data::DatasetInfo& info, const std::string& dataset) {
+  if (s.in_channels != info.channels || s.num_classes != info.num_classes)
+    throw UsageError(weights + ": model " + s.arch + " takes " + std::to_string(s.in_channels) +
+                     " channel(s) and " + std::to_string(s.num_classes) +
+                     " classes, but dataset " + dataset + " has " +
+                     std::to_string(info.channels) + " and " + std::to_string(info.num_classes));
+  if (s.input_size < info.height)
+    throw UsageError(weights + ": model input " + std::to_string(s.input_size) +
+                     " is smaller than the images of " + dataset);
+  return s.input_size > info.height ? s.input_size : 0;
+}
+
 models::ModelSpec spec_for(const std::string& arch, const data::DatasetInfo& info,
                            float width_mult) {
   require_model_name(arch);

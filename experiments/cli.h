@@ -49,6 +49,10 @@ void print_json(const nlohmann::json& j);
 void require_model_name(const std::string& arch);
 // Validates a dataset name (UsageError listing known ones otherwise) and returns its info.
 data::DatasetInfo require_dataset_info(const std::string& name);
+// Checks that a loaded model (from file `weights`) takes the images and classes of `dataset`
+// (UsageError naming both otherwise) and returns the size the images are padded to (0: none).
+int require_model_fits(const models::ModelSpec& s, const std::string& weights,
+                       const data::DatasetInfo& info, const std::string& dataset);
 // The model spec for an architecture trained on a dataset.
 models::ModelSpec spec_for(const std::string& arch, const data::DatasetInfo& info,
                            float width_mult = 1.0f);

@@ -6,6 +6,9 @@
 #
 #   tools/gpu_check.sh [BUILD_DIR]      (default: build-gpu)
 #
+# Needs the Debian packages of tools/setup.sh (it installs them when apt works). For a GPU
+# machine without them and without network, build elsewhere and use tools/gpu_prebuilt.sh.
+#
 # Environment: NNS_CUDA_ARCH (default 90), JOBS (default: all cores), BENCH_MODELS
 # (default resnet18,resnet20,lenet5), BENCH_MIN_TIME (seconds per measurement, default 3).
 set -uo pipefail
@@ -135,17 +138,21 @@ fi
 note "PyTorch on CUDA (tools/bench_pytorch.py)"
 torch_json="$logdir/bench_torch.json"
 rm -f "$torch_json"
-if ! /usr/bin/python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" \
-     2>/dev/null; then
-  echo "skipped: /usr/bin/python3 has no torch with CUDA"
+# The first Python whose torch sees a GPU (Debian's, or a CUDA image's own python3).
+torch_py=""
+for py in /usr/bin/python3 python3; do
+  if "$py" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+    torch_py=$py
+    break
+  fi
+done
+if [[ -z $torch_py ]]; then
+  echo "skipped: no python3 with a CUDA-enabled torch"
   record "bench pytorch cuda" "skipped (no torch with CUDA)"
-elif ! /usr/bin/python3 tools/bench_pytorch.py --help 2>/dev/null | grep -q -- "--device"; then
-  echo "skipped: tools/bench_pytorch.py has no --device option yet"
-  record "bench pytorch cuda" "skipped (bench_pytorch.py lacks --device)"
 else
   only=${models//,/ }
   # shellcheck disable=SC2086
-  if /usr/bin/python3 tools/bench_pytorch.py --device cuda --json --min-time "$min_time" \
+  if "$torch_py" tools/bench_pytorch.py --device cuda --json --min-time "$min_time" \
        --only $only >"$torch_json" 2>"$logdir/bench_torch.log"; then
     record "bench pytorch cuda" "ok"
   else

@@ -62,16 +62,7 @@ Command add_infer_command(CLI::App& root) {
     auto info = require_dataset_info(a->dataset);
     auto obf = io::load_model(a->weights);
     const auto& s = obf->spec();
-    if (s.in_channels != info.channels || s.num_classes != info.num_classes)
-      throw UsageError(a->weights + ": model " + s.arch + " takes " +
-                       std::to_string(s.in_channels) + " channel(s) and " +
-                       std::to_string(s.num_classes) + " classes, but dataset " + a->dataset +
-                       " has " + std::to_string(info.channels) + " and " +
-                       std::to_string(info.num_classes));
-    if (s.input_size < info.height)
-      throw UsageError(a->weights + ": model input " + std::to_string(s.input_size) +
-                       " is smaller than the images of " + a->dataset);
-    int pad_to = s.input_size > info.height ? s.input_size : 0;
+    const int pad_to = require_model_fits(s, a->weights, info, a->dataset);
 
     std::vector<uint8_t> key;
     if (!a->key.empty()) key = splitter::read_key(a->key);

@@ -16,6 +16,7 @@
 #include "core/random.h"
 #include "core/splitter/secrets.h"
 #include "experiments/attacks.h"
+#include "cli_runner.h"
 #include "experiments/metrics.h"
 #include "experiments/trainer.h"
 
@@ -377,24 +378,8 @@ TEST(Attacks, BoundaryResetCountsTruePositivesAndFinetunes) {
 
 // ---------------------------------------------------------------- the CLI
 
-struct CmdResult {
-  int code;
-  std::string out;
-};
-
-CmdResult run_cli(const std::string& args, bool merge_stderr = true) {
-  std::string cmd = std::string("NNS_PROGRESS=off OMP_NUM_THREADS=2 ") + NNS_BINARY + " " + args +
-                    (merge_stderr ? " 2>&1" : " 2>/dev/null");
-  FILE* p = popen(cmd.c_str(), "r");
-  CmdResult r{-1, ""};
-  if (!p) return r;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  int st = pclose(p);
-  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
-}
+using CmdResult = nns::test::CliResult;
+using nns::test::run_cli;
 
 nlohmann::json last_json_line(const std::string& out) {
   auto end = out.find_last_not_of('\n');

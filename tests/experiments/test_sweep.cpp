@@ -13,6 +13,7 @@
 #include <sstream>
 #include <string>
 
+#include "cli_runner.h"
 #include "experiments/experiment.h"
 #include "experiments/h5file.h"
 #include "experiments/sweep.h"
@@ -22,31 +23,10 @@ using namespace nns::exp;
 
 namespace {
 
-struct Result {
-  int code;
-  std::string out;
-};
+using Result = nns::test::CliResult;
+using nns::test::run_cli;
 
-Result run_cli(const std::string& args, bool merge_stderr = true, const std::string& env = "") {
-  std::string cmd = "NNS_PROGRESS=off OMP_NUM_THREADS=2 " + env + " " + NNS_BINARY + " " + args +
-                    (merge_stderr ? " 2>&1" : " 2>/dev/null");
-  FILE* p = popen(cmd.c_str(), "r");
-  Result r{-1, ""};
-  if (!p) return r;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  int st = pclose(p);
-  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
-}
-
-fs::path temp_dir(const std::string& name) {
-  fs::path d = fs::temp_directory_path() / ("nns_sweep_" + name);
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
-}
+fs::path temp_dir(const std::string& name) { return nns::test::fresh_temp_dir("nns_sweep", name); }
 
 fs::path write(const fs::path& p, const std::string& text) {
   std::ofstream(p) << text;

@@ -1181,6 +1181,15 @@ models::ModelSpec small_spec(const std::string& arch) {
   return spec;
 }
 
+// The same model (same seed) built twice: one stays on the CPU, one moves to CUDA.
+struct ModelPair {
+  std::unique_ptr<models::Model> cpu, gpu;
+  ModelPair(const models::ModelSpec& spec, uint64_t seed)
+      : cpu(models::build_model(spec, seed)), gpu(models::build_model(spec, seed)) {
+    gpu->to(Device::CUDA);
+  }
+};
+
 class CudaModelParity : public ::testing::TestWithParam<ModelCase> {};
 
 TEST_P(CudaModelParity, LogitsLossAndGradientsMatchCpu) {
@@ -1188,9 +1197,9 @@ TEST_P(CudaModelParity, LogitsLossAndGradientsMatchCpu) {
   const ModelCase& mc = GetParam();
   const EngineChoice engines(mc.vendor);
   const models::ModelSpec spec = small_spec(mc.arch);
-  auto cpu = models::build_model(spec, 11);
-  auto gpu = models::build_model(spec, 11);
-  gpu->to(Device::CUDA);
+  ModelPair pair(spec, 11);
+  auto& cpu = pair.cpu;
+  auto& gpu = pair.gpu;
   for (auto* m : {cpu.get(), gpu.get()}) {
     m->set_training(mc.training);
     m->set_input_grad(true);
@@ -1265,13 +1274,6 @@ INSTANTIATE_TEST_SUITE_P(Zoo, CudaModelParity, ::testing::ValuesIn(model_cases()
 // of one listed filter per eligible layer only (the filter lists reach the ops on the device),
 // then the fused masked Adam + clamp over the masked entries. The listed rows' gradients match
 // the CPU's; the update moves exactly the masked entries and leaves every other weight alone.
-double stats_min(const std::vector<splitter::EligibleLayer>& layers) {
-  return splitter::eligible_stats(layers).min;
-}
-double stats_max(const std::vector<splitter::EligibleLayer>& layers) {
-  return splitter::eligible_stats(layers).max;
-}
-
 class CudaMaskedStepParity : public ::testing::TestWithParam<ModelCase> {};
 
 TEST_P(CudaMaskedStepParity, ListedFilterGradientsAndMaskedUpdateMatchCpu) {
@@ -1279,9 +1281,7 @@ TEST_P(CudaMaskedStepParity, ListedFilterGradientsAndMaskedUpdateMatchCpu) {
   const ModelCase& mc = GetParam();
   const EngineChoice engines(mc.vendor);
   const models::ModelSpec spec = small_spec(mc.arch);
-  auto cpu = models::build_model(spec, 13);
-  auto gpu = models::build_model(spec, 13);
-  gpu->to(Device::CUDA);
+  ModelPair pair(spec, 13);
   const int n = 8, k = spec.num_classes;
   std::mt19937_64 rng(0x5e1ec7 + std::hash<std::string>{}(mc.arch));
   Tensor x = Tensor::from_vector(
@@ -1298,8 +1298,8 @@ TEST_P(CudaMaskedStepParity, ListedFilterGradientsAndMaskedUpdateMatchCpu) {
     std::vector<splitter::LayerMask> masks;
     std::vector<Tensor> before, grads;
   };
-  Run runs[2] = {{cpu.get(), {Device::CPU, nullptr}, x, labels, {}, {}, {}, {}},
-                 {gpu.get(), {Device::CUDA, nullptr}, x.to(Device::CUDA),
+  Run runs[2] = {{pair.cpu.get(), {Device::CPU, nullptr}, x, labels, {}, {}, {}, {}},
+                 {pair.gpu.get(), {Device::CUDA, nullptr}, x.to(Device::CUDA),
                   labels.to(Device::CUDA), {}, {}, {}, {}}};
   for (Run& r : runs) {
     r.layers = splitter::eligible(*r.model, "all");  // convs and linears
@@ -1339,7 +1339,7 @@ TEST_P(CudaMaskedStepParity, ListedFilterGradientsAndMaskedUpdateMatchCpu) {
       nn::Parameter* p = r.layers[r.masks[l].layer].param;
       masked_adam_clamp(r.ctx, cnt, idx.i64(), p->value.f32(), p->grad.f32(), mvd.f32(),
                         mvd.f32() + cnt, 0.01f, 0.9f, 0.999f, 1e-8f, 1, -1.0f, 0.0f,
-                        float(stats_min(r.layers)), float(stats_max(r.layers)));
+                        float(stats.min), float(stats.max));
     }
     synchronize(r.ctx);
     splitter::leave_masked_mode(*r.model);

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <array>
 #include <cstdio>
@@ -31,10 +32,12 @@ inline CliResult run_cli(const std::string& args, bool merge_stderr = true,
   return r;
 }
 
-// An empty folder PREFIX_NAME under the temporary directory (emptied when it exists).
+// An empty folder PREFIX_NAME_PID under the temporary directory (emptied when it exists). The
+// process id keeps apart the tests that ctest -j runs at once, each in its own process, when
+// they share a fixture's folder (a suite's SetUpTestSuite runs in each of them).
 inline std::filesystem::path fresh_temp_dir(const std::string& prefix, const std::string& name) {
   namespace fs = std::filesystem;
-  fs::path d = fs::temp_directory_path() / (prefix + "_" + name);
+  fs::path d = fs::temp_directory_path() / (prefix + "_" + name + "_" + std::to_string(::getpid()));
   fs::remove_all(d);
   fs::create_directories(d);
   return d;

@@ -395,13 +395,14 @@ class AttackCli : public ::testing::Test {
     auto help = run_cli("attack --help");
     available_ = help.code == 0 && help.out.find("--kind") != std::string::npos;
     if (!available_) return;
-    dir_ = fs::temp_directory_path() / "nns_attack_cli";
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
+    dir_ = nns::test::fresh_temp_dir("nns_attack", "cli");
     auto r = run_cli("train --model lenet5 --dataset synthetic --epochs 1 --batch 32 --out " +
                      (dir_ / "m.safetensors").string());
     trained_ = r.code == 0;
     if (!trained_) std::fprintf(stderr, "%s\n", r.out.c_str());
+  }
+  static void TearDownTestSuite() {
+    if (!dir_.empty()) fs::remove_all(dir_);
   }
   void SetUp() override {
     if (!available_) GTEST_SKIP() << "the attack command is not registered in this binary";

@@ -11,12 +11,13 @@ need it are skipped when it is missing or lacks the subcommand.
 """
 import json
 import os
-import shutil
 import struct
 import subprocess
 import sys
-import tempfile
 import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import tempdir_case  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -78,15 +79,8 @@ def same_bits(a, b):
         for k in a)
 
 
-class TempDirCase(unittest.TestCase):
-    def setUp(self):
-        self.dir = tempfile.mkdtemp(prefix="nns-apply-secrets-")
-
-    def tearDown(self):
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def path(self, name):
-        return os.path.join(self.dir, name)
+class TempDirCase(tempdir_case.TempDirCase):
+    prefix = "nns-apply-secrets-"
 
     def tool(self, *args):
         return subprocess.run([PYTHON, TOOL, *args], capture_output=True, text=True)

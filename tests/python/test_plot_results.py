@@ -7,11 +7,12 @@ Run with tests/python/run_all.py, or: /usr/bin/python3 -m unittest tests/python/
 """
 import importlib.util
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import tempdir_case  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -174,15 +175,8 @@ def run_tool(*args):
 
 
 @unittest.skipUnless(HAVE_DEPS, "needs python3-h5py and python3-matplotlib")
-class PlotResultsTest(unittest.TestCase):
-    def setUp(self):
-        self.dir = tempfile.mkdtemp(prefix="nns-plot-")
-
-    def tearDown(self):
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def path(self, name):
-        return os.path.join(self.dir, name)
+class PlotResultsTest(tempdir_case.TempDirCase):
+    prefix = "nns-plot-"
 
     def assert_pngs(self, proc, expected_paths):
         self.assertEqual(proc.returncode, 0, proc.stderr)

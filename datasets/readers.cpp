@@ -34,6 +34,9 @@ std::vector<uint8_t> read_raw(const std::string& path) {
   if (!f) fail(path, std::string("cannot open: ") + std::strerror(errno));
   std::streamoff n = f.tellg();
   if (n < 0) fail(path, "cannot determine the file size");
+  if (uint64_t(n) > kMaxDatasetFileBytes)
+    fail(path, std::to_string(n) + " bytes, more than the limit of " +
+                   std::to_string(kMaxDatasetFileBytes) + " bytes for a dataset file");
   std::vector<uint8_t> buf(static_cast<size_t>(n));
   f.seekg(0);
   if (n > 0 && !f.read(reinterpret_cast<char*>(buf.data()), n))
@@ -46,9 +49,16 @@ bool is_gzip(const std::vector<uint8_t>& b, size_t at = 0) {
   return b.size() >= at + 2 && b[at] == 0x1f && b[at + 1] == 0x8b;
 }
 
-// Inflates every gzip member of `in`; returns false in *complete when the stream is cut short.
-std::vector<uint8_t> gunzip(const std::string& path, const std::vector<uint8_t>& in,
-                            bool* complete) {
+// A file's content: its bytes, or what its gzip data inflates to.
+struct Content {
+  std::vector<uint8_t> bytes;
+  bool complete = true;  // false: the gzip stream ends before its end-of-stream marker
+  bool cut = false;      // true: inflating stopped at the limit with more data to come
+};
+
+// Inflates every gzip member of `in`, at most `limit` bytes: a gzip bomb is refused by the
+// caller (cut) after inflating limit + 1 bytes, not after exhausting memory.
+Content gunzip(const std::string& path, const std::vector<uint8_t>& in, uint64_t limit) {
   z_stream zs{};
   if (inflateInit2(&zs, 15 + 16) != Z_OK) fail(path, "zlib: inflateInit2 failed");
   struct Guard {
@@ -57,7 +67,10 @@ std::vector<uint8_t> gunzip(const std::string& path, const std::vector<uint8_t>&
   } guard{&zs};
 
   // Initial size: the gzip trailer's ISIZE (uncompressed size mod 2^32 of the last member)
-  // when plausible (deflate expands at most ~1032x), else 4x the input; grown as needed.
+  // when plausible (deflate expands at most ~1032x), else 4x the input; grown as needed, never
+  // beyond limit + 1 (the one byte that tells there is more).
+  limit = std::min(limit, kMaxDatasetFileBytes);
+  const size_t cap = size_t(limit) + 1;
   size_t guess = in.size() * 4;
   if (in.size() >= 18) {
     const uint8_t* t = in.data() + in.size() - 4;
@@ -65,11 +78,14 @@ std::vector<uint8_t> gunzip(const std::string& path, const std::vector<uint8_t>&
                          (size_t(t[3]) << 24);
     if (isize > 0 && isize <= in.size() * 1032) guess = isize + 1;
   }
-  std::vector<uint8_t> out(std::max<size_t>(guess, size_t(1) << 16));
+  Content c;
+  std::vector<uint8_t>& out = c.bytes;
+  out.resize(std::min(cap, std::max<size_t>(guess, size_t(1) << 16)));
   size_t in_pos = 0, out_pos = 0;
-  *complete = false;
+  c.complete = false;
   for (;;) {
-    if (out_pos == out.size()) out.resize(out.size() * 2);
+    if (out_pos == cap) break;
+    if (out_pos == out.size()) out.resize(std::min(cap, out.size() * 2));
     const size_t in_avail = std::min<size_t>(in.size() - in_pos, UINT_MAX);
     const size_t out_avail = std::min<size_t>(out.size() - out_pos, UINT_MAX);
     zs.next_in = const_cast<Bytef*>(in.data() + in_pos);
@@ -77,6 +93,7 @@ std::vector<uint8_t> gunzip(const std::string& path, const std::vector<uint8_t>&
     zs.next_out = out.data() + out_pos;
     zs.avail_out = static_cast<uInt>(out_avail);
     const int ret = inflate(&zs, Z_NO_FLUSH);
+    const bool progress = zs.avail_in != in_avail || zs.avail_out != out_avail;
     in_pos += in_avail - zs.avail_in;
     out_pos += out_avail - zs.avail_out;
     if (ret == Z_STREAM_END) {
@@ -84,20 +101,38 @@ std::vector<uint8_t> gunzip(const std::string& path, const std::vector<uint8_t>&
         inflateReset(&zs);
         continue;
       }
-      *complete = true;  // anything after the last member is ignored, as gzip(1) does
+      c.complete = true;  // anything after the last member is ignored, as gzip(1) does
       break;
     }
-    if (ret == Z_OK) continue;
-    if (ret == Z_BUF_ERROR) {
-      if (in_pos == in.size()) break;  // input exhausted before the end of the stream
-      continue;                        // output full: grow and go on
+    if (ret == Z_OK && progress) continue;
+    if (ret == Z_OK || ret == Z_BUF_ERROR) {
+      if (in_pos == in.size() || !progress) break;  // input exhausted before the end
+      continue;                                       // output full: grow and go on
     }
     fail(path, std::string("corrupt gzip data (zlib: ") + (zs.msg ? zs.msg : zError(ret)) +
                    ") after " + std::to_string(in_pos) + " compressed bytes");
   }
-  out.resize(out_pos);
+  c.cut = out_pos > limit;
+  out.resize(std::min<size_t>(out_pos, size_t(limit)));
   out.shrink_to_fit();
-  return out;
+  return c;
+}
+
+// The content of `file` up to `limit` bytes: a gzip file is inflated (at most limit + 1
+// bytes), a plain one moved in whole (its size is what it is; callers compare).
+Content content_of(const std::string& path, std::vector<uint8_t>&& file, uint64_t limit) {
+  if (is_gzip(file)) return gunzip(path, file, limit);
+  Content c;
+  c.bytes = std::move(file);
+  return c;
+}
+
+// The first n bytes of the content (fewer when it is shorter), without inflating the rest.
+Content content_head(const std::string& path, const std::vector<uint8_t>& file, size_t n) {
+  if (is_gzip(file)) return gunzip(path, file, n);
+  Content c;
+  c.bytes.assign(file.begin(), file.begin() + std::min(n, file.size()));
+  return c;
 }
 
 const char* gz_note(bool complete) {
@@ -123,74 +158,96 @@ void check_idx_magic(const std::string& path, const std::vector<uint8_t>& buf, u
                  want_what + ")");
 }
 
+// A gzip stream that inflates past `limit` (text: "the limit of N bytes").
+[[noreturn]] void bomb(const std::string& path, const std::string& limit) {
+  fail(path, "the gzip data inflates to more than " + limit +
+                 " (a gzip bomb or not a dataset file): refused");
+}
+
+// The content of an IDX file against the size its header announces: `header` bytes of header
+// and `expected` bytes of data.
+void check_idx_size(const std::string& path, const std::string& says, const Content& c,
+                    uint64_t header, uint64_t expected, const char* kind) {
+  const uint64_t size = c.bytes.size() - header;  // the caller checked the header is there
+  if (size < expected)
+    fail(path, "truncated: " + says + " but only " + std::to_string(size) +
+                   " bytes follow" + gz_note(c.complete));
+  if (size > expected)
+    fail(path, says + " but " + std::to_string(size) +
+                   " bytes follow (extra data: a corrupt header or not an " + kind + " file)");
+  if (!c.complete)
+    fail(path, "truncated: the gzip stream ends early (the data is all there but the gzip "
+               "trailer is missing)");
+}
+
 }  // namespace
 
 std::vector<uint8_t> read_file_maybe_gz(const std::string& path, bool* gzip_complete) {
-  std::vector<uint8_t> raw = read_raw(path);
-  bool complete = true;
-  if (is_gzip(raw)) raw = gunzip(path, raw, &complete);
-  if (gzip_complete) *gzip_complete = complete;
-  return raw;
+  Content c = content_of(path, read_raw(path), kMaxDatasetFileBytes);
+  if (c.cut)
+    bomb(path, "the limit of " + std::to_string(kMaxDatasetFileBytes) + " bytes for a dataset file");
+  if (gzip_complete) *gzip_complete = c.complete;
+  return std::move(c.bytes);
 }
 
-IdxImages read_idx_images(const std::string& path) {
-  bool complete = true;
-  std::vector<uint8_t> buf = read_file_maybe_gz(path, &complete);
-  check_idx_magic(path, buf, 0x00000803, "an IDX image file of unsigned bytes", complete);
-  if (buf.size() < 16)
-    fail(path, "truncated: " + std::to_string(buf.size()) +
-                   " bytes, too short for the 16-byte IDX image header" + gz_note(complete));
-  IdxImages r;
-  const uint32_t count = be32(buf.data() + 4), rows = be32(buf.data() + 8),
-                 cols = be32(buf.data() + 12);
+IdxImages parse_idx_images(std::vector<uint8_t> file, const std::string& path) {
+  const Content head = content_head(path, file, 16);
+  const bool head_complete = head.complete || head.cut;
+  check_idx_magic(path, head.bytes, 0x00000803, "an IDX image file of unsigned bytes",
+                  head_complete);
+  if (head.bytes.size() < 16)
+    fail(path, "truncated: " + std::to_string(head.bytes.size()) +
+                   " bytes, too short for the 16-byte IDX image header" + gz_note(head_complete));
+  const uint32_t count = be32(head.bytes.data() + 4), rows = be32(head.bytes.data() + 8),
+                 cols = be32(head.bytes.data() + 12);
   if (rows == 0 || cols == 0 || rows > 65536 || cols > 65536)
     fail(path, "bad dimensions in the header: " + std::to_string(rows) + "x" +
                    std::to_string(cols) + " images");
-  const int64_t per = int64_t(rows) * int64_t(cols);
-  const int64_t expected = int64_t(count) * per;
-  const int64_t have = static_cast<int64_t>(buf.size()) - 16;
+  const uint64_t expected = uint64_t(count) * rows * cols;  // < 2^64: 2^32 * 2^16 * 2^16
   const std::string says = "header says " + std::to_string(count) + " images of " +
                            std::to_string(rows) + "x" + std::to_string(cols) + " (" +
                            std::to_string(expected) + " bytes)";
-  if (have < expected)
-    fail(path, "truncated: " + says + " but only " + std::to_string(have) + " bytes follow" +
-                   gz_note(complete));
-  if (have > expected)
-    fail(path, says + " but " + std::to_string(have) +
-                   " bytes follow (extra data: a corrupt header or not an IDX image file)");
-  if (!complete)
-    fail(path, "truncated: the gzip stream ends early (the data is all there but the gzip "
-               "trailer is missing)");
+  if (expected > kMaxDatasetFileBytes - 16)
+    fail(path, says + ", more than the limit of " + std::to_string(kMaxDatasetFileBytes) +
+                   " bytes for a dataset file");
+  Content c = content_of(path, std::move(file), 16 + expected);
+  if (c.cut)
+    fail(path, says + " but the gzip data inflates to more than that (extra data, or a gzip "
+                      "bomb): refused");
+  check_idx_size(path, says, c, 16, expected, "IDX image");
+  IdxImages r;
   r.count = count;
   r.rows = static_cast<int>(rows);
   r.cols = static_cast<int>(cols);
-  buf.erase(buf.begin(), buf.begin() + 16);
-  r.pixels = std::move(buf);
+  c.bytes.erase(c.bytes.begin(), c.bytes.begin() + 16);
+  r.pixels = std::move(c.bytes);
   return r;
 }
 
-std::vector<uint8_t> read_idx_labels(const std::string& path) {
-  bool complete = true;
-  std::vector<uint8_t> buf = read_file_maybe_gz(path, &complete);
-  check_idx_magic(path, buf, 0x00000801, "an IDX label file of unsigned bytes", complete);
-  if (buf.size() < 8)
-    fail(path, "truncated: " + std::to_string(buf.size()) +
-                   " bytes, too short for the 8-byte IDX label header" + gz_note(complete));
-  const int64_t count = be32(buf.data() + 4);
-  const int64_t have = static_cast<int64_t>(buf.size()) - 8;
+IdxImages read_idx_images(const std::string& path) { return parse_idx_images(read_raw(path), path); }
+
+std::vector<uint8_t> parse_idx_labels(std::vector<uint8_t> file, const std::string& path) {
+  const Content head = content_head(path, file, 8);
+  const bool head_complete = head.complete || head.cut;
+  check_idx_magic(path, head.bytes, 0x00000801, "an IDX label file of unsigned bytes",
+                  head_complete);
+  if (head.bytes.size() < 8)
+    fail(path, "truncated: " + std::to_string(head.bytes.size()) +
+                   " bytes, too short for the 8-byte IDX label header" + gz_note(head_complete));
+  const uint64_t count = be32(head.bytes.data() + 4);
   const std::string says = "header says " + std::to_string(count) + " labels (" +
                            std::to_string(count) + " bytes)";
-  if (have < count)
-    fail(path, "truncated: " + says + " but only " + std::to_string(have) + " bytes follow" +
-                   gz_note(complete));
-  if (have > count)
-    fail(path, says + " but " + std::to_string(have) +
-                   " bytes follow (extra data: a corrupt header or not an IDX label file)");
-  if (!complete)
-    fail(path, "truncated: the gzip stream ends early (the data is all there but the gzip "
-               "trailer is missing)");
-  buf.erase(buf.begin(), buf.begin() + 8);
-  return buf;
+  Content c = content_of(path, std::move(file), 8 + count);
+  if (c.cut)
+    fail(path, says + " but the gzip data inflates to more than that (extra data, or a gzip "
+                      "bomb): refused");
+  check_idx_size(path, says, c, 8, count, "IDX label");
+  c.bytes.erase(c.bytes.begin(), c.bytes.begin() + 8);
+  return std::move(c.bytes);
+}
+
+std::vector<uint8_t> read_idx_labels(const std::string& path) {
+  return parse_idx_labels(read_raw(path), path);
 }
 
 Dataset read_idx_dataset(const std::string& images_path, const std::string& labels_path,
@@ -219,12 +276,20 @@ Dataset read_idx_dataset(const std::string& images_path, const std::string& labe
 }
 
 void read_cifar_file(const std::string& path, int label_bytes, Dataset& d) {
+  parse_cifar_file(read_raw(path), path, label_bytes, d);
+}
+
+void parse_cifar_file(std::vector<uint8_t> file, const std::string& path, int label_bytes,
+                      Dataset& d) {
   if (label_bytes < 1) throw std::invalid_argument("read_cifar_file: label_bytes must be >= 1");
   if (d.channels != 3 || d.height != 32 || d.width != 32)
     throw std::invalid_argument("read_cifar_file: the dataset must be 3x32x32, not " +
                                 std::to_string(d.channels) + "x" + std::to_string(d.height) +
                                 "x" + std::to_string(d.width));
-  const std::vector<uint8_t> buf = read_file_maybe_gz(path);
+  Content c = content_of(path, std::move(file), kMaxCifarFileBytes);
+  if (c.cut)
+    bomb(path, "the limit of " + std::to_string(kMaxCifarFileBytes) + " bytes for a CIFAR file");
+  const std::vector<uint8_t>& buf = c.bytes;
   constexpr size_t kImage = 3 * 32 * 32;
   const size_t rec = static_cast<size_t>(label_bytes) + kImage;
   const std::string layout = std::to_string(rec) + "-byte records (" +

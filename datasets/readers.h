@@ -1,5 +1,12 @@
 // File readers: IDX (MNIST, Fashion-MNIST; gzipped or raw) and the CIFAR binary format.
-// Every error is a std::runtime_error whose message starts with the file's path.
+// Every error is a std::runtime_error whose message starts with the file's path. Each reader
+// of a path has a parse_ twin taking the file's bytes and the name to use in errors (the path
+// version reads the file and calls it; the fuzz harnesses in tests/fuzz call it directly).
+//
+// Limits: a dataset file is at most kMaxDatasetFileBytes, on disk and once inflated. gzip data
+// is inflated only as far as needed: an IDX file up to the size its header announces (plus one
+// byte to notice more), a CIFAR file up to kMaxCifarFileBytes; a stream that goes on (a gzip
+// bomb) is refused without inflating more.
 #pragma once
 
 #include <cstdint>
@@ -9,6 +16,11 @@
 #include "datasets/dataset.h"
 
 namespace nns::data {
+
+// 2 GiB: the largest IDX/CIFAR file we know (EMNIST byclass images) is 550 MB inflated.
+inline constexpr uint64_t kMaxDatasetFileBytes = uint64_t(1) << 31;
+// 256 MiB: CIFAR files announce no size; the largest (CIFAR-100 train.bin) is 154 MB.
+inline constexpr uint64_t kMaxCifarFileBytes = uint64_t(1) << 28;
 
 // The bytes of a file, gunzipped when it starts with the gzip magic 1f 8b (concatenated gzip
 // members are joined). *gzip_complete (optional) is set to false when the gzip stream ends
@@ -23,8 +35,10 @@ struct IdxImages {
 };
 // IDX image file: magic 0x00000803, then count, rows, cols (big-endian uint32), then the pixels.
 IdxImages read_idx_images(const std::string& path);
+IdxImages parse_idx_images(std::vector<uint8_t> file, const std::string& name_for_errors);
 // IDX label file: magic 0x00000801, then count, then one byte per label.
 std::vector<uint8_t> read_idx_labels(const std::string& path);
+std::vector<uint8_t> parse_idx_labels(std::vector<uint8_t> file, const std::string& name_for_errors);
 
 // An image file and its label file as a 1-channel dataset; checks that the counts agree and
 // that labels are below num_classes.
@@ -36,5 +50,7 @@ Dataset read_idx_dataset(const std::string& images_path, const std::string& labe
 // 3072 image bytes. The file size must be a non-zero multiple of the record size and every
 // label below d.num_classes. d.channels/height/width must be 3/32/32.
 void read_cifar_file(const std::string& path, int label_bytes, Dataset& d);
+void parse_cifar_file(std::vector<uint8_t> file, const std::string& name_for_errors,
+                      int label_bytes, Dataset& d);
 
 }  // namespace nns::data

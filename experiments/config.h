@@ -12,6 +12,7 @@
 
 namespace YAML {
 class Node;
+class Exception;
 }
 
 namespace nns::exp {
@@ -20,6 +21,10 @@ namespace nns::exp {
 struct ConfigError : UsageError {
   using UsageError::UsageError;
 };
+
+// The ConfigError for YAML that yaml-cpp refused: "file:line: invalid YAML: what", where a
+// document nested too deep (yaml-cpp's DeepRecursion, which it words "bad file") says so.
+[[noreturn]] void throw_invalid_yaml(const std::string& file, const YAML::Exception& e);
 
 enum class ValueType {
   Int,

@@ -43,7 +43,8 @@ const Schema& experiment_schema() {
     add("dataset.data_dir", V::String, "\"\"", "folder holding the dataset files (\"\" = search)");
     add("model.arch", V::String, "resnet20", "architecture of the zoo", {}, {},
         models::model_names());
-    add("model.width_mult", V::Float, "1", "channel multiplier (1 = the published widths)", 0.01, 16);
+    add("model.width_mult", V::Float, "1", "channel multiplier (1 = the published widths)", 0.01,
+        double(models::kMaxWidthMult));  // bounds of core/models/zoo.h (0.01 = kMinWidthMult)
     add("victim.weights", V::String, "\"\"",
         "pretrained weights (.safetensors) to protect; \"\" = train the victim (cached)");
     add("victim.epochs", V::Int, "4", "training epochs of the victim", 1, {});

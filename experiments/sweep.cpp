@@ -251,7 +251,7 @@ Sweep Sweep::load(const Schema& schema, const std::string& file,
   try {
     root = YAML::Load(s.text_);
   } catch (const YAML::Exception& e) {
-    throw ConfigError(file + ":" + std::to_string(e.mark.line + 1) + ": invalid YAML: " + e.msg);
+    throw_invalid_yaml(file, e);
   }
   YAML::Node sweep_key, sweep_value;
   bool has_sweep = false;

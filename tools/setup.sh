@@ -14,6 +14,7 @@ PACKAGES=(
   python3 python3-numpy python3-torch python3-h5py python3-matplotlib
   dataset-fashion-mnist
   slurm-wlm munge
+  clang-14 libfuzzer-14-dev libclang-rt-14-dev libomp-14-dev
 )
 
 missing=()

@@ -116,13 +116,20 @@ models::ModelSpec spec_from_metadata(const SafetensorsFile& f, const std::string
                                "' is not a number");
     }
   }
+  if (std::string e = models::spec_bounds_error(s); !e.empty())
+    throw std::runtime_error(path + ": metadata " + e + " (the bounds of core/models/zoo.h)");
   return s;
 }
 
 std::unique_ptr<models::Model> load_model(const std::string& path,
                                           std::map<std::string, std::string>* metadata) {
   SafetensorsFile f = read_safetensors(path);
-  auto model = models::build_model(spec_from_metadata(f, path));
+  std::unique_ptr<models::Model> model;
+  try {
+    model = models::build_model(spec_from_metadata(f, path));
+  } catch (const std::invalid_argument& e) {  // a spec the architecture cannot take
+    throw std::runtime_error(path + ": " + e.what());
+  }
   load_state(*model, f, path);
   if (metadata) *metadata = f.metadata;
   return model;

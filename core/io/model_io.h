@@ -22,7 +22,8 @@ void save_model(models::Model& model, const std::string& path,
                 std::map<std::string, std::string> extra = {});
 
 // The ModelSpec recorded in a weights file's metadata (arch, in_channels, input_size,
-// num_classes, width_mult); missing or bad entries throw naming the file and the key.
+// num_classes, width_mult); missing or bad entries, or values outside the bounds of
+// core/models/zoo.h, throw naming the file and the key.
 models::ModelSpec spec_from_metadata(const SafetensorsFile& file, const std::string& path);
 
 // Reads a weights file, builds the model it describes and loads it.

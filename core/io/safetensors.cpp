@@ -16,6 +16,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/io/json_bounded.h"
+
 namespace nns::io {
 
 static_assert(std::endian::native == std::endian::little,
@@ -134,6 +136,9 @@ Entry parse_entry(const std::string& file, const std::string& key, const json& v
   it = v.find("shape");
   if (it == v.end()) fail(file, t + " has no 'shape' field");
   if (!it->is_array()) fail(file, t + " field 'shape' is not an array: " + show(*it));
+  if (it->size() > kSafetensorsMaxDims)
+    fail(file, t + " shape has " + std::to_string(it->size()) + " dimensions, more than the " +
+                   std::to_string(kSafetensorsMaxDims) + " allowed");
   for (const json& d : *it) {
     uint64_t u;
     bool neg;
@@ -194,7 +199,8 @@ Entry parse_entry(const std::string& file, const std::string& key, const json& v
 }
 
 // Parses the header JSON, rejecting duplicate keys at any level (nlohmann keeps the last one
-// silently).
+// silently) and nesting deeper than kMaxJsonDepth (json_bounded.h: show() would overflow the
+// stack dumping it).
 json parse_header_json(const std::string& file, const char* p, size_t n) {
   struct Level {
     std::set<std::string> keys;
@@ -202,7 +208,8 @@ json parse_header_json(const std::string& file, const char* p, size_t n) {
   };
   std::vector<Level> stack;
   std::string last_key;
-  auto cb = [&](int /*depth*/, json::parse_event_t ev, json& parsed) -> bool {
+  auto cb = [&](int depth, json::parse_event_t ev, json& parsed) -> bool {
+    check_json_depth(depth, ev, file, "header JSON");
     switch (ev) {
       case json::parse_event_t::object_start:
         stack.push_back(Level{{}, stack.empty() ? std::string() : last_key});

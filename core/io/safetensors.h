@@ -5,9 +5,10 @@
 // {"dtype": ..., "shape": [...], "data_offsets": [begin, end]} with offsets relative to the end
 // of the header, plus an optional "__metadata__" object of string values.
 //
-// The reader validates everything (header bounds, JSON, duplicate names, field types, dtypes,
-// sizes against shapes, overlaps, gaps, truncation, trailing bytes). Every error is a
-// std::runtime_error whose message starts with "<path>: " and says precisely what is wrong.
+// The reader validates everything (header bounds, JSON and its nesting depth, duplicate names,
+// field types, dtypes, dimensions, sizes against shapes, overlaps, gaps, truncation, trailing
+// bytes). Every error is a std::runtime_error whose message starts with "<path>: " and says
+// precisely what is wrong.
 #pragma once
 
 #include <cstdint>
@@ -23,6 +24,10 @@ namespace nns::io {
 // Headers longer than this are rejected before anything is allocated for them (same limit as
 // the reference Rust implementation).
 inline constexpr uint64_t kSafetensorsMaxHeaderBytes = 100'000'000;
+// A tensor of more dimensions is refused (ours have at most 4; a shape of millions of zeros
+// would otherwise describe an empty tensor with a huge shape vector).
+inline constexpr size_t kSafetensorsMaxDims = 64;
+// The header JSON may nest at most io::kMaxJsonDepth levels (json_bounded.h; ours uses 3).
 
 struct SafetensorsFile {
   std::vector<std::pair<std::string, Tensor>> tensors;  // in file order (sorted by data offset)

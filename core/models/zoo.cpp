@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <sstream>
 #include <stdexcept>
 
 #include "core/nn/blocks.h"
@@ -193,15 +194,33 @@ int model_input_size(const std::string& arch, int data_size) {
   return data_size;
 }
 
+std::string spec_bounds_error(const ModelSpec& s) {
+  auto range = [](const char* key, int v, int hi) {
+    if (v >= 1 && v <= hi) return std::string();
+    return std::string(key) + " = " + std::to_string(v) + " is out of range [1, " +
+           std::to_string(hi) + "]";
+  };
+  for (const std::string& e : {range("in_channels", s.in_channels, kMaxInChannels),
+                               range("input_size", s.input_size, kMaxInputSize),
+                               range("num_classes", s.num_classes, kMaxNumClasses)})
+    if (!e.empty()) return e;
+  if (!(s.width_mult >= kMinWidthMult && s.width_mult <= kMaxWidthMult)) {
+    std::ostringstream o;
+    o << "width_mult = " << s.width_mult << " is out of range [" << kMinWidthMult << ", "
+      << kMaxWidthMult << "]";
+    return o.str();
+  }
+  return "";
+}
+
 std::unique_ptr<Model> build_model(const ModelSpec& spec, uint64_t seed) {
   if (!is_known_model(spec.arch)) {
     std::string all;
     for (const auto& n : model_names()) all += (all.empty() ? "" : ", ") + n;
     throw std::invalid_argument("unknown model '" + spec.arch + "' (known: " + all + ")");
   }
-  if (spec.in_channels <= 0 || spec.num_classes <= 0 || spec.input_size <= 0 ||
-      !(spec.width_mult > 0))
-    throw std::invalid_argument("model " + spec.arch + ": invalid spec");
+  if (std::string e = spec_bounds_error(spec); !e.empty())
+    throw std::invalid_argument("model " + spec.arch + ": " + e);
   std::unique_ptr<nn::Module> net;
   bool tv = true;
   const std::string& a = spec.arch;

@@ -17,6 +17,21 @@ struct ModelSpec {
   float width_mult = 1.0f;  // channel multiplier (1 = the published widths); used by tests
 };
 
+// Bounds on a ModelSpec (build_model refuses anything outside them; weights metadata and
+// configs are checked against them with the file named). Far above any dataset we read (1 or 3
+// channels, 28 or 32 pixels, 10 or 100 classes) yet low enough that no spec within them needs
+// more than a few GB for its parameters: in_channels = 2^31 would ask for a 2^31 x 64 x 3 x 3
+// stem convolution.
+inline constexpr int kMaxInChannels = 256;
+inline constexpr int kMaxInputSize = 1024;     // lenet5's first Linear grows with its square
+inline constexpr int kMaxNumClasses = 50000;   // ImageNet-21k has 21,841
+inline constexpr float kMinWidthMult = 0.01f;
+inline constexpr float kMaxWidthMult = 4.0f;   // vgg19_bn at 4: ~2.5 GB of parameters
+
+// "" when the spec is within the bounds above, else what is wrong ("in_channels = 0 is out of
+// range [1, 256]"), naming the field as weights metadata and the CLI do.
+std::string spec_bounds_error(const ModelSpec& spec);
+
 // A whole network: the module tree plus what it was built for.
 class Model {
  public:
@@ -61,7 +76,7 @@ class Model {
 };
 
 // Builds and initialises a model (deterministic by seed). Unknown arch → std::invalid_argument
-// listing the known names.
+// listing the known names; a spec outside the bounds → std::invalid_argument saying which.
 std::unique_ptr<Model> build_model(const ModelSpec& spec, uint64_t seed = 0);
 const std::vector<std::string>& model_names();
 bool is_known_model(const std::string& arch);

@@ -22,6 +22,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/io/json_bounded.h"
 #include "core/io/safetensors.h"
 #include "kernels/ops.h"
 
@@ -226,7 +227,7 @@ SealedParts parse_sealed_header(const std::string& b, const std::string& name) {
   std::string text = b.substr(kMagicLen + 8, size_t(len));
   json h;
   try {
-    h = json::parse(text);
+    h = io::parse_json_bounded(text, name, "sealed secrets header");
   } catch (const json::exception&) {
     throw std::runtime_error(name + ": sealed secrets header is not valid JSON (tampered file?)");
   }
@@ -366,7 +367,7 @@ Secrets parse_unsealed(const std::string& bytes, const std::string& name) {
   if (cnt != s.metadata.end()) {
     json c;
     try {
-      c = json::parse(cnt->second);
+      c = io::parse_json_bounded(cnt->second, name, "metadata counts");
     } catch (const json::exception&) {
       throw std::runtime_error(name + ": metadata counts is not valid JSON");
     }
@@ -631,6 +632,16 @@ int64_t apply_secrets(models::Model& m, const Secrets& s) {
   return s.total();
 }
 
+[[noreturn]] static void bad_key_size(const std::string& name, uint64_t size) {
+  throw std::runtime_error(name + ": a key file holds exactly 32 bytes, this one has " +
+                           std::to_string(size) + " (not a key made by 'nnsplitter keygen')");
+}
+
+std::vector<uint8_t> parse_key(const std::string& bytes, const std::string& name) {
+  if (bytes.size() != kKeyBytes) bad_key_size(name, bytes.size());
+  return std::vector<uint8_t>(bytes.begin(), bytes.end());
+}
+
 std::vector<uint8_t> read_key(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0)
@@ -641,23 +652,25 @@ std::vector<uint8_t> read_key(const std::string& path) {
     ::close(fd);
     throw std::runtime_error(path + ": key file is not a regular file");
   }
-  if (st.st_size != off_t(kKeyBytes)) {
+  if (st.st_size != off_t(kKeyBytes)) {  // refused before reading a file of any size
     ::close(fd);
-    throw std::runtime_error(path + ": a key file holds exactly 32 bytes, this one has " +
-                             std::to_string(st.st_size) + " (not a key made by 'nnsplitter keygen')");
+    bad_key_size(path, uint64_t(st.st_size));
   }
-  std::vector<uint8_t> key(kKeyBytes);
+  std::string bytes(kKeyBytes, '\0');
   size_t done = 0;
   while (done < kKeyBytes) {
-    ssize_t r = ::read(fd, key.data() + done, kKeyBytes - done);
+    ssize_t r = ::read(fd, bytes.data() + done, kKeyBytes - done);
     if (r < 0 && errno == EINTR) continue;
     if (r <= 0) {
       ::close(fd);
+      sodium_memzero(bytes.data(), bytes.size());
       throw std::runtime_error(path + ": cannot read key file");
     }
     done += size_t(r);
   }
   ::close(fd);
+  std::vector<uint8_t> key = parse_key(bytes, path);
+  sodium_memzero(bytes.data(), bytes.size());
   if (st.st_mode & 077)
     std::fprintf(stderr, "%s: warning: key file is readable by others (mode %03o); chmod 600 it\n",
                  path.c_str(), unsigned(st.st_mode & 0777));

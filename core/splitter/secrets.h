@@ -131,6 +131,8 @@ int64_t apply_secrets(models::Model& obfuscated, const Secrets& s);
 // A key file: exactly 32 bytes, else a clear error. Warns on stderr when the file is readable
 // by group or others.
 std::vector<uint8_t> read_key(const std::string& path);
+// The same check on a key file's bytes (read_key calls it); name_for_errors prefixes errors.
+std::vector<uint8_t> parse_key(const std::string& bytes, const std::string& name_for_errors);
 // 32 random bytes (randombytes_buf) into a new file of mode 0600; refuses to overwrite an
 // existing file (std::runtime_error).
 void write_new_key(const std::string& path);

@@ -265,6 +265,51 @@ TEST(Safetensors, RejectsInvalidJson) {
   EXPECT_PARSE_ERROR(make_file("[1, 2]", 0), "header is not a JSON object: [1,2]");
 }
 
+// The probe's crash: an array nested 70,000 deep (a 140 KB file) parsed, then overflowed the
+// stack in nlohmann's recursive dump() while show() built the "not a JSON object" message.
+// Generated here, not committed as a file.
+TEST(Safetensors, RejectsHeaderNestedTooDeep) {
+  const std::string deep = std::string(70000, '[') + std::string(70000, ']');
+  EXPECT_PARSE_ERROR(make_file(deep, 0), "header JSON is nested more than 64 levels deep");
+  // The same depth inside an entry, metadata and a shape.
+  const std::string inner = std::string(100, '[') + std::string(100, ']');
+  EXPECT_PARSE_ERROR(make_file("{\"w\":" + inner + "}", 0), "nested more than 64 levels deep");
+  EXPECT_PARSE_ERROR(make_file("{\"__metadata__\":{\"k\":" + inner + "}}", 0),
+                     "nested more than 64 levels deep");
+  EXPECT_PARSE_ERROR(
+      make_file("{\"w\":{\"dtype\":\"F32\",\"shape\":" + inner + ",\"data_offsets\":[0,0]}}", 0),
+      "nested more than 64 levels deep");
+  // 64 levels are fine for the parser (and refused later for what they are).
+  const std::string ok = "{\"w\":" + std::string(63, '[') + std::string(63, ']') + "}";
+  EXPECT_PARSE_ERROR(make_file(ok, 0), "header entry for tensor 'w' is not a JSON object: [[[[");
+  // Unbalanced: still refused at the limit, before the end of the header.
+  EXPECT_PARSE_ERROR(make_file(std::string(1000, '['), 0), "nested more than 64 levels deep");
+}
+
+TEST(Safetensors, RejectsAbsurdShapes) {
+  auto with_shape = [](const std::string& shape, const std::string& offsets, size_t body) {
+    return make_file("{" + tensor_entry("w", "F32", shape, offsets) + "}", body);
+  };
+  // Millions of zero dimensions describe an empty tensor with a huge shape vector.
+  std::string zeros = "[0";
+  for (int i = 0; i < 1000; ++i) zeros += ",0";
+  zeros += "]";
+  EXPECT_PARSE_ERROR(with_shape(zeros, "[0,0]", 0),
+                     "tensor 'w' shape has 1001 dimensions, more than the 64 allowed");
+  std::string d64 = "[1";
+  for (int i = 1; i < 64; ++i) d64 += ",1";
+  d64 += "]";
+  SafetensorsFile f = parse_safetensors(with_shape(d64, "[0,4]", 4), "ok.safetensors");
+  EXPECT_EQ(f.tensors.at(0).second.ndim(), 64);
+  // A product that overflows 64 bits without any single dimension being out of range, and
+  // one that fits in 64 bits but not once multiplied by the element size.
+  EXPECT_PARSE_ERROR(with_shape("[65536,65536,65536,65536,2]", "[0,4]", 4), "is too large");
+  EXPECT_PARSE_ERROR(with_shape("[4611686018427387904]", "[0,4]", 4), "is too large");
+  // A huge but representable size is refused from the data size, not by allocating.
+  EXPECT_PARSE_ERROR(with_shape("[1000000000,1000]", "[0,4000000000000]", 4),
+                     "extend past the end of the data (4 bytes): the file is truncated");
+}
+
 TEST(Safetensors, RejectsDuplicateNames) {
   std::string h = "{" + tensor_entry("a", "F32", "[1]", "[0,4]") + "," +
                   tensor_entry("a", "F32", "[1]", "[4,8]") + "}";

@@ -335,6 +335,41 @@ TEST(Secrets, KeyFiles) {
   EXPECT_THROW_HAS(splitter::read_key(dir.file("missing.key")), "cannot open key file");
 }
 
+TEST(Secrets, KeyBytesAreCheckedInMemoryLikeFiles) {
+  const std::string bytes(32, '\x5a');
+  auto key = splitter::parse_key(bytes, "mem.key");
+  EXPECT_EQ(key, std::vector<uint8_t>(32, 0x5a));
+  for (size_t n : {size_t(0), size_t(31), size_t(33), size_t(1) << 20})
+    EXPECT_EQ(error_of([&] { splitter::parse_key(std::string(n, 'k'), "mem.key"); }),
+              "mem.key: a key file holds exactly 32 bytes, this one has " + std::to_string(n) +
+                  " (not a key made by 'nnsplitter keygen')");
+}
+
+// nlohmann parses deep JSON but dumps and compares it recursively: the sealed public header
+// and the counts metadata (JSON inside a string) are parsed with the depth limit.
+TEST(Secrets, DeeplyNestedJsonIsRefused) {
+  const std::string deep = std::string(70000, '[') + std::string(70000, ']');
+  std::string sealed = std::string(splitter::kSealMagic, 8);
+  const uint64_t n = deep.size();
+  sealed.append(reinterpret_cast<const char*>(&n), 8);
+  sealed += deep + std::string(64, '\0');
+  std::vector<uint8_t> key(32, 1);
+  EXPECT_EQ(error_of([&] { splitter::parse_secrets(sealed, "deep.secrets", &key); }),
+            "deep.secrets: sealed secrets header is nested more than 64 levels deep");
+  SecretsTempDir dir;
+  const std::string path = dir.file("deep.secrets");
+  spit(path, sealed);
+  EXPECT_EQ(error_of([&] { splitter::peek_secrets(path); }),
+            path + ": sealed secrets header is nested more than 64 levels deep");
+
+  std::map<std::string, std::string> meta = {{"format", splitter::kSecretsFormat},
+                                             {"fingerprint", std::string(64, 'a')},
+                                             {"counts", "{\"w\":" + deep + "}"}};
+  const std::string plain = nns::io::serialize_safetensors({}, meta);
+  EXPECT_EQ(error_of([&] { splitter::parse_secrets(plain, "deep.secrets"); }),
+            "deep.secrets: metadata counts is nested more than 64 levels deep");
+}
+
 TEST(Secrets, SealedRoundTripWrongKeyAndUnsealedWithKey) {
   SecretsTempDir dir;
   Pair p = lenet_pair();

@@ -2,6 +2,8 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 
 #include "core/random.h"
 #include "data_fixtures.h"
@@ -61,6 +63,78 @@ TEST(Idx, ConcatenatedGzipMembersAreJoined) {
   out << fa.rdbuf() << fb.rdbuf();
   out.close();
   EXPECT_EQ(read_idx_images(dir.file("ab.gz")).pixels, pattern_pixels(4, 4));
+}
+
+// The bytes of a gzip file of `n` zero bytes (one member).
+std::vector<uint8_t> gzip_of_zeros(const ScratchDir& dir, size_t n) {
+  write_bytes(dir.file("zeros.gz"), std::vector<uint8_t>(n, 0), true);
+  std::ifstream f(dir.file("zeros.gz"), std::ios::binary);
+  return std::vector<uint8_t>(std::istreambuf_iterator<char>(f), {});
+}
+
+// A gzip bomb: `head` gzipped, then `copies` gzip members of 1 MiB of zeros each (a ~1 KB
+// member repeated: 16 GiB inflated from a 16 MB file, made in milliseconds).
+std::vector<uint8_t> gzip_bomb(const ScratchDir& dir, const std::vector<uint8_t>& head,
+                               size_t copies) {
+  write_bytes(dir.file("head.gz"), head, true);
+  std::ifstream f(dir.file("head.gz"), std::ios::binary);
+  std::vector<uint8_t> out(std::istreambuf_iterator<char>(f), {});
+  const std::vector<uint8_t> member = gzip_of_zeros(dir, size_t(1) << 20);
+  out.reserve(out.size() + copies * member.size());
+  for (size_t i = 0; i < copies; ++i) out.insert(out.end(), member.begin(), member.end());
+  return out;
+}
+
+// The probe's gzip bomb ended in std::bad_alloc: the reader inflated everything before it
+// compared with the header. Now it inflates at most the announced size plus one byte.
+TEST(Idx, GzipBombIsRefusedFromTheHeaderSize) {
+  ScratchDir dir;
+  const auto header = idx_images_bytes(10, 28, 28, {});
+  const std::vector<uint8_t> bomb = gzip_bomb(dir, header, 16384);  // 16 GiB inflated
+  const std::string p = dir.file("train-images-idx3-ubyte.gz");
+  write_bytes(p, bomb, false);
+  EXPECT_EQ(runtime_error_of([&] { read_idx_images(p); }),
+            p + ": header says 10 images of 28x28 (7840 bytes) but the gzip data inflates to "
+                "more than that (extra data, or a gzip bomb): refused");
+  const std::string l = dir.file("train-labels-idx1-ubyte.gz");
+  write_bytes(l, gzip_bomb(dir, idx_labels_bytes(3, {}), 16384), false);
+  EXPECT_EQ(runtime_error_of([&] { read_idx_labels(l); }),
+            l + ": header says 3 labels (3 bytes) but the gzip data inflates to more than that "
+                "(extra data, or a gzip bomb): refused");
+  // In memory, the same.
+  EXPECT_CONTAINS(runtime_error_of([&] { parse_idx_images(bomb, "mem.gz"); }),
+                  "mem.gz: header says 10 images");
+}
+
+TEST(Idx, HeaderAnnouncingMoreThanTheLimitIsRefusedBeforeReading) {
+  for (bool gz : {false, true}) {
+    ScratchDir dir;
+    const std::string p = dir.file(gz ? "huge.gz" : "huge");
+    write_bytes(p, idx_images_bytes(4000000000u, 65536, 65536, pattern_pixels(1, 64)), gz);
+    EXPECT_EQ(runtime_error_of([&] { read_idx_images(p); }),
+              p + ": header says 4000000000 images of 65536x65536 (17179869184000000000 bytes), "
+                  "more than the limit of 2147483648 bytes for a dataset file");
+    write_bytes(p, idx_images_bytes(3000, 1000, 1000, pattern_pixels(1, 64)), gz);
+    EXPECT_CONTAINS(runtime_error_of([&] { read_idx_images(p); }),
+                    "(3000000000 bytes), more than the limit");
+  }
+}
+
+TEST(Idx, InMemoryParsersMatchTheFileReaders) {
+  ScratchDir dir;
+  const auto bytes = idx_images_bytes(3, 2, 5, pattern_pixels(3, 10));
+  write_bytes(dir.file("i.gz"), bytes, true);
+  std::ifstream f(dir.file("i.gz"), std::ios::binary);
+  const std::vector<uint8_t> gz(std::istreambuf_iterator<char>(f), {});
+  for (const auto& file : {bytes, gz}) {
+    IdxImages im = parse_idx_images(file, "x");
+    EXPECT_EQ(im.count, 3);
+    EXPECT_EQ(im.rows, 2);
+    EXPECT_EQ(im.cols, 5);
+    EXPECT_EQ(im.pixels, pattern_pixels(3, 10));
+  }
+  EXPECT_EQ(parse_idx_labels(idx_labels_bytes(4, {1, 2, 3, 4}), "y"),
+            (std::vector<uint8_t>{1, 2, 3, 4}));
 }
 
 TEST(Idx, TruncatedRawImagesNameTheFileAndTheSizes) {
@@ -238,6 +312,27 @@ TEST(Cifar, TruncatedFileNamesTheFile) {
   EXPECT_CONTAINS(msg, dir.file("data_batch_1.bin") + ": truncated");
   EXPECT_CONTAINS(msg, "3 records and 2973 bytes left over");
   EXPECT_EQ(d.size(), 0);
+}
+
+TEST(Cifar, GzipBombIsRefusedAtTheLimit) {
+  ScratchDir dir;
+  // 1 GiB of zeros after one record: more than kMaxCifarFileBytes once inflated.
+  const auto record = cifar_bytes(cyclic_labels(1, 10), 1, 0);
+  const std::string p = dir.file("data_batch_1.bin.gz");
+  write_bytes(p, gzip_bomb(dir, record, 1024), false);
+  Dataset d = cifar_shell(10);
+  EXPECT_EQ(runtime_error_of([&] { read_cifar_file(p, 1, d); }),
+            p + ": the gzip data inflates to more than the limit of 268435456 bytes for a CIFAR "
+                "file (a gzip bomb or not a dataset file): refused");
+  EXPECT_EQ(d.size(), 0);
+  // A gzipped CIFAR file within the limit reads like the raw one.
+  write_bytes(dir.file("ok.bin.gz"), cifar_bytes(cyclic_labels(3, 10), 1, 0), true);
+  read_cifar_file(dir.file("ok.bin.gz"), 1, d);
+  EXPECT_EQ(d.size(), 3);
+  Dataset m = cifar_shell(10);
+  parse_cifar_file(cifar_bytes(cyclic_labels(2, 10), 1, 0), "mem.bin", 1, m);
+  EXPECT_EQ(m.size(), 2);
+  EXPECT_EQ(m.labels, (std::vector<int32_t>{0, 1}));
 }
 
 TEST(Cifar, EmptyAndOutOfRangeLabels) {

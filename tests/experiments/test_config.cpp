@@ -87,6 +87,28 @@ TEST(Config, MissingFileBadYamlAndBadOverrides) {
   EXPECT_FALSE(e.empty());
 }
 
+// yaml-cpp refuses deep nesting with a DeepRecursion it words "bad file": the error says what
+// is wrong and names the file (the probe's case: 10,000 nested flow lists).
+TEST(Config, NestedTooDeepSaysSoAndNamesTheFile) {
+  for (const std::string& deep :
+       {"splitter:\n  k: " + std::string(10000, '[') + std::string(10000, ']') + "\n",
+        std::string(5000, '{') + std::string(5000, '}') + "\n",
+        [] {  // block mappings, one more indentation per level
+          std::string y;
+          for (int i = 0; i < 3000; ++i) y += std::string(size_t(i), ' ') + "a:\n";
+          return y;
+        }()}) {
+    std::string f = write_yaml("deep", deep);
+    std::string e = error_of(f);
+    EXPECT_EQ(e.rfind(f + ":", 0), 0u) << e;
+    EXPECT_NE(e.find(": invalid YAML: nested too deep (more than "), std::string::npos) << e;
+    EXPECT_EQ(e.find("bad file"), std::string::npos) << e;
+  }
+  // A folder is not an empty config.
+  std::string dir = std::filesystem::temp_directory_path().string();
+  EXPECT_EQ(error_of(dir), dir + ": is a folder, not a config file");
+}
+
 }  // namespace
 
 namespace {

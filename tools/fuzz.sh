@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Runs every libFuzzer harness (tests/fuzz/fuzz_*.cpp) for a bounded time.
+#   tools/fuzz.sh [--ci] [--seconds N] [BUILD_DIR]
+#     --ci         a short pass for CI: 15 s per harness (7 harnesses: under 3 minutes)
+#     --seconds N  seconds per harness (default 300; --ci sets 15)
+#     BUILD_DIR    a Clang build with NNS_FUZZ=ON (default build-sanitize, the `sanitize`
+#                  preset, configured here when missing); the harnesses are built when needed
+# Each harness starts from its committed seeds (tests/fuzz/corpus/<name>, read only) and a
+# dictionary (tests/fuzz/<name>.dict) when there is one; what it discovers goes to a temporary
+# work corpus, removed at the end (the repository stays clean). Prints per harness the
+# executions and the result; exits 1 on any crash, leak, timeout or out-of-memory, leaving the
+# reproducer in BUILD_DIR/fuzz-artifacts/ and printing the command that replays it. A
+# reproducer worth keeping goes into tests/fuzz/corpus/<name>/ with its fix: ctest then replays
+# it (fuzz_corpus_<name>) in the sanitizer build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+seconds=300
+build=build-sanitize
+while (($#)); do
+  case "$1" in
+    --ci) seconds=15 ;;
+    --seconds) seconds="${2:?--seconds needs a value}"; shift ;;
+    --seconds=*) seconds="${1#--seconds=}" ;;
+    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -*) echo "fuzz.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+    *) build="$1" ;;
+  esac
+  shift
+done
+[[ "$seconds" =~ ^[0-9]+$ && "$seconds" -gt 0 ]] || { echo "fuzz.sh: --seconds must be a positive integer" >&2; exit 2; }
+
+if [[ ! -f "$build/CMakeCache.txt" ]]; then
+  if [[ "$build" == build-sanitize ]] && grep -q '"sanitize"' CMakePresets.json; then
+    cmake --preset sanitize
+  else
+    cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Debug -DNNS_CUDA=OFF -DNNS_FUZZ=ON \
+      -DNNS_BENCH=OFF -DCMAKE_C_COMPILER=clang-14 -DCMAKE_CXX_COMPILER=clang++-14 \
+      "-DCMAKE_CXX_FLAGS=-O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer" \
+      "-DCMAKE_C_FLAGS=-fsanitize=address,undefined"
+  fi
+fi
+grep -q '^NNS_FUZZ:BOOL=ON' "$build/CMakeCache.txt" ||
+  { echo "fuzz.sh: $build is not configured with -DNNS_FUZZ=ON" >&2; exit 2; }
+cmake --build "$build" --target fuzz_harnesses -j "$(nproc)"
+
+artifacts="$build/fuzz-artifacts"
+mkdir -p "$artifacts"
+work=$(mktemp -d "${TMPDIR:-/tmp}/nns-fuzz-XXXXXX")
+trap 'rm -rf "$work"' EXIT
+
+# Per input: 10 s before it counts as a hang; 2 GB of RSS (and no single malloc above it)
+# before it counts as unbounded allocation. Inputs up to 64 KB (CIFAR records are 3 KB, the
+# other formats' interesting structure is much smaller).
+common=(-timeout=10 -rss_limit_mb=2048 -max_len=65536 -print_final_stats=1 -detect_leaks=1)
+export OMP_NUM_THREADS=1 ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=1:allocator_may_return_null=0"
+export UBSAN_OPTIONS="${UBSAN_OPTIONS:-}:print_stacktrace=1:halt_on_error=1"
+
+failed=0
+printf '%-18s %12s %8s  %s\n' harness executions seconds result
+for exe in "$build"/tests/fuzz/fuzz_*; do
+  [[ -x "$exe" && -f "$exe" ]] || continue
+  name=$(basename "$exe"); name=${name#fuzz_}
+  seeds=tests/fuzz/corpus/$name
+  mkdir -p "$work/$name"
+  args=("${common[@]}" -max_total_time="$seconds" -artifact_prefix="$artifacts/$name-")
+  [[ -f tests/fuzz/$name.dict ]] && args+=(-dict="tests/fuzz/$name.dict")
+  log="$artifacts/$name.log"
+  start=$SECONDS
+  set +e
+  nice -n 5 "$exe" "${args[@]}" "$work/$name" $([[ -d $seeds ]] && echo "$seeds") >"$log" 2>&1
+  rc=$?
+  set -e
+  execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)
+  if ((rc == 0)); then
+    result=ok
+  else
+    failed=1
+    repro=$(grep -o "Test unit written to [^ ]*" "$log" | tail -1 | sed 's/Test unit written to //')
+    kind=$(grep -o -m1 -E 'ERROR: (AddressSanitizer|LeakSanitizer|UndefinedBehaviorSanitizer|libFuzzer): [a-z-]+|runtime error|out-of-memory|timeout after|deadly signal|harness invariant failed|does not start with' "$log" | head -1)
+    result="FAILED (${kind:-exit $rc}); log $log"
+    [[ -n "$repro" ]] && result+="; reproducer $repro (replay: $exe $repro)"
+  fi
+  printf '%-18s %12s %8s  %s\n' "$name" "${execs:-?}" "$((SECONDS - start))" "$result"
+done
+exit "$failed"

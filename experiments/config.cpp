@@ -230,6 +230,8 @@ Config Config::load(const Schema& schema, const std::string& file,
                     const std::vector<std::string>& sets) {
   if (file.empty()) return load_text(schema, "", "", sets);
   if (!std::filesystem::exists(file)) throw ConfigError(file + ": config file not found");
+  if (std::filesystem::is_directory(file))
+    throw ConfigError(file + ": is a folder, not a config file (give the YAML file itself)");
   std::ifstream in(file, std::ios::binary);
   std::ostringstream text;
   text << in.rdbuf();

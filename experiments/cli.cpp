@@ -2,8 +2,10 @@
 
 #include <omp.h>
 
+#include <filesystem>
 #include <iostream>
 
+#include "core/io/model_io.h"
 #include "kernels/ops.h"
 
 extern "C" void openblas_set_num_threads(int);
@@ -68,6 +70,57 @@ models::ModelSpec spec_for(const std::string& arch, const data::DatasetInfo& inf
   s.num_classes = info.num_classes;
   s.width_mult = width_mult;
   return s;
+}
+
+void add_arch_option(CLI::App* sub, std::string& arch) {
+  sub->add_option("--arch", arch,
+                  "Architecture of a weights file without nnsplitter metadata (a plain "
+                  "state_dict); channels, input size and classes come from --dataset");
+}
+
+std::unique_ptr<models::Model> load_weights(const std::string& path, const std::string& arch,
+                                            const std::string& dataset,
+                                            std::map<std::string, std::string>* metadata) {
+  if (arch.empty()) return io::load_model(path, metadata);
+  require_model_name(arch);
+  if (dataset.empty())
+    throw UsageError("--arch " + arch + " needs --dataset (it sets the input channels, input "
+                     "size and classes of the model)");
+  models::ModelSpec spec = spec_for(arch, require_dataset_info(dataset));
+  io::SafetensorsFile f = io::read_safetensors(path);
+  auto it = f.metadata.find("arch");
+  if (it != f.metadata.end()) {
+    if (it->second != arch)
+      throw UsageError(path + ": --arch " + arch + ", but the file's metadata says the weights "
+                       "are for " + it->second + " (drop --arch, or pass the right file)");
+    if (f.metadata.count("in_channels")) spec = io::spec_from_metadata(f, path);
+  }
+  auto model = models::build_model(spec);
+  io::load_state(*model, f, path);
+  if (metadata) *metadata = f.metadata;
+  return model;
+}
+
+bool same_file(const std::string& a, const std::string& b) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (fs::equivalent(a, b, ec) && !ec) return true;
+  ec.clear();
+  fs::path ca = fs::weakly_canonical(a, ec);
+  if (ec) return false;
+  fs::path cb = fs::weakly_canonical(b, ec);
+  return !ec && ca == cb;
+}
+
+void refuse_overwriting_inputs(const std::vector<PathOption>& outputs,
+                               const std::vector<PathOption>& inputs) {
+  for (const auto& o : outputs) {
+    if (o.path.empty()) continue;
+    for (const auto& i : inputs)
+      if (!i.path.empty() && same_file(o.path, i.path))
+        throw UsageError(o.option + " " + o.path + " is the same file as " + i.option + " " +
+                         i.path + ": refusing to write over an input; choose another " + o.option);
+  }
 }
 
 Device require_device(const std::string& name) {

@@ -4,6 +4,8 @@
 
 #include <CLI/CLI.hpp>
 #include <functional>
+#include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <string>
@@ -56,6 +58,32 @@ int require_model_fits(const models::ModelSpec& s, const std::string& weights,
 // The model spec for an architecture trained on a dataset.
 models::ModelSpec spec_for(const std::string& arch, const data::DatasetInfo& info,
                            float width_mult = 1.0f);
+// --arch NAME on a command that reads weights: the architecture of a weights file that lacks
+// nnsplitter's metadata (a plain PyTorch state_dict written by safetensors.torch.save_file).
+void add_arch_option(CLI::App* sub, std::string& arch);
+// Reads a weights file. Without --arch (arch empty): io::load_model (the file's metadata says
+// which model it is). With --arch: the model is spec_for(arch, dataset) (channels, input size and
+// classes from --dataset, which is then required; UsageError otherwise) when the file's metadata
+// names no arch, or the one its metadata describes when it names the same arch; a different arch
+// in the metadata is a UsageError naming both. The state must fit the model exactly (the first
+// missing, unexpected or wrongly shaped key is named with both shapes: io::load_state).
+std::unique_ptr<models::Model> load_weights(const std::string& path, const std::string& arch,
+                                            const std::string& dataset,
+                                            std::map<std::string, std::string>* metadata = nullptr);
+
+// A path given on the command line and the option that gave it ("--out", "--weights", ...).
+struct PathOption {
+  std::string option, path;
+};
+// True when a and b name the same file: the same inode (std::filesystem::equivalent: hard and
+// symbolic links) or the same weakly_canonical path ("./x", "d/../x", a symlinked folder; also
+// for an output that does not exist yet).
+bool same_file(const std::string& a, const std::string& b);
+// No command writes over one of its own inputs: UsageError (exit 2) naming both options and the
+// path when an output is the same file as an input. Empty paths are skipped.
+void refuse_overwriting_inputs(const std::vector<PathOption>& outputs,
+                               const std::vector<PathOption>& inputs);
+
 // parse_device with an unknown name turned into a UsageError (exit 2); "cuda" without a
 // usable device stays a runtime failure (exit 1).
 Device require_device(const std::string& name);

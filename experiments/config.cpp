@@ -183,14 +183,6 @@ void walk(const Schema& schema, const std::string& file, const YAML::Node& node,
 
 }  // namespace
 
-void throw_invalid_yaml(const std::string& file, const YAML::Exception& e) {
-  std::string what = e.msg;
-  if (const auto* deep = dynamic_cast<const YAML::DeepRecursion*>(&e))
-    what = "nested too deep (more than " + std::to_string(deep->depth() - 1) +
-           " levels of lists or mappings)";
-  throw ConfigError(file + ":" + std::to_string(e.mark.line + 1) + ": invalid YAML: " + what);
-}
-
 Schema& Schema::add(KeySpec k) {
   keys_.push_back(std::move(k));
   return *this;
@@ -239,7 +231,7 @@ Config Config::load(const Schema& schema, const std::string& file,
   if (file.empty()) return load_text(schema, "", "", sets);
   if (!std::filesystem::exists(file)) throw ConfigError(file + ": config file not found");
   if (std::filesystem::is_directory(file))
-    throw ConfigError(file + ": is a folder, not a config file");
+    throw ConfigError(file + ": is a folder, not a config file (give the YAML file itself)");
   std::ifstream in(file, std::ios::binary);
   std::ostringstream text;
   text << in.rdbuf();
@@ -257,7 +249,7 @@ Config Config::load_text(const Schema& schema, const std::string& yaml_text,
     try {
       root = YAML::Load(yaml_text);
     } catch (const YAML::Exception& e) {
-      throw_invalid_yaml(file, e);
+      throw ConfigError(file + ":" + std::to_string(e.mark.line + 1) + ": invalid YAML: " + e.msg);
     }
     if (root.IsDefined() && !root.IsNull()) walk(schema, file, root, "", c.values_);
   }

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Restore an obfuscated model from its NNSplitter secrets with numpy alone (SPEC.md §5).
 
-    apply_secrets.py OBF.safetensors SECRETS.safetensors OUT.safetensors [--verify-fingerprint]
+    apply_secrets.py OBF.safetensors SECRETS.safetensors OUT.safetensors
 
 OUT gets every tensor of OBF (same order, same metadata) with the secret entries written back:
 bit for bit the original weights. Only unsealed secrets files are read; a sealed one (written
@@ -9,13 +9,13 @@ with `nnsplitter protect --key`) must go through `nnsplitter restore --key KEY`.
 
 Secrets file: safetensors with "<key>.index" (I64 [n], strictly ascending flat indexes into the
 tensor <key>) and "<key>.original" (F32 [n]) per obfuscated tensor, and metadata with
-format = "nnsplitter-secrets-1" and fingerprint (of the obfuscated model). Everything is checked
-before OUT is written: pairs complete, dtypes I64/F32, 1-d, same lengths, sorted, no duplicates,
-indexes in range, the target tensors exist and are F32, original values finite.
-
---verify-fingerprint computes the fingerprint of OBF (the same SHA-256 encoding as nnsplitter,
-core/splitter/secrets.h) and refuses secrets recorded for another model; when the secrets also
-record original_fingerprint, the restored model must match it.
+format = "nnsplitter-secrets-1", fingerprint (of the obfuscated model) and original_fingerprint
+(of the model once restored; both required). Everything is checked before OUT is written: pairs
+complete, dtypes I64/F32, 1-d, same lengths, sorted, no duplicates, indexes in range, the target
+tensors exist and are F32, original values finite, OBF's fingerprint (the same SHA-256 encoding
+as nnsplitter, core/splitter/secrets.h) equals the secrets' fingerprint, and the restored model's
+equals original_fingerprint: tampered or damaged secrets restore nothing. OUT must not be OBF or
+SECRETS. (--verify-fingerprint is accepted for old scripts; the check is always made.)
 
 As a module:  fingerprint(tensors), load_secrets(path), apply(tensors, secrets),
               make_secrets(original, obfuscated, metadata) and save_secrets(path, secrets).
@@ -40,6 +40,10 @@ FINGERPRINT_PREFIX = b"nnsplitter-fingerprint-1\n"
 
 
 class SecretsError(ValueError):
+    pass
+
+
+class UsageError(ValueError):
     pass
 
 
@@ -87,6 +91,12 @@ def _raw_header(path):
             raise SecretsError(f"{path}: file too short ({len(head)} bytes)")
         if head == SEAL_MAGIC:
             raise SecretsError(f"{path}: secrets file is sealed: use nnsplitter restore --key KEY")
+        rest = f.read(24)
+        if (sum(a != b for a, b in zip(head, SEAL_MAGIC)) <= 3
+                or rest[8:24] == b'{"fingerprint":"'):
+            raise SecretsError(f"{path}: this looks like a sealed secrets file with a damaged "
+                               "header: the file was corrupted or tampered with")
+        f.seek(8)
         (n,) = struct.unpack("<Q", head)
         if n > 100_000_000:
             raise SecretsError(f"{path}: header length {n} is implausible")
@@ -108,6 +118,13 @@ def validate(secrets, metadata, what):
     """Structure checks of {key: (index, original)} on their own."""
     if not _is_hex64(metadata.get("fingerprint")):
         raise SecretsError(f"{what}: metadata lacks a fingerprint of 64 lower-case hex digits")
+    if "original_fingerprint" not in metadata:
+        raise SecretsError(f"{what}: secrets metadata has no original_fingerprint (the fingerprint "
+                           "of the model once restored), so a restoration could not be verified; "
+                           "secrets written by an older nnsplitter protect lack it: re-create "
+                           "them with this version")
+    if not _is_hex64(metadata["original_fingerprint"]):
+        raise SecretsError(f"{what}: original_fingerprint is not 64 lower-case hex digits")
     for key, (idx, orig) in secrets.items():
         if idx.ndim != 1 or orig.ndim != 1:
             raise SecretsError(f"{what}: '{key}' index/original must be 1-d")
@@ -228,22 +245,33 @@ def save_secrets(path, secrets, metadata):
     save_file(tensors, path, metadata=meta)
 
 
-def restore(obf_path, secrets_path, out_path, verify_fingerprint=False):
-    """Returns the number of restored entries. Nothing is written on failure."""
+def _same_file(a, b):
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def restore(obf_path, secrets_path, out_path):
+    """Returns the number of restored entries. Nothing is written on failure: both fingerprints
+    are checked before OUT is touched."""
+    for name, path in (("OBF", obf_path), ("SECRETS", secrets_path)):
+        if _same_file(out_path, path):
+            raise UsageError(f"OUT {out_path} is the same file as {name} {path}: refusing to "
+                             "write over an input")
     secrets, smeta = load_secrets(secrets_path)
     tensors, meta = load_file(obf_path)
     order = _tensor_order(obf_path)
-    if verify_fingerprint:
-        have = fingerprint(tensors)
-        if have != smeta["fingerprint"]:
-            raise SecretsError(f"{secrets_path}: secrets belong to model {smeta['fingerprint']}, "
-                               f"{obf_path} is {have}")
+    have = fingerprint(tensors)
+    if have != smeta["fingerprint"]:
+        raise SecretsError(f"{secrets_path}: secrets belong to model {smeta['fingerprint']}, "
+                           f"{obf_path} is {have}")
     restored = apply(tensors, secrets)
-    if verify_fingerprint and "original_fingerprint" in smeta:
-        got = fingerprint(restored)
-        if got != smeta["original_fingerprint"]:
-            raise SecretsError(f"restored model has fingerprint {got}, the secrets record "
-                               f"{smeta['original_fingerprint']}")
+    got = fingerprint(restored)
+    if got != smeta["original_fingerprint"]:
+        raise SecretsError(f"{secrets_path}: restoring would give a model with fingerprint {got}, "
+                           f"but the secrets record {smeta['original_fingerprint']} for the "
+                           "original model (tampered or corrupt secrets); nothing was written")
     save_file({k: restored[k] for k in order}, out_path, metadata=meta)
     return sum(len(i) for i, _ in secrets.values())
 
@@ -255,10 +283,13 @@ def main(argv=None):
     ap.add_argument("secrets", help="unsealed secrets file")
     ap.add_argument("out", help="restored weights to write")
     ap.add_argument("--verify-fingerprint", action="store_true",
-                    help="check the secrets belong to these weights (SHA-256 fingerprint)")
+                    help="accepted for old scripts: both fingerprints are always checked")
     args = ap.parse_args(argv)
     try:
-        n = restore(args.obfuscated, args.secrets, args.out, args.verify_fingerprint)
+        n = restore(args.obfuscated, args.secrets, args.out)
+    except UsageError as e:
+        print(f"apply_secrets.py: error: {e}", file=sys.stderr)
+        return 2
     except (SecretsError, ValueError, OSError, KeyError) as e:
         print(f"apply_secrets.py: error: {e}", file=sys.stderr)
         return 1

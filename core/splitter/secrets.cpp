@@ -192,6 +192,9 @@ void atomic_write(const std::string& path, const std::string& bytes) {
 }
 
 std::string read_all(const std::string& path, const char* what) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec))
+    throw std::runtime_error(path + ": is a folder, not a " + what);
   std::ifstream f(path, std::ios::binary);
   if (!f) throw std::runtime_error(path + ": cannot open " + what + ": " + errno_str(errno));
   std::string s((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
@@ -201,6 +204,35 @@ std::string read_all(const std::string& path, const char* what) {
 
 bool looks_sealed(const std::string& bytes) {
   return bytes.size() >= kMagicLen && std::memcmp(bytes.data(), kSealMagic, kMagicLen) == 0;
+}
+
+// Not a sealed file by its magic, but close to one: the magic with 1 to 3 bytes changed, or the
+// sealed public header where it would be. (An unsealed file starts with a small u64le header
+// length: at least 5 of its first 8 bytes are zero, so it never comes within 3 bytes of
+// "NNSSEAL1".)
+void refuse_damaged_seal(const std::string& bytes, const std::string& name) {
+  if (bytes.size() < kMagicLen || looks_sealed(bytes)) return;
+  int differ = 0;
+  for (size_t i = 0; i < kMagicLen; ++i) differ += bytes[i] != kSealMagic[i];
+  static const std::string kHeaderStart = "{\"fingerprint\":\"";
+  bool header = bytes.size() > kMagicLen + 8 + kHeaderStart.size() &&
+                bytes.compare(kMagicLen + 8, kHeaderStart.size(), kHeaderStart) == 0;
+  if (differ > 3 && !header) return;
+  std::string found;
+  for (size_t i = 0; i < kMagicLen; ++i) {
+    unsigned char ch = static_cast<unsigned char>(bytes[i]);
+    if (ch >= 0x20 && ch < 0x7f && ch != '"' && ch != '\\') {
+      found += char(ch);
+    } else {
+      char b[8];
+      std::snprintf(b, sizeof b, "\\x%02x", unsigned(ch));
+      found += b;
+    }
+  }
+  throw std::runtime_error(name + ": this looks like a sealed secrets file with a damaged header "
+                                  "(its first 8 bytes are \"" + found + "\", a sealed file starts "
+                                  "with \"" + std::string(kSealMagic) + "\"): the file was "
+                                  "corrupted or tampered with; use an intact copy");
 }
 
 [[noreturn]] void another_model(const std::string& name, const std::string& theirs,
@@ -444,7 +476,12 @@ void validate_secrets(const Secrets& s, const std::string& what) {
     throw std::runtime_error(what + ": secrets fingerprint '" + fp->second +
                              "' is not 64 lower-case hex digits");
   auto ofp = s.metadata.find("original_fingerprint");
-  if (ofp != s.metadata.end() && !is_hex_fingerprint(ofp->second))
+  if (ofp == s.metadata.end())
+    throw std::runtime_error(what + ": secrets metadata has no original_fingerprint (the "
+                                    "fingerprint of the model once restored), so a restoration "
+                                    "could not be verified; secrets written by an older "
+                                    "nnsplitter protect lack it: re-create them with this version");
+  if (!is_hex_fingerprint(ofp->second))
     throw std::runtime_error(what + ": secrets original_fingerprint '" + ofp->second +
                              "' is not 64 lower-case hex digits");
   std::set<std::string> keys;
@@ -508,8 +545,10 @@ void write_secrets(const std::string& path, const Secrets& s, const std::vector<
 }
 
 Secrets parse_secrets(const std::string& bytes, const std::string& name,
-                      const std::vector<uint8_t>* key, const std::string& expected_fingerprint) {
+                      const std::vector<uint8_t>* key, const std::string& expected_fingerprint,
+                      bool require_sealed) {
   ensure_sodium();
+  refuse_damaged_seal(bytes, name);
   if (looks_sealed(bytes)) {
     SealedParts p = parse_sealed_header(bytes, name);
     if (!expected_fingerprint.empty() && p.fingerprint != expected_fingerprint)
@@ -544,26 +583,73 @@ Secrets parse_secrets(const std::string& bytes, const std::string& name,
                                       "header's");
     return s;
   }
-  Secrets s = parse_unsealed(bytes, name);
+  // Anyone can write an unsealed file: where sealed secrets are expected, accepting one would
+  // let a forged file (a "downgrade") restore a model of the forger's choosing.
   if (key)
-    std::fprintf(stderr, "%s: warning: secrets file is not sealed; the key is not needed\n",
-                 name.c_str());
+    throw std::runtime_error(name + ": secrets file is not sealed, but a key was given: sealed "
+                                    "secrets are expected, and an unsealed file in their place "
+                                    "is refused (it carries no authentication); pass the sealed "
+                                    "file, or drop --key for secrets that were never sealed");
+  if (require_sealed)
+    throw std::runtime_error(name + ": secrets file is not sealed, but the obfuscated model's "
+                                    "metadata says its secrets were sealed (" +
+                             std::string(kSealedMark) + "): refusing an unsealed file in their "
+                             "place; pass the sealed secrets file and --key");
+  Secrets s = parse_unsealed(bytes, name);
   if (!expected_fingerprint.empty() && s.metadata.at("fingerprint") != expected_fingerprint)
     another_model(name, s.metadata.at("fingerprint"), expected_fingerprint);
   return s;
 }
 
 Secrets read_secrets(const std::string& path, const std::vector<uint8_t>* key,
-                     const std::string& expected_fingerprint) {
+                     const std::string& expected_fingerprint, bool require_sealed) {
   std::string bytes = read_all(path, "secrets file");
-  Secrets s = parse_secrets(bytes, path, key, expected_fingerprint);
+  Secrets s;
+  try {
+    s = parse_secrets(bytes, path, key, expected_fingerprint, require_sealed);
+  } catch (...) {
+    sodium_memzero(bytes.data(), bytes.size());
+    throw;
+  }
   sodium_memzero(bytes.data(), bytes.size());
+  return s;
+}
+
+void mark_secrets_sealed(std::map<std::string, std::string>& weights_metadata) {
+  weights_metadata[kSealedMark] = "true";
+}
+
+bool secrets_marked_sealed(const std::map<std::string, std::string>& weights_metadata) {
+  auto it = weights_metadata.find(kSealedMark);
+  return it != weights_metadata.end() && it->second == "true";
+}
+
+Secrets read_secrets_for_model(const std::string& secrets_path, const std::string& key_path,
+                               models::Model& m, const std::string& weights_path,
+                               const std::map<std::string, std::string>& weights_metadata) {
+  std::vector<uint8_t> key;
+  if (!key_path.empty()) key = read_key(key_path);
+  const bool sealed = secrets_marked_sealed(weights_metadata);
+  Secrets s;
+  try {
+    s = read_secrets(secrets_path, key_path.empty() ? nullptr : &key, fingerprint(m), sealed);
+  } catch (...) {
+    sodium_memzero(key.data(), key.size());
+    throw;
+  }
+  sodium_memzero(key.data(), key.size());
+  try {
+    verify_secrets_for_model(m, s);
+  } catch (const std::exception& e) {
+    throw std::runtime_error(secrets_path + " with " + weights_path + ": " + e.what());
+  }
   return s;
 }
 
 SecretsFileInfo peek_secrets(const std::string& path) {
   std::string bytes = read_all(path, "secrets file");
   SecretsFileInfo info;
+  refuse_damaged_seal(bytes, path);
   if (looks_sealed(bytes)) {
     info.sealed = true;
     info.fingerprint = parse_sealed_header(bytes, path).fingerprint;
@@ -600,16 +686,19 @@ void check_secrets_for_model(models::Model& m, const Secrets& s) {
   }
 }
 
-int64_t apply_secrets(models::Model& m, const Secrets& s) {
+void verify_secrets_for_model(models::Model& m, const Secrets& s) {
   check_secrets_for_model(m, s);
-  auto ofp = s.metadata.find("original_fingerprint");
-  if (ofp != s.metadata.end()) {
-    std::string will = fingerprint_impl(m, &s);
-    if (will != ofp->second)
-      throw std::runtime_error("restoring would give a model with fingerprint " + will +
-                               ", but the secrets record " + ofp->second +
-                               " for the original model (corrupt secrets?); nothing was changed");
-  }
+  const std::string& want = s.metadata.at("original_fingerprint");
+  std::string will = fingerprint_impl(m, &s);
+  if (will != want)
+    throw std::runtime_error("restoring would give a model with fingerprint " + will +
+                             ", but the secrets record " + want +
+                             " for the original model (tampered or corrupt secrets); nothing was "
+                             "changed");
+}
+
+int64_t apply_secrets(models::Model& m, const Secrets& s) {
+  verify_secrets_for_model(m, s);
   std::unordered_map<std::string, Tensor*> by_key;
   for (auto& e : m.state()) by_key[e.key] = e.tensor;
   for (const auto& t : s.tensors) {

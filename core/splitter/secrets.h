@@ -18,9 +18,18 @@
 // "<key>.original" (F32 [n], the original values), and __metadata__:
 //   format = "nnsplitter-secrets-1"      (required when reading)
 //   fingerprint = fingerprint of the OBFUSCATED model the secrets apply to (required)
-//   original_fingerprint = fingerprint of the model once restored (optional; written by
-//                          diff_secrets; when present apply_secrets checks it BEFORE it touches
-//                          the model)
+//   original_fingerprint = fingerprint of the model once restored (required when writing and
+//                          when reading; diff_secrets records it). apply_secrets computes the
+//                          fingerprint the restored model WILL have and refuses, before it
+//                          touches the model, when it differs: a flipped index bit, a changed
+//                          original value, removed entries are all caught. Files written before
+//                          this was required (by `protect`, which did not record it) are refused
+//                          with "secrets lack original_fingerprint ... re-create them"; the
+//                          format string did not change, since a file that has the field is
+//                          fully checkable whatever wrote it.
+//   What this proves: an unsealed file is checked against ACCIDENTAL damage and naive edits;
+//   someone who edits the originals AND recomputes original_fingerprint goes unnoticed (there is
+//   no secret in an unsealed file). Sealing authenticates the whole content.
 //   total = number of secret entries; counts = JSON object {key: n} (both recomputed on write,
 //           checked on read when present)
 //   anything else (arch, c, eps, clamp, ...) is free-form and kept as is.
@@ -46,7 +55,20 @@
 //   public fingerprint differs from the expected one (checked before decrypting)
 //                            "<path>: secrets belong to another model (secrets are for <fp1>,
 //                             this model is <fp2>)"
-//   unsealed file with a key: accepted, with a warning on stderr.
+//   unsealed file with a key (a downgrade: anyone can write an unsealed file)
+//                            "<path>: secrets file is not sealed, but a key was given: ..."
+//   unsealed file where sealed secrets are required (require_sealed: the obfuscated weights
+//   file's metadata has kSealedMark, see mark_secrets_sealed)
+//                            "<path>: secrets file is not sealed, but the secrets of <weights>
+//                             were sealed ..."
+//   damaged magic ("NNSSEAL1" with up to 3 bytes changed, or a sealed header after it)
+//                            "<path>: this looks like a sealed secrets file with a damaged
+//                             header (magic ...)"
+//   a folder                 "<path>: is a folder, not a secrets file"
+//
+// The obfuscated model's weights file records that its secrets are sealed: metadata
+// kSealedMark = "true" (written by protect through mark_secrets_sealed). read_secrets_for_model
+// then refuses an unsealed secrets file even when no key was given.
 #pragma once
 
 #include <cstdint>
@@ -62,6 +84,8 @@ inline constexpr const char* kSecretsFormat = "nnsplitter-secrets-1";
 inline constexpr const char* kSealedFormat = "nnsplitter-sealed-secrets-1";
 inline constexpr const char* kSealMagic = "NNSSEAL1";  // 8 bytes, no terminator in the file
 inline constexpr size_t kKeyBytes = 32;
+// Weights-file metadata key set to "true" when the model's secrets were sealed.
+inline constexpr const char* kSealedMark = "nnsplitter.secrets_sealed";
 
 // Sorted flat indexes into the tensor `key` and the original values there.
 struct SecretTensor {
@@ -82,13 +106,20 @@ struct Secrets {
 // devices (CUDA tensors are copied to the host).
 std::string fingerprint(models::Model& m);
 
-// Every element of every state entry that differs bitwise between the two models (same
-// architecture and state keys/shapes/dtypes, else std::runtime_error). F32 entries only: a
-// difference in an I64 buffer is an error. Metadata: fingerprint (of `obfuscated`),
-// original_fingerprint, arch, total, counts.
+// THE way secrets are made (protect included): every element of every state entry that
+// differs bitwise between the two models (same architecture and state keys/shapes/dtypes, else
+// std::runtime_error). F32 entries only: a difference in an I64 buffer is an error. Metadata:
+// fingerprint (of `obfuscated`), original_fingerprint, arch, format, total, counts; callers ADD
+// their own keys (c, eps, ...) to it rather than replace it.
 Secrets diff_secrets(models::Model& original, models::Model& obfuscated);
 
-// Checks the structure of secrets on their own: metadata has a fingerprint, keys are unique and
+// Records in an obfuscated model's weights metadata that its secrets are sealed (protect calls
+// it before saving the obfuscated model when it seals); secrets_marked_sealed reads it back.
+void mark_secrets_sealed(std::map<std::string, std::string>& weights_metadata);
+bool secrets_marked_sealed(const std::map<std::string, std::string>& weights_metadata);
+
+// Checks the structure of secrets on their own: metadata has a fingerprint and an
+// original_fingerprint (64 lower-case hex digits each), keys are unique and
 // non-empty, index and original have the same length, indexes are non-negative and strictly
 // ascending (sorted, no duplicates), originals are finite. Throws std::runtime_error starting
 // with `what` + ": ".
@@ -101,13 +132,22 @@ void write_secrets(const std::string& path, const Secrets& s,
 std::string serialize_secrets(const Secrets& s, const std::vector<uint8_t>* key = nullptr);
 
 // Reads and validates (validate_secrets, dtypes I64/F32, 1-d, pairs complete, no stray tensors,
-// format, total and counts). A sealed file needs the key. When expected_fingerprint is not
-// empty, a file whose (public) fingerprint differs is refused before anything is decrypted.
+// format, total and counts). A sealed file needs the key; an unsealed file is refused when a key
+// is given or require_sealed is set. When expected_fingerprint is not empty, a file whose
+// (public) fingerprint differs is refused before anything is decrypted.
 Secrets read_secrets(const std::string& path, const std::vector<uint8_t>* key = nullptr,
-                     const std::string& expected_fingerprint = "");
+                     const std::string& expected_fingerprint = "", bool require_sealed = false);
 Secrets parse_secrets(const std::string& bytes, const std::string& name_for_errors,
                       const std::vector<uint8_t>* key = nullptr,
-                      const std::string& expected_fingerprint = "");
+                      const std::string& expected_fingerprint = "", bool require_sealed = false);
+
+// What restore, infer and attack do with --secrets and --key: reads the key file (when key_path
+// is not empty), then the secrets of the obfuscated model `m` loaded from `weights_path` (whose
+// metadata is `weights_metadata`): its fingerprint must match, a sealed mark requires a sealed
+// file, and verify_secrets_for_model must pass. Nothing is changed; throws std::runtime_error.
+Secrets read_secrets_for_model(const std::string& secrets_path, const std::string& key_path,
+                               models::Model& m, const std::string& weights_path,
+                               const std::map<std::string, std::string>& weights_metadata);
 
 // What can be learnt of a secrets file without a key.
 struct SecretsFileInfo {
@@ -120,12 +160,16 @@ SecretsFileInfo peek_secrets(const std::string& path);
 // the model's fingerprint equals s.metadata["fingerprint"], keys exist, are F32, indexes are in
 // range. Throws std::runtime_error.
 void check_secrets_for_model(models::Model& m, const Secrets& s);
+// check_secrets_for_model, then that the model restored with `s` would have the fingerprint
+// original_fingerprint (computed without changing the model).
+void verify_secrets_for_model(models::Model& m, const Secrets& s);
 
-// Restores in place, bit-exact. Before touching the model it checks: the model's fingerprint
-// equals s.metadata["fingerprint"] (else "secrets belong to model <fp1>, this model is <fp2>"),
-// validate_secrets, every key exists and is F32, every index < numel, and (when recorded) that
-// the restored model's fingerprint will equal original_fingerprint. Writes on the model's
-// device (ops::scatter on CUDA). Returns the number of entries written.
+// Restores in place, bit-exact. Before touching the model it runs verify_secrets_for_model:
+// the model's fingerprint equals s.metadata["fingerprint"] (else "secrets belong to model
+// <fp1>, this model is <fp2>"), validate_secrets, every key exists and is F32, every
+// index < numel, and the restored model's fingerprint will equal original_fingerprint (else
+// "restoring would give a model with fingerprint ..."). Writes on the model's device
+// (ops::scatter on CUDA). Returns the number of entries written.
 int64_t apply_secrets(models::Model& obfuscated, const Secrets& s);
 
 // A key file: exactly 32 bytes, else a clear error. Warns on stderr when the file is readable

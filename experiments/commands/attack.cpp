@@ -71,7 +71,7 @@ Command add_attack_command(CLI::App& root) {
     std::vector<double> fractions = {0.01, 0.05, 0.1};
     int epochs = 5, batch = 0, threads = 0;
     float lr = 0.01f, momentum = 0.9f, weight_decay = 5e-4f;
-    std::string optimizer = "sgd", mode = "zero", donor;
+    std::string optimizer = "sgd", mode = "zero", donor, arch;
     bool no_scratch = false, json = false;
     double delta = 1e-3;
     int64_t samples = 0;
@@ -84,6 +84,7 @@ Command add_attack_command(CLI::App& root) {
   sub->add_option("--weights", a->weights, "Obfuscated weights (.safetensors)")->required();
   sub->add_option("--dataset", a->dataset, "Dataset the model was trained on")->required();
   sub->add_option("--data-dir", a->data_dir, "Folder holding the dataset files");
+  add_arch_option(sub, a->arch);
   sub->add_option("--secrets", a->secrets,
                   "Secrets of these weights: only to count the detector's true positives and "
                   "report stealthiness (the attack itself never reads them)");
@@ -181,18 +182,16 @@ Command add_attack_command(CLI::App& root) {
     }
 
     // ---- the model, the secrets, the layers
-    auto model = io::load_model(a->weights);
+    std::map<std::string, std::string> meta;
+    auto model = load_weights(a->weights, a->arch, a->dataset, &meta);
     const auto& s = model->spec();
     const int pad_to = require_model_fits(s, a->weights, info, a->dataset);
     model->to(dev);
 
     std::unique_ptr<splitter::Secrets> secrets;
-    if (!a->secrets.empty()) {
-      std::vector<uint8_t> key;
-      if (!a->key.empty()) key = splitter::read_key(a->key);
-      secrets = std::make_unique<splitter::Secrets>(splitter::read_secrets(
-          a->secrets, a->key.empty() ? nullptr : &key, splitter::fingerprint(*model)));
-    }
+    if (!a->secrets.empty())
+      secrets = std::make_unique<splitter::Secrets>(
+          splitter::read_secrets_for_model(a->secrets, a->key, *model, a->weights, meta));
     std::string rule = a->rule;
     if (rule.empty() && secrets && secrets->metadata.count("rule")) {
       rule = secrets->metadata.at("rule");
@@ -205,7 +204,7 @@ Command add_attack_command(CLI::App& root) {
 
     std::unique_ptr<models::Model> donor;
     if (kind == "boundary_reset" && a->mode == "donor") {
-      donor = io::load_model(a->donor);
+      donor = load_weights(a->donor, a->arch, a->dataset);
       const auto& d = donor->spec();
       if (d.arch != s.arch || d.in_channels != s.in_channels || d.num_classes != s.num_classes ||
           d.input_size != s.input_size || d.width_mult != s.width_mult)

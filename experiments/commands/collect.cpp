@@ -30,6 +30,10 @@ Command add_collect_command(CLI::App& root) {
     fs::path dir = a->dir;
     if (fs::is_regular_file(dir)) dir = Sweep::load(experiment_schema(), a->dir).dir();
     if (!fs::is_directory(dir)) throw UsageError(a->dir + ": no such folder");
+    if (fs::is_regular_file(a->dir))
+      refuse_overwriting_inputs({{"summary", (dir / "summary.h5").string()},
+                                 {"summary", (dir / "summary.csv").string()}},
+                                {{"dir", a->dir}});
     Summary s = read_summary(dir);
     const size_t total = s.rows.size() + s.missing.size();
     if (!s.missing.empty()) {

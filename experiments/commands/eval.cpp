@@ -10,7 +10,7 @@ namespace nns::exp {
 Command add_eval_command(CLI::App& root) {
   struct Args {
     EngineArgs engines;
-    std::string weights, dataset, data_dir, device = "cpu", split = "test";
+    std::string weights, dataset, data_dir, arch, device = "cpu", split = "test";
     int batch = 256, threads = 0;
     bool json = false;
   };
@@ -20,6 +20,7 @@ Command add_eval_command(CLI::App& root) {
                                            "tools/torch_to_safetensors.py)")->required();
   sub->add_option("--dataset", a->dataset, "Dataset name")->required();
   sub->add_option("--data-dir", a->data_dir, "Folder holding the dataset files");
+  add_arch_option(sub, a->arch);
   sub->add_option("--split", a->split, "test or train")
       ->check(CLI::IsMember({"test", "train"}))->capture_default_str();
   sub->add_option("--batch", a->batch, "Batch size")->capture_default_str();
@@ -35,7 +36,7 @@ Command add_eval_command(CLI::App& root) {
     apply_engines(a->engines, dev);
     auto info = require_dataset_info(a->dataset);
     if (a->batch < 1) throw UsageError("--batch must be at least 1");
-    auto model = io::load_model(a->weights);
+    auto model = load_weights(a->weights, a->arch, a->dataset);
     const auto& s = model->spec();
     const int pad_to = require_model_fits(s, a->weights, info, a->dataset);
     model->to(dev);

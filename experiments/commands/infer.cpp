@@ -3,7 +3,9 @@
 // (the obfuscated model with the secure side's correction O_n − O_s, core/splitter/
 // split_inference.h) and the exactly restored model; reports the accuracies, the agreement of
 // the split-inference predictions with the restored model's, and the largest |logit difference|.
-// Agreement below --min-agreement (0.999) is a failure (exit 1, after the report).
+// Agreement below --min-agreement (0.999) is a failure (exit 1, after the report). Secrets that
+// fail any check of restore (fingerprints, sealing, structure: core/splitter/secrets.h) are
+// refused before anything is evaluated (exit 1, no report).
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -30,7 +32,7 @@ int argmax_row(const float* p, int k) {
 
 Command add_infer_command(CLI::App& root) {
   struct Args {
-    std::string weights, secrets, key, dataset, data_dir, device = "cpu";
+    std::string weights, secrets, key, dataset, data_dir, arch, device = "cpu";
     int batch = 256, threads = 0;
     double min_agreement = 0.999;
     bool json = false;
@@ -44,6 +46,7 @@ Command add_infer_command(CLI::App& root) {
   sub->add_option("--key", a->key, "Key file (32 bytes) when the secrets are sealed");
   sub->add_option("--dataset", a->dataset, "Dataset name")->required();
   sub->add_option("--data-dir", a->data_dir, "Folder holding the dataset files");
+  add_arch_option(sub, a->arch);
   sub->add_option("--batch", a->batch, "Batch size")->capture_default_str();
   sub->add_option("--device", a->device, "cpu, cuda or auto")->capture_default_str();
   sub->add_option("--threads", a->threads, "CPU threads (default: all cores)");
@@ -60,16 +63,17 @@ Command add_infer_command(CLI::App& root) {
       throw UsageError("--min-agreement must be in [0, 1]");
     Device dev = require_device(a->device);
     auto info = require_dataset_info(a->dataset);
-    auto obf = io::load_model(a->weights);
+    std::map<std::string, std::string> meta;
+    auto obf = load_weights(a->weights, a->arch, a->dataset, &meta);
     const auto& s = obf->spec();
     const int pad_to = require_model_fits(s, a->weights, info, a->dataset);
 
-    std::vector<uint8_t> key;
-    if (!a->key.empty()) key = splitter::read_key(a->key);
+    // Tampered secrets are refused here (exit 1, nothing reported): a split inference with
+    // them would agree perfectly with an equally wrong "restored" model.
     std::string fp = splitter::fingerprint(*obf);
     splitter::Secrets secrets =
-        splitter::read_secrets(a->secrets, a->key.empty() ? nullptr : &key, fp);
-    auto restored = io::load_model(a->weights);
+        splitter::read_secrets_for_model(a->secrets, a->key, *obf, a->weights, meta);
+    auto restored = models::clone_model(*obf);
     int64_t n_restored = splitter::apply_secrets(*restored, secrets);
 
     obf->to(dev);

@@ -19,9 +19,10 @@ Command add_info_command(CLI::App& root) {
                                               "counts, eligible layers");
   auto* m = sub->add_option("--model", a->model, "Architecture");
   auto* d = sub->add_option("--dataset", a->dataset, "Dataset (sets channels, size, classes)");
-  auto* w = sub->add_option("--weights", a->weights, "A weights file (instead of --model)");
+  sub->add_option("--weights", a->weights,
+                  "A weights file (instead of --model; with --model and --dataset: a plain "
+                  "state_dict of that architecture)");
   m->needs(d);
-  w->excludes(m);
   sub->add_option("--width-mult", a->width_mult, "Channel multiplier")->capture_default_str();
   sub->add_flag("--json", a->json, "Print a JSON result on stdout");
   Command c;
@@ -29,7 +30,7 @@ Command add_info_command(CLI::App& root) {
   c.run = [a]() -> int {
     std::unique_ptr<models::Model> model;
     if (!a->weights.empty()) {
-      model = io::load_model(a->weights);
+      model = load_weights(a->weights, a->model, a->dataset);
     } else {
       if (a->model.empty()) throw UsageError("give --model and --dataset, or --weights");
       model = models::build_model(spec_for(a->model, require_dataset_info(a->dataset),

@@ -4,8 +4,10 @@
 // Everything is checked before anything is written: the secrets must belong to this model
 // (fingerprint; for a sealed file this is checked before decrypting), the key must open them
 // (wrong key or tampered file: "authentication failed"), the indexes must be valid, and the
-// restored model must have the original fingerprint when the secrets record it. Any failure:
-// exit 1 and no output file (the write itself is atomic).
+// restored model must have the original fingerprint the secrets record, an unsealed file is
+// refused with --key or when the weights' metadata says the secrets were sealed. Any failure:
+// exit 1 and no output file (the write itself is atomic). --out naming one of the inputs is a
+// usage error (exit 2). --arch/--dataset read obfuscated weights without nnsplitter metadata.
 #include <cstdio>
 #include <filesystem>
 #include <memory>
@@ -17,15 +19,6 @@
 namespace nns::exp {
 
 namespace {
-
-bool same_file(const std::string& a, const std::string& b) {
-  std::error_code ec;
-  if (std::filesystem::equivalent(a, b, ec)) return true;
-  auto ca = std::filesystem::weakly_canonical(a, ec);
-  if (ec) return false;
-  auto cb = std::filesystem::weakly_canonical(b, ec);
-  return !ec && ca == cb;
-}
 
 // Metadata of the obfuscated file that must not survive into the restored one: what save_model
 // writes itself, anything describing the obfuscation, and the obfuscated model's accuracy.
@@ -43,7 +36,7 @@ bool drop_on_restore(const std::string& k) {
 
 Command add_restore_command(CLI::App& root) {
   struct Args {
-    std::string weights, secrets, key, out;
+    std::string weights, secrets, key, out, arch, dataset;
     bool json = false;
   };
   auto a = std::make_shared<Args>();
@@ -53,22 +46,21 @@ Command add_restore_command(CLI::App& root) {
   sub->add_option("--secrets", a->secrets, "Secrets file of these weights")->required();
   sub->add_option("--key", a->key, "Key file (32 bytes) when the secrets are sealed");
   sub->add_option("--out", a->out, "Restored weights to write (.safetensors)")->required();
+  add_arch_option(sub, a->arch);
+  sub->add_option("--dataset", a->dataset, "With --arch: the dataset the model takes");
   sub->add_flag("--json", a->json, "Print a JSON result on stdout");
   Command c;
   c.app = sub;
   c.run = [a]() -> int {
     if (a->out.empty()) throw UsageError("--out must not be empty");
-    if (same_file(a->out, a->secrets))
-      throw UsageError("--out " + a->out + " is the secrets file: refusing to overwrite it");
-    if (!a->key.empty() && same_file(a->out, a->key))
-      throw UsageError("--out " + a->out + " is the key file: refusing to overwrite it");
+    refuse_overwriting_inputs(
+        {{"--out", a->out}},
+        {{"--weights", a->weights}, {"--secrets", a->secrets}, {"--key", a->key}});
     std::map<std::string, std::string> meta;
-    auto model = io::load_model(a->weights, &meta);
-    std::vector<uint8_t> key;
-    if (!a->key.empty()) key = splitter::read_key(a->key);
+    auto model = load_weights(a->weights, a->arch, a->dataset, &meta);
     std::string fp = splitter::fingerprint(*model);
     splitter::Secrets s =
-        splitter::read_secrets(a->secrets, a->key.empty() ? nullptr : &key, fp);
+        splitter::read_secrets_for_model(a->secrets, a->key, *model, a->weights, meta);
     int64_t n = splitter::apply_secrets(*model, s);
     std::string restored_fp = splitter::fingerprint(*model);
     std::map<std::string, std::string> extra;

@@ -61,6 +61,7 @@ Command add_run_command(CLI::App& root) {
   Command c;
   c.app = sub;
   c.run = [a]() -> int {
+    refuse_overwriting_inputs({{"--out", a->out}}, {{"config", a->config}});
     Config cfg;
     try {
       cfg = Config::load(experiment_schema(), a->config, a->sets);
@@ -78,6 +79,7 @@ Command add_run_command(CLI::App& root) {
         a->out.empty() ? std::filesystem::path(cfg.get_string("output.dir")) /
                              cfg.get_string("name") / "run.h5"
                        : std::filesystem::path(a->out);
+    refuse_overwriting_inputs({{"--out", out.string()}}, {{"config", a->config}});
     if (out.has_parent_path()) std::filesystem::create_directories(out.parent_path());
 
     StopSignals signals;

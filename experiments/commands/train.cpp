@@ -77,6 +77,8 @@ Command add_train_command(CLI::App& root) {
     t.pad_to = spec.input_size > info.height ? spec.input_size : 0;
     t.augment = a->augment == "on" || (a->augment == "auto" && a->dataset.rfind("cifar", 0) == 0);
     t.checkpoint = a->out + ".ckpt";
+    refuse_overwriting_inputs({{"--out", a->out}, {"--out", t.checkpoint}},
+                              {{"--data-dir", a->data_dir}});
     if (std::filesystem::exists(t.checkpoint) && !a->resume)
       throw UsageError("a checkpoint of an interrupted run exists: " + t.checkpoint +
                        " (pass --resume to continue it, or delete it to start over)");

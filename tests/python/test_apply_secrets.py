@@ -132,9 +132,58 @@ class PythonOnly(TempDirCase):
         self.assertIn("secrets belong to model", r.stderr)
         self.assertFalse(os.path.exists(self.path("out")))
 
+    def test_tampered_secrets_restore_nothing(self):
+        """Always verified (no flag needed): a changed original value, a flipped index bit,
+        removed entries with counts fixed, a missing original_fingerprint, OUT over an input."""
+        def tampered(edit, meta_edit=None):
+            secrets = {k: (i.copy(), o.copy()) for k, (i, o) in self.secrets.items()}
+            meta = dict(self.meta)
+            edit(secrets)
+            if meta_edit:
+                meta_edit(meta)
+            aps.save_secrets(self.path("bad"), secrets, meta) if "original_fingerprint" in meta \
+                else save_file({}, self.path("bad"), metadata=meta)
+            return self.tool(self.path("obf.safetensors"), self.path("bad"), self.path("out"))
+
+        key = next(iter(self.secrets))
+        cases = {
+            "changed original": lambda s: s[key][1].__setitem__(0, s[key][1][0] + 1),
+            "flipped index bit": lambda s: s.__setitem__(key, (s[key][0] ^ (s[key][0] == s[key][0][0]), s[key][1])),
+            "entries removed": lambda s: s.__setitem__(key, (s[key][0][:-3], s[key][1][:-3])),
+            "all removed": lambda s: s.clear(),
+        }
+        for name, edit in cases.items():
+            with self.subTest(name):
+                r = tampered(edit)
+                self.assertEqual(r.returncode, 1, r.stderr)
+                self.assertTrue("restoring would give a model" in r.stderr
+                                or "not sorted" in r.stderr or "duplicate" in r.stderr, r.stderr)
+                self.assertFalse(os.path.exists(self.path("out")))
+        r = tampered(lambda s: None, lambda m: m.pop("original_fingerprint"))
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("no original_fingerprint", r.stderr)
+        self.assertFalse(os.path.exists(self.path("out")))
+        with open(self.path("obf.safetensors"), "rb") as f:
+            before = f.read()
+        r = self.tool(self.path("obf.safetensors"), self.path("sec.safetensors"),
+                      os.path.join(self.dir, ".", "obf.safetensors"))
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn("same file as OBF", r.stderr)
+        with open(self.path("obf.safetensors"), "rb") as f:
+            self.assertEqual(f.read(), before)
+
+    def test_damaged_sealed_magic_is_named(self):
+        with open(self.path("sealed"), "wb") as f:
+            f.write(b"NNSSEAL2" + struct.pack("<Q", 2) + b"{}" + bytes(64))
+        r = self.tool(self.path("obf.safetensors"), self.path("sealed"), self.path("out"))
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("looks like a sealed secrets file with a damaged header", r.stderr)
+        self.assertFalse(os.path.exists(self.path("out")))
+
     def test_malformed_secrets_are_refused(self):
         fp = self.meta["fingerprint"]
-        base = {"format": aps.SECRETS_FORMAT, "fingerprint": fp}
+        base = {"format": aps.SECRETS_FORMAT, "fingerprint": fp,
+                "original_fingerprint": self.meta["original_fingerprint"]}
         cases = {
             "not sorted": {"conv1.weight.index": np.array([3, 2], np.int64),
                            "conv1.weight.original": np.array([1, 2], np.float32)},

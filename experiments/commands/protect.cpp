@@ -3,7 +3,6 @@
 #include <atomic>
 #include <csignal>
 #include <cstdio>
-#include <filesystem>
 
 #include "core/io/model_io.h"
 #include "core/splitter/secrets.h"
@@ -65,11 +64,7 @@ Command add_protect_command(CLI::App& root) {
     const auto& s = model->spec();
     if (s.in_channels != info.channels || s.num_classes != info.num_classes)
       throw UsageError(a->weights + ": model " + s.arch + " does not fit dataset " + a->dataset);
-    namespace fs = std::filesystem;
-    for (auto name : {"obfuscated.safetensors", "secrets.safetensors"})
-      if (fs::exists(fs::path(a->out) / name) && !a->resume)
-        throw UsageError((fs::path(a->out) / name).string() +
-                         " exists: choose another --out or delete it");
+    // An existing result in --out is checked by protect() against the recorded settings.
     model->to(dev);
     auto splits = data::load_dataset(a->dataset, a->data_dir);
     ProtectInputs in;

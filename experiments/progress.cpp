@@ -15,6 +15,11 @@ bool Progress::stderr_is_tty() {
   return isatty(fileno(stderr)) != 0;
 }
 
+bool Progress::silenced() {
+  const char* mode = std::getenv("NNS_PROGRESS");
+  return mode && std::strcmp(mode, "off") == 0;
+}
+
 std::string Progress::format_duration(double s) {
   if (!(s >= 0) || s > 1e7) return "--:--";
   int t = int(s + 0.5);
@@ -28,8 +33,7 @@ std::string Progress::format_duration(double s) {
 
 Progress::Progress(std::string label, int64_t total, bool enabled)
     : label_(std::move(label)), total_(total), enabled_(enabled), tty_(stderr_is_tty()) {
-  const char* mode = std::getenv("NNS_PROGRESS");
-  if (mode && std::strcmp(mode, "off") == 0) enabled_ = false;
+  if (silenced()) enabled_ = false;
   start_ = last_print_ = std::chrono::steady_clock::now();
 }
 

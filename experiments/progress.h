@@ -21,6 +21,8 @@ class Progress {
 
   // Whether stderr is a terminal (decides bar vs lines); NNS_PROGRESS=lines|bar|off overrides.
   static bool stderr_is_tty();
+  // NNS_PROGRESS=off: no progress output at all (bars, lines, per-episode lines of protect).
+  static bool silenced();
   static std::string format_duration(double seconds);
 
  private:

@@ -3,21 +3,25 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <limits>
-#include <set>
+#include <memory>
+#include <optional>
 
 #include "core/io/model_io.h"
 #include "core/io/safetensors.h"
 #include "core/random.h"
 #include "core/splitter/mask.h"
+#include "core/splitter/method.h"
 #include "core/splitter/obfuscator.h"
 #include "core/splitter/secrets.h"
 #include "experiments/progress.h"
 #include "experiments/trainer.h"
 #include "kernels/ops.h"
 #include "rl/controller.h"
+#include "rl/random_policy.h"
 
 namespace nns::exp {
 
@@ -31,6 +35,11 @@ void add_method_keys(Schema& s) {
     s.add({std::move(path), t, std::move(def), std::move(doc), lo, hi, std::move(choices)});
   };
   using V = ValueType;
+  add("splitter.method", V::String, "nnsplitter",
+      "how the chosen filters are obfuscated: nnsplitter (the paper: Adam to one shared clamp), "
+      "quantile (the same, each weight bounded inside its own layer's high-density range), or "
+      "permute (values swapped inside the chosen filters; every layer keeps its values)",
+      {}, {}, splitter::method_names());
   add("splitter.rule", V::String, "spatial",
       "eligible layers: spatial (>=2-D weights whose last dim > 1) or all (every >=2-D weight)",
       {}, {}, {"spatial", "all"});
@@ -59,6 +68,16 @@ void add_method_keys(Schema& s) {
   add("splitter.val_source", V::String, "split",
       "where the reward is measured: split (held-out training images) or test (the authors)", {},
       {}, {"split", "test"});
+  add("splitter.quantile.inner", V::Float, "0.02",
+      "quantile: each weight's upper bound is its layer's quantile at a level drawn in "
+      "[1 - outer, 1 - inner], the lower bound at a level in [inner, outer]", 0, 0.5);
+  add("splitter.quantile.outer", V::Float, "0.15", "quantile: see splitter.quantile.inner", 0, 0.5);
+  add("splitter.permute.rounds", V::Int, "12", "permute: rounds of gradient-guided swaps at most",
+      1, {});
+  add("splitter.permute.batches", V::Int, "4",
+      "permute: training batches averaged for each round's gradient", 1, {});
+  add("splitter.permute.step", V::Float, "0.25",
+      "permute: swaps per layer and round, as a fraction of the layer's budget", 0.001, 1);
   add("controller.kind", V::String, "rl",
       "filter selection: rl (the LSTM/RNN policy) or random (uniform, same episode budget)", {},
       {}, {"rl", "random"});
@@ -109,6 +128,9 @@ json ProtectResult::to_json() const {
   j["trajectory"] = trajectory_path;
   j["fingerprint"] = fingerprint;
   j["interrupted"] = interrupted;
+  j["method"] = method;
+  j["seed"] = seed;
+  j["input_fingerprint"] = input_fingerprint;
   return j;
 }
 
@@ -164,14 +186,12 @@ EpisodeRecord episode_from_json(const json& j) {
   return e;
 }
 
-// The best episode so far: its masks, the obfuscated values, and its record.
-struct Best {
-  bool valid = false;
-  double reward = -std::numeric_limits<double>::infinity();
-  EpisodeRecord record;
-  std::vector<splitter::LayerMask> masks;
-  std::vector<std::vector<float>> values;  // obfuscated values per mask
-};
+json updates_json(const std::vector<UpdateRecord>& updates) {
+  json ur = json::array();
+  for (auto& u : updates)
+    ur.push_back({{"update", u.update}, {"loss", u.loss}, {"mean_reward", u.mean_reward}});
+  return ur;
+}
 
 void write_json_atomic(const std::string& path, const json& j) {
   std::string tmp = path + ".tmp";
@@ -184,332 +204,478 @@ void write_json_atomic(const std::string& path, const json& j) {
   fs::rename(tmp, path);
 }
 
-}  // namespace
+std::string num(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.9g", v);
+  return buf;
+}
 
-ProtectResult protect(const ProtectInputs& in, const Config& cfg) {
-  auto t_start = std::chrono::steady_clock::now();
-  auto elapsed = [&] {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
-  };
-  models::Model& model = *in.model;
-  const Device dev = model.device();
-  const ops::Context ctx{dev, nullptr};
-  if (!fs::is_directory(in.out_dir)) fs::create_directories(in.out_dir);
-  ProtectResult R;
+// Every protect parameter, parsed once from the configuration; the defaults are the schema's.
+// c, eps and clamp may depend on the model ("mean", "auto"): empty = derive from the weights.
+struct ProtectOptions {
+  std::string rule, val_source;
+  int64_t val_size = 0;
+  int k = 1, batch = 0, updates = 0, per_update = 0, early_stop = 0;
+  std::optional<double> c, eps;
+  double target_per_layer = 0;
+  std::optional<std::pair<double, double>> clamp;
+  bool use_rl = true;
+  rl::ControllerOptions controller;
+  splitter::MethodOptions method;  // c, eps and clamps are filled once the model is known
 
-  // ---- data: validation split (reward), training batches (obfuscation), test (report)
-  const std::string val_source = cfg.get_string("splitter.val_source");
-  int64_t val_size = cfg.get_int("splitter.val_size");
-  data::Dataset train_part, val_part;
-  if (val_source == "test") {
-    train_part = *in.train;
+  static ProtectOptions parse(const Config& cfg) {
+    ProtectOptions o;
+    o.rule = cfg.get_string("splitter.rule");
+    o.val_source = cfg.get_string("splitter.val_source");
+    o.val_size = cfg.get_int("splitter.val_size");
+    o.k = int(cfg.get_int("splitter.k"));
+    if (!cfg.is_word("splitter.c", "mean")) o.c = cfg.get_float("splitter.c");
+    if (!cfg.is_word("splitter.eps", "auto")) o.eps = cfg.get_float("splitter.eps");
+    o.target_per_layer = cfg.get_float("splitter.target_per_layer");
+    if (!cfg.is_word("splitter.clamp", "auto")) o.clamp = cfg.get_pair("splitter.clamp");
+    o.batch = int(cfg.get_int("splitter.batch"));
+    o.updates = int(cfg.get_int("controller.updates"));
+    o.per_update = int(cfg.get_int("controller.episodes_per_update"));
+    o.early_stop = int(cfg.get_int("controller.early_stop"));
+    o.use_rl = cfg.get_string("controller.kind") == "rl";
+    auto& co = o.controller;
+    co.cell = cfg.get_string("controller.cell");
+    co.hidden = int(cfg.get_int("controller.hidden"));
+    co.token_size = int(cfg.get_int("controller.token_size"));
+    co.k = o.k;
+    co.with_replacement = cfg.get_bool("controller.with_replacement");
+    co.init_range = float(cfg.get_float("controller.init_range"));
+    co.lr = float(cfg.get_float("controller.lr"));
+    auto& m = o.method;
+    m.method = cfg.get_string("splitter.method");
+    m.obfuscator.lr = float(cfg.get_float("splitter.lr"));
+    m.obfuscator.l1 = float(cfg.get_float("splitter.l1"));
+    m.obfuscator.max_epochs = int(cfg.get_int("splitter.max_epochs"));
+    m.obfuscator.patience = int(cfg.get_int("splitter.patience"));
+    m.obfuscator.eval_every = cfg.get_int("splitter.eval_every");
+    m.obfuscator.max_steps = cfg.get_int("splitter.max_steps");
+    m.quantile_inner = cfg.get_float("splitter.quantile.inner");
+    m.quantile_outer = cfg.get_float("splitter.quantile.outer");
+    if (m.quantile_inner > m.quantile_outer)
+      throw ConfigError("splitter.quantile.inner (" + num(m.quantile_inner) +
+                        ") must not exceed splitter.quantile.outer (" + num(m.quantile_outer) + ")");
+    m.permute_rounds = int(cfg.get_int("splitter.permute.rounds"));
+    m.permute_batches = int(cfg.get_int("splitter.permute.batches"));
+    m.permute_step = cfg.get_float("splitter.permute.step");
+    return o;
+  }
+};
+
+// ---- settings of an output folder: a finished result is never replaced by other settings
+
+json settings_json(const Config& cfg, const ProtectInputs& in, const std::string& input_fp) {
+  json keys = json::object();
+  static const Schema schema = method_schema();
+  for (const auto& k : schema.keys()) keys[k.path] = cfg.text(k.path);
+  return {{"config", keys}, {"seed", in.seed}, {"input_fingerprint", input_fp},
+          {"dataset", in.dataset_name}};
+}
+
+// What differs between recorded and current settings, in words ("seed 1 -> 2").
+std::vector<std::string> settings_differences(const json& old_s, const json& new_s) {
+  std::vector<std::string> out;
+  auto text = [](const json& v) { return v.is_string() ? v.get<std::string>() : v.dump(); };
+  if (old_s.value("seed", json()) != new_s["seed"])
+    out.push_back("seed " + text(old_s.value("seed", json())) + " -> " + text(new_s["seed"]));
+  if (old_s.value("dataset", json()) != new_s["dataset"])
+    out.push_back("dataset " + text(old_s.value("dataset", json())) + " -> " + text(new_s["dataset"]));
+  if (old_s.value("input_fingerprint", json()) != new_s["input_fingerprint"])
+    out.push_back("input weights (fingerprint " + text(old_s.value("input_fingerprint", json())).substr(0, 12) +
+                  "... -> " + text(new_s["input_fingerprint"]).substr(0, 12) + "...)");
+  const json old_cfg = old_s.value("config", json::object());
+  for (auto& [key, value] : new_s["config"].items())
+    if (old_cfg.value(key, json()) != value)
+      out.push_back(key + " " + (old_cfg.contains(key) ? text(old_cfg[key]) : "(absent)") + " -> " +
+                    text(value));
+  return out;
+}
+
+// Refuses (UsageError, exit 2) to run into a folder holding a finished result (obfuscated model
+// or secrets) made with other settings, naming what differs, and into one made with the same
+// settings unless resuming (which recomputes the same result). Writes the settings record
+// before the search so that every finished result has one.
+void guard_output(const ProtectInputs& in, const json& settings) {
+  const fs::path dir(in.out_dir);
+  const fs::path record = dir / "protect_settings.json";
+  std::vector<std::string> finished;
+  for (auto name : {"obfuscated.safetensors", "secrets.safetensors"})
+    if (fs::exists(dir / name)) finished.push_back((dir / name).string());
+  if (!finished.empty()) {
+    const std::string what = finished.back();
+    if (!fs::exists(record))
+      throw UsageError(what + " exists and " + record.string() +
+                       " (its settings) does not: refusing to overwrite a finished result; choose "
+                       "another --out or delete it");
+    json old_s;
+    try {
+      std::ifstream f(record);
+      old_s = json::parse(f);
+    } catch (const std::exception& e) {
+      throw UsageError(record.string() + ": unreadable (" + e.what() +
+                       "): refusing to overwrite the finished result beside it");
+    }
+    auto diff = settings_differences(old_s, settings);
+    if (!diff.empty()) {
+      std::string list;
+      for (size_t i = 0; i < diff.size(); ++i) list += (i ? "; " : "") + diff[i];
+      throw UsageError(what + " was made with other settings (" + list +
+                       "): refusing to overwrite it (its secrets would be lost); choose another "
+                       "--out or delete it");
+    }
+    if (!in.resume)
+      throw UsageError(what + " exists: choose another --out or delete it (or --resume to redo "
+                              "it with the same settings)");
+  }
+  write_json_atomic(record.string(), settings);
+}
+
+// ---- the search
+
+// The reward and obfuscation data: validation split (reward), training part (obfuscation),
+// test set (report).
+struct SearchData {
+  data::Dataset train;
+  std::unique_ptr<PreparedSet> val, test;
+};
+
+SearchData prepare_data(const ProtectInputs& in, const ProtectOptions& o, Device dev) {
+  SearchData d;
+  data::Dataset val_part;
+  if (o.val_source == "test") {
+    d.train = *in.train;
     val_part = *in.test;
   } else {
-    if (val_size >= in.train->size())
-      throw ConfigError("splitter.val_size = " + std::to_string(val_size) +
+    if (o.val_size >= in.train->size())
+      throw ConfigError("splitter.val_size = " + std::to_string(o.val_size) +
                         " must be smaller than the training set (" +
                         std::to_string(in.train->size()) + " images)");
-    std::tie(train_part, val_part) = data::split_train_val(*in.train, val_size, in.seed);
+    std::tie(d.train, val_part) = data::split_train_val(*in.train, o.val_size, in.seed);
   }
-  PreparedSet val(val_part, in.norm, in.pad_to, dev);
-  PreparedSet test(*in.test, in.norm, in.pad_to, dev);
+  d.val = std::make_unique<PreparedSet>(val_part, in.norm, in.pad_to, dev);
+  d.test = std::make_unique<PreparedSet>(*in.test, in.norm, in.pad_to, dev);
+  return d;
+}
 
-  // ---- the pretrained model: layers, statistics, c, eps, clamp
-  model.set_training(false);
-  R.original_accuracy = test.accuracy(model);
-  std::vector<Tensor> original_state;
-  for (auto& e : model.state()) original_state.push_back(e.tensor->to(Device::CPU));
-  auto layers = splitter::eligible(model, cfg.get_string("splitter.rule"));
-  if (layers.empty()) throw std::runtime_error(model.spec().arch + " has no eligible layers");
-  auto stats = splitter::eligible_stats(layers);
-  R.eligible_weights = stats.count;
-  R.total_weights = model.num_parameters();
-  for (auto& l : layers) R.layers.push_back(l.key);
-  const int k = int(cfg.get_int("splitter.k"));
-  R.c = cfg.is_word("splitter.c", "mean") ? stats.mean : cfg.get_float("splitter.c");
-  if (cfg.is_word("splitter.clamp", "auto")) {
-    R.clamp_lo = stats.min;
-    R.clamp_hi = stats.max;
-  } else {
-    std::tie(R.clamp_lo, R.clamp_hi) = cfg.get_pair("splitter.clamp");
-  }
-  R.eps = cfg.is_word("splitter.eps", "auto")
-              ? splitter::auto_eps(layers, float(R.c), k, cfg.get_float("splitter.target_per_layer"))
-              : cfg.get_float("splitter.eps");
-  std::vector<int> filters_per_layer;
-  for (auto& l : layers) {
-    if (k > l.filters && !cfg.get_bool("controller.with_replacement"))
-      throw ConfigError("splitter.k = " + std::to_string(k) + " exceeds the " +
-                        std::to_string(l.filters) + " filters of layer " + l.key);
-    filters_per_layer.push_back(l.filters);
+// Everything a resumed search needs besides the policy's and the method's own state.
+struct SearchState {
+  int next_update = 0, since_improved = 0;
+  double best_reward = -std::numeric_limits<double>::infinity();
+  EpisodeRecord best_record;
+  std::vector<EpisodeRecord> trajectory;
+  std::vector<UpdateRecord> updates;
+};
+
+class Search {
+ public:
+  Search(const ProtectInputs& in, const Config& cfg, const ProtectOptions& o, SearchData& data,
+         splitter::Method& method, std::vector<int> filters_per_layer)
+      : in_(in), cfg_(cfg), o_(o), data_(data), method_(method),
+        state_path_((fs::path(in.out_dir) / "search_state.safetensors").string()),
+        random_(filters_per_layer, o.k) {
+    rl::ControllerOptions co = o.controller;
+    co.seed = Rng::derive(in.seed, 0xC0);
+    co.device = in.model->device();
+    controller_ = std::make_unique<rl::Controller>(std::move(filters_per_layer), co);
   }
 
-  // ---- the policy
-  const bool use_rl = cfg.get_string("controller.kind") == "rl";
-  rl::ControllerOptions co;
-  co.cell = cfg.get_string("controller.cell");
-  co.hidden = int(cfg.get_int("controller.hidden"));
-  co.token_size = int(cfg.get_int("controller.token_size"));
-  co.k = k;
-  co.with_replacement = cfg.get_bool("controller.with_replacement");
-  co.init_range = float(cfg.get_float("controller.init_range"));
-  co.lr = float(cfg.get_float("controller.lr"));
-  co.seed = Rng::derive(in.seed, 0xC0);
-  co.device = dev;
-  rl::Controller controller(filters_per_layer, co);
-
-  splitter::ObfuscatorOptions oo;
-  oo.lr = float(cfg.get_float("splitter.lr"));
-  oo.l1 = float(cfg.get_float("splitter.l1"));
-  oo.clamp_lo = float(R.clamp_lo);
-  oo.clamp_hi = float(R.clamp_hi);
-  oo.max_epochs = int(cfg.get_int("splitter.max_epochs"));
-  oo.patience = int(cfg.get_int("splitter.patience"));
-  oo.eval_every = cfg.get_int("splitter.eval_every");
-  oo.max_steps = cfg.get_int("splitter.max_steps");
-  oo.stop = in.stop_flag;
-  const int updates = int(cfg.get_int("controller.updates"));
-  const int per_update = int(cfg.get_int("controller.episodes_per_update"));
-  const int early_stop = int(cfg.get_int("controller.early_stop"));
-  const int batch = int(cfg.get_int("splitter.batch"));
-
-  // ---- resumable state
-  const std::string state_path = (fs::path(in.out_dir) / "search_state.safetensors").string();
-  Best best;
-  int start_update = 0, since_improved = 0;
-  if (in.resume && fs::exists(state_path)) {
-    auto f = io::read_safetensors(state_path);
+  // Loads the saved state when resuming and one exists.
+  void maybe_resume() {
+    if (!in_.resume || !fs::exists(state_path_)) return;
+    auto f = io::read_safetensors(state_path_);
     json meta = json::parse(f.metadata.at("search"));
-    if (meta["config"] != cfg.effective_yaml() || meta["seed"] != in.seed)
-      throw UsageError(state_path + ": saved search used another configuration or seed; "
+    if (meta["config"] != cfg_.effective_yaml() || meta["seed"] != in_.seed)
+      throw UsageError(state_path_ + ": saved search used another configuration or seed; "
                        "delete it or rerun with the same settings");
-    start_update = meta["next_update"];
-    since_improved = meta["since_improved"];
-    for (auto& e : meta["trajectory"]) R.trajectory.push_back(episode_from_json(e));
-    for (auto& u : meta["updates"]) R.update_records.push_back({u["update"], u["loss"], u["mean_reward"]});
-    if (use_rl) controller.load_state(f.tensors);
+    S_.next_update = meta["next_update"];
+    S_.since_improved = meta["since_improved"];
+    for (auto& e : meta["trajectory"]) S_.trajectory.push_back(episode_from_json(e));
+    for (auto& u : meta["updates"]) S_.updates.push_back({u["update"], u["loss"], u["mean_reward"]});
+    if (o_.use_rl) controller_->load_state(f.tensors);
     if (meta["best"].is_object()) {
-      best.valid = true;
-      best.reward = meta["best"]["reward"];
-      best.record = episode_from_json(meta["best"]["record"]);
-      for (size_t l = 0; l < layers.size(); ++l) {
-        splitter::LayerMask m;
-        m.layer = int(l);
-        m.filters = best.record.filters[l];
-        const Tensor* idx = f.find("best." + layers[l].key + ".index");
-        const Tensor* val = f.find("best." + layers[l].key + ".value");
-        if (!idx || !val) throw std::runtime_error(state_path + ": best episode incomplete");
-        m.index.assign(idx->i64(), idx->i64() + idx->numel());
-        best.values.emplace_back(val->f32(), val->f32() + val->numel());
-        best.masks.push_back(std::move(m));
-      }
+      S_.best_reward = meta["best"]["reward"];
+      S_.best_record = episode_from_json(meta["best"]["record"]);
+      std::map<std::string, const Tensor*> tensors;
+      for (auto& [name, t] : f.tensors) tensors[name] = &t;
+      method_.import_best(S_.best_record.filters, tensors, state_path_);
     }
     std::fprintf(stderr, "resuming the search from %s at update %d (%zu episodes done)\n",
-                 state_path.c_str(), start_update + 1, R.trajectory.size());
+                 state_path_.c_str(), S_.next_update + 1, S_.trajectory.size());
   }
-  auto save_state = [&](int next_update) {
-    json meta;
-    meta["config"] = cfg.effective_yaml();
-    meta["seed"] = in.seed;
-    meta["next_update"] = next_update;
-    meta["since_improved"] = since_improved;
-    json tr = json::array();
-    for (auto& e : R.trajectory) tr.push_back(episode_json(e));
-    meta["trajectory"] = tr;
-    json ur = json::array();
-    for (auto& u : R.update_records)
-      ur.push_back({{"update", u.update}, {"loss", u.loss}, {"mean_reward", u.mean_reward}});
-    meta["updates"] = ur;
-    std::vector<std::pair<std::string, Tensor>> owned;
-    if (use_rl) owned = controller.state();
-    if (best.valid) {
-      meta["best"] = {{"reward", best.reward}, {"record", episode_json(best.record)}};
-      for (size_t l = 0; l < best.masks.size(); ++l) {
-        const auto& m = best.masks[l];
-        Tensor idx({int64_t(m.index.size())}, DType::I64), val({int64_t(m.index.size())});
-        std::copy(m.index.begin(), m.index.end(), idx.i64());
-        std::copy(best.values[l].begin(), best.values[l].end(), val.f32());
-        owned.emplace_back("best." + layers[m.layer].key + ".index", idx);
-        owned.emplace_back("best." + layers[m.layer].key + ".value", val);
+
+  // Runs the remaining updates; false when interrupted (the state of the last finished update
+  // stays on disk for --resume).
+  bool run() {
+    search_t0_ = std::chrono::steady_clock::now();
+    bool stopped_early = false;
+    for (int u = S_.next_update; u < o_.updates && !stopped_early; ++u) {
+      std::vector<rl::Controller::Episode> eps;
+      std::vector<double> rewards;
+      for (int e = 0; e < o_.per_update; ++e) {
+        if (stop_requested()) return false;
+        EpisodeRecord rec;
+        rl::Controller::Episode ep;
+        if (!run_episode(u, u * o_.per_update + e, ep, rec)) return false;
+        eps.push_back(std::move(ep));
+        rewards.push_back(rec.reward);
+        if (S_.since_improved >= o_.early_stop) {
+          stopped_early = true;
+          break;
+        }
       }
+      if (o_.use_rl && eps.size() > 1) {
+        double mean = 0;
+        for (double r : rewards) mean += r;
+        mean /= double(rewards.size());
+        double loss = controller_->update(eps, rewards);
+        S_.updates.push_back({u + 1, loss, mean});
+      }
+      S_.next_update = u + 1;
+      save_state();
+      if (in_.on_update_end) in_.on_update_end(u + 1);
+    }
+    return true;
+  }
+
+  double seconds() const {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - search_t0_).count();
+  }
+  const SearchState& state() const { return S_; }
+  const std::string& state_path() const { return state_path_; }
+
+ private:
+  bool stop_requested() const { return in_.stop_flag && in_.stop_flag->load(); }
+
+  // One episode: policy draw, the method's obfuscation, the record, back to the pretrained
+  // weights. False when interrupted inside it (the episode is dropped).
+  bool run_episode(int u, int episode, rl::Controller::Episode& ep, EpisodeRecord& rec) {
+    auto t0 = std::chrono::steady_clock::now();
+    Rng rng(Rng::derive(in_.seed, 1000 + uint64_t(episode)));
+    ep = o_.use_rl ? controller_->sample(rng) : random_.sample(rng);
+    data::BatchOptions bo;
+    bo.pad_to = in_.pad_to;
+    data::Loader loader(data_.train, in_.norm, o_.batch, true, Rng::derive(in_.seed, 5000 + episode),
+                        bo, true);
+    int64_t loader_epoch = 0;
+    splitter::ObfuscationData od;
+    od.next_batch = [&](Tensor& x, Tensor& y) {
+      if (loader.next(x, y)) return true;
+      loader.start_epoch(++loader_epoch);
+      return false;
+    };
+    od.accuracy = [&] { return data_.val->accuracy(*in_.model); };
+    auto res = method_.run_episode(ep.filters, od, Rng::derive(in_.seed, 9000 + uint64_t(episode)));
+    if (stop_requested()) {
+      method_.undo_episode();
+      return false;
+    }
+    rec.episode = episode + 1;
+    rec.update = u + 1;
+    rec.filters = ep.filters;
+    rec.counts = res.counts;
+    for (int64_t c : res.counts) rec.total += c;
+    rec.accuracy = res.accuracy;
+    rec.reward = -res.accuracy;
+    rec.steps = res.steps;
+    rec.evaluations = res.evaluations;
+    // Ties go to the newer episode; only a strict improvement resets the early-stop count.
+    if (rec.reward > S_.best_reward) S_.since_improved = 0;
+    else ++S_.since_improved;
+    const bool best = rec.reward >= S_.best_reward;
+    if (best) {
+      S_.best_reward = rec.reward;
+      method_.keep_episode_as_best();
+    }
+    method_.undo_episode();
+    rec.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (best) S_.best_record = rec;
+    S_.trajectory.push_back(rec);
+    ++done_this_run_;
+    report(rec);
+    return true;
+  }
+
+  void report(const EpisodeRecord& rec) const {
+    if (!in_.progress || Progress::silenced()) return;
+    const int total = o_.updates * o_.per_update;
+    double eta = seconds() / done_this_run_ * double(total - rec.episode);
+    std::fprintf(stderr,
+                 "episode %d/%d | update %d | weights %lld | val acc %.2f%% | reward %.4f | "
+                 "best %.4f | %lld steps | %.1f s | eta %s\n",
+                 rec.episode, total, rec.update, (long long)rec.total, 100 * rec.accuracy,
+                 rec.reward, S_.best_reward, (long long)rec.steps, rec.seconds,
+                 Progress::format_duration(eta).c_str());
+  }
+
+  void save_state() const {
+    json meta;
+    meta["config"] = cfg_.effective_yaml();
+    meta["seed"] = in_.seed;
+    meta["next_update"] = S_.next_update;
+    meta["since_improved"] = S_.since_improved;
+    json tr = json::array();
+    for (auto& e : S_.trajectory) tr.push_back(episode_json(e));
+    meta["trajectory"] = tr;
+    meta["updates"] = updates_json(S_.updates);
+    std::vector<std::pair<std::string, Tensor>> owned;
+    if (o_.use_rl) owned = controller_->state();
+    if (method_.has_best()) {
+      meta["best"] = {{"reward", S_.best_reward}, {"record", episode_json(S_.best_record)}};
+      for (auto& entry : method_.export_best()) owned.push_back(std::move(entry));
     } else {
       meta["best"] = nullptr;
     }
     std::vector<std::pair<std::string, const Tensor*>> ptrs;
     for (auto& [name, t] : owned) ptrs.emplace_back(name, &t);
-    io::write_safetensors(state_path, ptrs, {{"search", meta.dump()}});
-  };
+    io::write_safetensors(state_path_, ptrs, {{"search", meta.dump()}});
+  }
+
+  const ProtectInputs& in_;
+  const Config& cfg_;
+  const ProtectOptions& o_;
+  SearchData& data_;
+  splitter::Method& method_;
+  const std::string state_path_;
+  std::unique_ptr<rl::Controller> controller_;
+  rl::RandomPolicy random_;
+  SearchState S_;
+  std::chrono::steady_clock::time_point search_t0_;
+  int done_this_run_ = 0;
+};
+
+// The secrets of the obfuscated model (what differs from the original), with the method's
+// parameters merged into the metadata diff_secrets records.
+splitter::Secrets make_secrets(models::Model& original, models::Model& obfuscated,
+                               const splitter::Method& method, const ProtectResult& R,
+                               const ProtectInputs& in, const ProtectOptions& o) {
+  splitter::Secrets secrets = splitter::diff_secrets(original, obfuscated);
+  std::map<std::string, std::string> extra = {{"dataset", in.dataset_name},
+                                              {"c", num(R.c)},
+                                              {"eps", num(R.eps)},
+                                              {"clamp_lo", num(R.clamp_lo)},
+                                              {"clamp_hi", num(R.clamp_hi)},
+                                              {"rule", o.rule},
+                                              {"k", std::to_string(o.k)},
+                                              {"seed", std::to_string(in.seed)},
+                                              {"layers", json(R.layers).dump()},
+                                              {"layer_counts", json(R.per_layer_counts).dump()}};
+  for (auto& [key, value] : method.metadata()) extra[key] = value;
+  for (auto& [key, value] : extra) secrets.metadata.emplace(key, value);  // diff's own keys win
+  return secrets;
+}
+
+// Restores through the files just written and compares every state entry bit for bit.
+void check_restore(ProtectResult& R, models::Model& original, const ProtectInputs& in,
+                   PreparedSet& test) {
+  auto obf = io::load_model(R.obfuscated_path);
+  obf->to(original.device());
+  auto sec = splitter::read_secrets(R.secrets_path, in.seal_key.empty() ? nullptr : &in.seal_key);
+  splitter::apply_secrets(*obf, sec);
+  bool exact = true;
+  auto& a = obf->state();
+  auto& b = original.state();
+  for (size_t i = 0; i < a.size(); ++i) {
+    Tensor x = a[i].tensor->to(Device::CPU), y = b[i].tensor->to(Device::CPU);
+    if (x.nbytes() != y.nbytes() || std::memcmp(x.raw(), y.raw(), x.nbytes()) != 0) exact = false;
+  }
+  R.restored_bit_exact = exact;
+  obf->set_training(false);
+  R.restored_accuracy = test.accuracy(*obf);
+}
+
+}  // namespace
+
+ProtectResult protect(const ProtectInputs& in, const Config& cfg) {
+  auto t_start = std::chrono::steady_clock::now();
+  models::Model& model = *in.model;
+  const Device dev = model.device();
+  const ProtectOptions o = ProtectOptions::parse(cfg);
+  if (!fs::is_directory(in.out_dir)) fs::create_directories(in.out_dir);
+  ProtectResult R;
+  R.method = o.method.method;
+  R.seed = in.seed;
+  R.input_fingerprint = splitter::fingerprint(model);
+  guard_output(in, settings_json(cfg, in, R.input_fingerprint));
+  SearchData data = prepare_data(in, o, dev);
+
+  // ---- the pretrained model: layers, statistics, c, eps, clamp
+  model.set_training(false);
+  R.original_accuracy = data.test->accuracy(model);
+  auto original = models::clone_model(model);
+  auto layers = splitter::eligible(model, o.rule);
+  if (layers.empty()) throw std::runtime_error(model.spec().arch + " has no eligible layers");
+  auto stats = splitter::eligible_stats(layers);
+  R.eligible_weights = stats.count;
+  R.total_weights = model.num_parameters();
+  for (auto& l : layers) R.layers.push_back(l.key);
+  R.c = o.c ? *o.c : stats.mean;
+  std::tie(R.clamp_lo, R.clamp_hi) = o.clamp ? *o.clamp : std::pair<double, double>(stats.min, stats.max);
+  R.eps = o.eps ? *o.eps : splitter::auto_eps(layers, float(R.c), o.k, o.target_per_layer);
+  std::vector<int> filters_per_layer;
+  for (auto& l : layers) {
+    if (o.k > l.filters && !o.controller.with_replacement)
+      throw ConfigError("splitter.k = " + std::to_string(o.k) + " exceeds the " +
+                        std::to_string(l.filters) + " filters of layer " + l.key);
+    filters_per_layer.push_back(l.filters);
+  }
+  splitter::MethodOptions mo = o.method;
+  mo.c = float(R.c);
+  mo.eps = float(R.eps);
+  mo.obfuscator.clamp_lo = float(R.clamp_lo);
+  mo.obfuscator.clamp_hi = float(R.clamp_hi);
+  mo.obfuscator.stop = in.stop_flag;
+  auto method = splitter::make_method(model, layers, mo);
 
   // ---- the search
-  data::BatchOptions bo;
-  bo.pad_to = in.pad_to;
-  const int total_episodes = updates * per_update;
-  std::fprintf(stderr,
-               "protect %s: %zu eligible layers (%lld weights), c=%.6g eps=%.6g clamp=[%.6g, %.6g], "
-               "k=%d, %s policy, up to %d episodes; original test accuracy %.2f%%\n",
-               model.spec().arch.c_str(), layers.size(), (long long)stats.count, R.c, R.eps,
-               R.clamp_lo, R.clamp_hi, k, use_rl ? "RL" : "random", total_episodes,
-               100 * R.original_accuracy);
-  auto search_t0 = std::chrono::steady_clock::now();
-  int done_this_run = 0;
-  bool stopped_early = false;
-  for (int u = start_update; u < updates && !stopped_early; ++u) {
-    std::vector<rl::Controller::Episode> eps;
-    std::vector<double> rewards;
-    for (int e = 0; e < per_update; ++e) {
-      if (in.stop_flag && in.stop_flag->load()) {
-        R.interrupted = true;
-        break;
-      }
-      const int episode = u * per_update + e;
-      auto ep_t0 = std::chrono::steady_clock::now();
-      Rng rng(Rng::derive(in.seed, 1000 + uint64_t(episode)));
-      rl::Controller::Episode ep;
-      if (use_rl) {
-        ep = controller.sample(rng);
-      } else {
-        ep.filters.resize(layers.size());
-        for (size_t l = 0; l < layers.size(); ++l) {
-          std::set<int32_t> chosen;
-          while (int(chosen.size()) < k) chosen.insert(int32_t(rng.below(layers[l].filters)));
-          ep.filters[l].assign(chosen.begin(), chosen.end());
-        }
-      }
-      auto masks = splitter::select_mask(layers, ep.filters, float(R.c), float(R.eps));
-      // Save the pretrained values of the masked entries; restored in place after the episode.
-      std::vector<Tensor> originals, idx_dev;
-      for (auto& m : masks) {
-        int64_t n = int64_t(m.index.size());
-        Tensor ih({n}, DType::I64);
-        std::copy(m.index.begin(), m.index.end(), ih.i64());
-        idx_dev.push_back(ih.to(dev));
-        originals.emplace_back(Shape{n}, DType::F32, dev);
-        if (n) ops::gather(ctx, n, idx_dev.back().i64(), layers[m.layer].param->value.f32(),
-                           originals.back().f32());
-      }
-      data::Loader loader(train_part, in.norm, batch, true, Rng::derive(in.seed, 5000 + episode), bo,
-                          true);
-      int64_t loader_epoch = 0;
-      splitter::ObfuscationData od;
-      od.next_batch = [&](Tensor& x, Tensor& y) {
-        if (loader.next(x, y)) return true;
-        loader.start_epoch(++loader_epoch);
-        return false;
-      };
-      od.accuracy = [&] { return val.accuracy(model); };
-      auto res = splitter::obfuscate(model, layers, masks, od, oo);
-      if (in.stop_flag && in.stop_flag->load()) {
-        // Interrupted inside the episode: put the pretrained values back and drop it; the
-        // state saved after the last finished update stays valid for --resume.
-        for (size_t l = 0; l < masks.size(); ++l)
-          if (originals[l].numel())
-            ops::scatter(ctx, originals[l].numel(), idx_dev[l].i64(), originals[l].f32(),
-                         layers[masks[l].layer].param->value.f32());
-        R.interrupted = true;
-        break;
-      }
-
-      EpisodeRecord rec;
-      rec.episode = episode + 1;
-      rec.update = u + 1;
-      rec.filters = ep.filters;
-      for (auto& m : masks) {
-        rec.counts.push_back(int64_t(m.index.size()));
-        rec.total += int64_t(m.index.size());
-      }
-      rec.accuracy = res.best_accuracy;
-      rec.reward = -res.best_accuracy;
-      rec.steps = res.steps;
-      rec.evaluations = res.evaluations;
-      // Ties go to the newer episode; only a strict improvement resets the early-stop count.
-      if (rec.reward > best.reward) since_improved = 0;
-      else ++since_improved;
-      if (rec.reward >= best.reward) {
-        best.valid = true;
-        best.reward = rec.reward;
-        best.masks = masks;
-        best.values.clear();
-        for (size_t l = 0; l < masks.size(); ++l) {
-          Tensor v(Shape{int64_t(masks[l].index.size())}, DType::F32, dev);
-          if (v.numel()) ops::gather(ctx, v.numel(), idx_dev[l].i64(),
-                                     layers[masks[l].layer].param->value.f32(), v.f32());
-          best.values.push_back(v.to_vector());
-        }
-      }
-      // Back to the pretrained weights, in place.
-      for (size_t l = 0; l < masks.size(); ++l)
-        if (originals[l].numel())
-          ops::scatter(ctx, originals[l].numel(), idx_dev[l].i64(), originals[l].f32(),
-                       layers[masks[l].layer].param->value.f32());
-      rec.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - ep_t0).count();
-      if (best.reward == rec.reward) best.record = rec;
-      R.trajectory.push_back(rec);
-      eps.push_back(ep);
-      rewards.push_back(rec.reward);
-      ++done_this_run;
-      if (in.progress) {
-        double run_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - search_t0).count();
-        double eta = run_s / done_this_run * double(total_episodes - episode - 1);
-        std::fprintf(stderr,
-                     "episode %d/%d | update %d | weights %lld | val acc %.2f%% | reward %.4f | "
-                     "best %.4f | %lld steps | %.1f s | eta %s\n",
-                     episode + 1, total_episodes, u + 1, (long long)rec.total, 100 * rec.accuracy,
-                     rec.reward, best.reward, (long long)rec.steps, rec.seconds,
-                     Progress::format_duration(eta).c_str());
-      }
-      if (since_improved >= early_stop) {
-        stopped_early = true;
-        break;
-      }
-    }
-    if (R.interrupted) break;
-    if (use_rl && eps.size() > 1) {
-      double mean = 0;
-      for (double r : rewards) mean += r;
-      mean /= double(rewards.size());
-      double loss = controller.update(eps, rewards);
-      R.update_records.push_back({u + 1, loss, mean});
-    }
-    save_state(u + 1);
-    if (in.on_update_end) in.on_update_end(u + 1);
-  }
-  R.search_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - search_t0).count();
+  Search search(in, cfg, o, data, *method, filters_per_layer);
+  search.maybe_resume();
+  if (in.progress && !Progress::silenced())
+    std::fprintf(stderr,
+                 "protect %s (%s): %zu eligible layers (%lld weights), c=%.6g eps=%.6g "
+                 "clamp=[%.6g, %.6g], k=%d, %s policy, up to %d episodes; original test accuracy "
+                 "%.2f%%\n",
+                 model.spec().arch.c_str(), R.method.c_str(), layers.size(), (long long)stats.count,
+                 R.c, R.eps, R.clamp_lo, R.clamp_hi, o.k, o.use_rl ? "RL" : "random",
+                 o.updates * o.per_update, 100 * R.original_accuracy);
+  R.interrupted = !search.run();
+  R.search_seconds = search.seconds();
+  const SearchState& S = search.state();
+  R.trajectory = S.trajectory;
+  R.update_records = S.updates;
   R.episodes = int(R.trajectory.size());
   R.updates = int(R.update_records.size());
+  auto elapsed = [&] {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+  };
   if (R.interrupted) {
     R.seconds = elapsed();
     return R;  // the state of the last finished update stays valid for --resume
   }
-  if (!best.valid) throw std::runtime_error("protect: no episode ran");
+  if (!method->has_best()) throw std::runtime_error("protect: no episode ran");
 
-  // ---- apply the best episode: the obfuscated model and its secrets
-  splitter::Secrets secrets;
-  for (size_t l = 0; l < best.masks.size(); ++l) {
-    const auto& m = best.masks[l];
-    R.per_layer_counts.push_back(int64_t(m.index.size()));
-    R.best_filters.push_back(m.filters);
-    if (m.index.empty()) continue;
-    int64_t n = int64_t(m.index.size());
-    nn::Parameter* p = layers[m.layer].param;
-    Tensor ih({n}, DType::I64), vh({n});
-    std::copy(m.index.begin(), m.index.end(), ih.i64());
-    std::copy(best.values[l].begin(), best.values[l].end(), vh.f32());
-    Tensor id = ih.to(dev), vd = vh.to(dev);
-    splitter::SecretTensor st;
-    st.key = layers[m.layer].key;
-    st.index = m.index;
-    Tensor orig({n}, DType::F32, dev);
-    ops::gather(ctx, n, id.i64(), p->value.f32(), orig.f32());
-    st.original = orig.to_vector();
-    ops::scatter(ctx, n, id.i64(), vd.f32(), p->value.f32());
-    secrets.tensors.push_back(std::move(st));
-  }
-  R.obfuscated_weights = secrets.total();
-  R.best_val_accuracy = best.record.accuracy;
+  // ---- the best episode: the obfuscated model and its secrets
+  method->apply_best();
+  R.best_filters = S.best_record.filters;
+  R.best_val_accuracy = S.best_record.accuracy;
   model.set_training(false);
-  R.obfuscated_accuracy = test.accuracy(model);
-
+  R.obfuscated_accuracy = data.test->accuracy(model);
   R.fingerprint = splitter::fingerprint(model);
+  {
+    // Changed weights per eligible layer, from what actually differs.
+    auto diff = splitter::diff_secrets(*original, model);
+    for (auto& l : layers) {
+      int64_t n = 0;
+      for (auto& t : diff.tensors)
+        if (t.key == l.key) n = int64_t(t.index.size());
+      R.per_layer_counts.push_back(n);
+    }
+  }
+  splitter::Secrets secrets = make_secrets(*original, model, *method, R, in, o);
+  R.obfuscated_weights = secrets.total();
   auto meta = in.weights_metadata;
   meta["obfuscated"] = "true";
   meta["test_accuracy"] = std::to_string(R.obfuscated_accuracy);
@@ -517,55 +683,19 @@ ProtectResult protect(const ProtectInputs& in, const Config& cfg) {
   R.obfuscated_path = (fs::path(in.out_dir) / "obfuscated.safetensors").string();
   R.secrets_path = (fs::path(in.out_dir) / "secrets.safetensors").string();
   R.trajectory_path = (fs::path(in.out_dir) / "trajectory.json").string();
-  char buf[64];
-  auto num = [&](double v) {
-    std::snprintf(buf, sizeof buf, "%.9g", v);
-    return std::string(buf);
-  };
-  secrets.metadata = {{"fingerprint", R.fingerprint},
-                      {"arch", model.spec().arch},
-                      {"dataset", in.dataset_name},
-                      {"c", num(R.c)},
-                      {"eps", num(R.eps)},
-                      {"clamp_lo", num(R.clamp_lo)},
-                      {"clamp_hi", num(R.clamp_hi)},
-                      {"rule", cfg.get_string("splitter.rule")},
-                      {"k", std::to_string(k)},
-                      {"total", std::to_string(R.obfuscated_weights)},
-                      {"layers", json(R.layers).dump()},
-                      {"layer_counts", json(R.per_layer_counts).dump()}};
   io::save_model(model, R.obfuscated_path, meta);
   splitter::write_secrets(R.secrets_path, secrets, in.seal_key.empty() ? nullptr : &in.seal_key);
   R.secrets_bytes = int64_t(fs::file_size(R.secrets_path));
+  check_restore(R, *original, in, *data.test);
 
-  // ---- restore through the files just written, and check bit-exactness
-  {
-    auto obf = io::load_model(R.obfuscated_path);
-    obf->to(dev);
-    auto sec = splitter::read_secrets(R.secrets_path, in.seal_key.empty() ? nullptr : &in.seal_key);
-    splitter::apply_secrets(*obf, sec);
-    bool exact = true;
-    auto& st = obf->state();
-    for (size_t i = 0; i < st.size(); ++i) {
-      Tensor a = st[i].tensor->to(Device::CPU);
-      if (a.nbytes() != original_state[i].nbytes() ||
-          std::memcmp(a.raw(), original_state[i].raw(), a.nbytes()) != 0)
-        exact = false;
-    }
-    R.restored_bit_exact = exact;
-    obf->set_training(false);
-    R.restored_accuracy = test.accuracy(*obf);
-  }
   json traj;
   traj["episodes"] = json::array();
   for (auto& e : R.trajectory) traj["episodes"].push_back(episode_json(e));
-  traj["updates"] = json::array();
-  for (auto& u : R.update_records)
-    traj["updates"].push_back({{"update", u.update}, {"loss", u.loss}, {"mean_reward", u.mean_reward}});
-  traj["best_episode"] = best.record.episode;
+  traj["updates"] = updates_json(R.update_records);
+  traj["best_episode"] = S.best_record.episode;
   traj["summary"] = R.to_json();
   write_json_atomic(R.trajectory_path, traj);
-  fs::remove(state_path);
+  fs::remove(search.state_path());
   R.seconds = elapsed();
   return R;
 }

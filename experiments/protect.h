@@ -69,6 +69,9 @@ struct ProtectResult {
   std::vector<EpisodeRecord> trajectory;
   std::vector<UpdateRecord> update_records;
   std::string obfuscated_path, secrets_path, trajectory_path, fingerprint;
+  std::string method;             // splitter.method
+  uint64_t seed = 0;
+  std::string input_fingerprint;  // of the pretrained model protect was given
   nlohmann::json to_json() const;
 };
 

@@ -1,5 +1,6 @@
 #include "core/splitter/obfuscator.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <stdexcept>
@@ -42,7 +43,7 @@ void leave_masked_mode(models::Model& model) {
 
 ObfuscationResult obfuscate(models::Model& model, const std::vector<EligibleLayer>& layers,
                             const std::vector<LayerMask>& masks, ObfuscationData& data,
-                            const ObfuscatorOptions& o) {
+                            const ObfuscatorOptions& o, const EntryBounds* bounds) {
   auto t0 = std::chrono::steady_clock::now();
   if (!(o.clamp_lo < o.clamp_hi))
     throw std::invalid_argument("obfuscator: clamp lo must be below hi");
@@ -56,11 +57,22 @@ ObfuscationResult obfuscate(models::Model& model, const std::vector<EligibleLaye
     nn::Parameter* p;
     Tensor idx, m, v, best;
     int64_t n;
+    const std::vector<float>*lo = nullptr, *hi = nullptr;
   };
+  if (bounds && (bounds->lo.size() != masks.size() || bounds->hi.size() != masks.size()))
+    throw std::invalid_argument("obfuscator: bounds given for another number of masks");
   std::vector<Slot> slots;
-  for (const auto& mask : masks) {
+  for (size_t mi = 0; mi < masks.size(); ++mi) {
+    const auto& mask = masks[mi];
     if (mask.index.empty()) continue;
     Slot s;
+    if (bounds) {
+      s.lo = &bounds->lo[mi];
+      s.hi = &bounds->hi[mi];
+      if (s.lo->size() != mask.index.size() || s.hi->size() != mask.index.size())
+        throw std::invalid_argument("obfuscator: bounds of layer " + layers.at(mask.layer).key +
+                                    " do not match its mask");
+    }
     s.p = layers.at(mask.layer).param;
     s.w = s.p->value.f32();
     s.n = int64_t(mask.index.size());
@@ -106,6 +118,19 @@ ObfuscationResult obfuscate(models::Model& model, const std::vector<EligibleLaye
     return since_best >= o.patience;
   };
 
+  Tensor scratch(Shape{1}, DType::F32, dev);
+  auto clamp_to_bounds = [&] {
+    for (auto& s : slots) {
+      scratch.resize({s.n});
+      ops::gather(ctx, s.n, s.idx.i64(), s.w, scratch.f32());
+      Tensor h = scratch.to(Device::CPU);
+      float* v = h.f32();
+      for (int64_t i = 0; i < s.n; ++i) v[i] = std::min(std::max(v[i], (*s.lo)[i]), (*s.hi)[i]);
+      Tensor back = h.to(dev);
+      ops::scatter(ctx, s.n, s.idx.i64(), back.f32(), s.w);
+    }
+  };
+
   Tensor x(Shape{1}, DType::F32, dev), y(Shape{1}, DType::I32, dev);
   Tensor probs(Shape{1}, DType::F32, dev), dlogits(Shape{1}, DType::F32, dev);
   bool stop = false;
@@ -130,6 +155,7 @@ ObfuscationResult obfuscate(models::Model& model, const std::vector<EligibleLaye
           ops::masked_adam_clamp(ctx, s.n, s.idx.i64(), s.w, s.p->grad.f32(), s.m.f32(), s.v.f32(),
                                  o.lr, o.beta1, o.beta2, o.adam_eps, r.steps, -1.0f, o.l1,
                                  o.clamp_lo, o.clamp_hi);
+        if (bounds) clamp_to_bounds();
         if (o.eval_every > 0 && r.steps % o.eval_every == 0) stop = evaluate();
         if (o.max_steps > 0 && r.steps >= o.max_steps) {
           if (o.eval_every <= 0 || r.steps % o.eval_every != 0) evaluate();

@@ -50,11 +50,19 @@ struct ObfuscationResult {
   double seconds = 0;
 };
 
+// Optional bounds per masked entry, replacing the shared clamp: lo[m][i] <= hi[m][i] for entry
+// i of masks[m] (one vector per mask, empty for an empty mask), inside [clamp_lo, clamp_hi].
+struct EntryBounds {
+  std::vector<std::vector<float>> lo, hi;
+};
+
 // Runs one obfuscation of `model` on the given masks (weights of `layers`), leaving the best
-// weights in place. The caller saves and later restores the original masked values.
+// weights in place. The caller saves and later restores the original masked values. With
+// `bounds`, every entry is clamped to its own bounds after each step (on the host: a few
+// hundred values, not worth a kernel).
 ObfuscationResult obfuscate(models::Model& model, const std::vector<EligibleLayer>& layers,
                             const std::vector<LayerMask>& masks, ObfuscationData& data,
-                            const ObfuscatorOptions& opt);
+                            const ObfuscatorOptions& opt, const EntryBounds* bounds = nullptr);
 
 // Puts the model in (or out of) the obfuscation mode: eval mode, BN folded, weight gradients
 // only for the masked filters. Exposed for tests and benchmarks.

@@ -4,6 +4,8 @@
 
 #include <atomic>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 
 #include "core/io/model_io.h"
 #include "core/splitter/secrets.h"
@@ -126,6 +128,79 @@ TEST(Protect, RandomPolicyAndInterruptedSearchResumes) {
   EXPECT_EQ(r.best_filters, ref.best_filters);
   EXPECT_EQ(r.obfuscated_weights, ref.obfuscated_weights);
   EXPECT_DOUBLE_EQ(r.obfuscated_accuracy, ref.obfuscated_accuracy);
+}
+
+std::string file_bytes(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(f), {});
+}
+
+// A finished output folder is never replaced by a run with other settings: resume or not, with
+// another seed, configuration or input model, protect refuses (UsageError naming what differs)
+// and the secrets survive byte for byte. The same settings with --resume redo the same result.
+TEST(Protect, FinishedOutputIsNeverOverwrittenWithOtherSettings) {
+  Fixture f;
+  auto pretrained = models::clone_model(*f.model);
+  exp::ProtectInputs in;
+  in.train = &f.splits.train;
+  in.test = &f.splits.test;
+  in.norm = f.norm;
+  in.dataset_name = "synthetic";
+  in.out_dir = fresh_dir("guard").string();
+  in.progress = false;
+  in.seed = 4;
+  auto cfg = small_budget({"controller.kind=random", "controller.updates=1"});
+  auto fresh_model = [&] { return models::clone_model(*pretrained); };
+  auto m0 = fresh_model();
+  in.model = m0.get();
+  auto first = exp::protect(in, cfg);
+  ASSERT_TRUE(first.restored_bit_exact);
+  const fs::path secrets = fs::path(in.out_dir) / "secrets.safetensors";
+  const fs::path obf = fs::path(in.out_dir) / "obfuscated.safetensors";
+  const std::string secrets_before = file_bytes(secrets), obf_before = file_bytes(obf);
+  auto expect_refused = [&](exp::ProtectInputs run, const exp::Config& c, const std::string& names) {
+    auto m = fresh_model();
+    run.model = m.get();
+    try {
+      exp::protect(run, c);
+      ADD_FAILURE() << "not refused (" << names << ")";
+    } catch (const exp::UsageError& e) {
+      EXPECT_NE(std::string(e.what()).find(names), std::string::npos) << e.what();
+    }
+    EXPECT_EQ(file_bytes(secrets), secrets_before) << "secrets changed (" << names << ")";
+    EXPECT_EQ(file_bytes(obf), obf_before);
+  };
+  exp::ProtectInputs other_seed = in;
+  other_seed.seed = 5;
+  other_seed.resume = true;
+  expect_refused(other_seed, cfg, "seed 4 -> 5");
+  other_seed.resume = false;
+  expect_refused(other_seed, cfg, "seed 4 -> 5");
+  exp::ProtectInputs same = in;
+  same.resume = true;
+  expect_refused(same, small_budget({"controller.kind=random", "controller.updates=1",
+                                     "splitter.method=permute"}),
+                 "splitter.method nnsplitter -> permute");
+  // Other input weights: one weight nudged.
+  {
+    auto m = fresh_model();
+    m->parameters()[0].second->value.f32()[0] += 0.5f;
+    exp::ProtectInputs run = same;
+    run.model = m.get();
+    EXPECT_THROW(exp::protect(run, cfg), exp::UsageError);
+    EXPECT_EQ(file_bytes(secrets), secrets_before);
+  }
+  // The same settings without --resume: refused as before; with --resume: the same result.
+  exp::ProtectInputs again = in;
+  expect_refused(again, cfg, "exists");
+  auto m1 = fresh_model();
+  same.model = m1.get();
+  auto redo = exp::protect(same, cfg);
+  EXPECT_EQ(redo.fingerprint, first.fingerprint);
+  EXPECT_EQ(file_bytes(obf), obf_before);
+  // A finished result whose settings record is missing is refused too.
+  fs::remove(fs::path(in.out_dir) / "protect_settings.json");
+  expect_refused(same, cfg, "protect_settings.json");
 }
 
 }  // namespace

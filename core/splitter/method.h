@@ -1,0 +1,179 @@
+// Protection methods behind one interface (SPEC §2 "Methods"). The search (experiments/protect)
+// picks filters per layer; a method turns one filter choice into changed weights of the model,
+// in place, and can undo that. A method object owns the entries it changes (MaskSet: indexes,
+// pretrained values and changed values, all on the model's device, uploaded once per episode)
+// and the best episode so far. The secrets are not built here: the caller diffs the original
+// and the obfuscated model (diff_secrets), so a method cannot leave a change out of them.
+//
+//   nnsplitter  the paper: entries with |w - c| < eps in the chosen filters, pushed by Adam to
+//               maximise the loss, clamped to one shared [lo, hi] (the eligible range).
+//   quantile    hypothesis: the extreme-value detectors find NNSplitter because its values pile
+//               up on the shared bounds; the same mask and objective with a bound per weight
+//               drawn inside the high-density part of its own layer (between two quantiles of
+//               the layer's pretrained values) leaves no spike and nothing at the extremes.
+//   permute     hypothesis: a detector that looks at values cannot see a permutation; swapping
+//               values among entries of the chosen filters (pairs picked by the first-order loss
+//               gain, kept when they lower the validation accuracy) preserves every layer's
+//               multiset of values exactly; the secret is still indexes + original values.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/splitter/mask.h"
+#include "core/splitter/obfuscator.h"
+#include "core/tensor.h"
+
+namespace nns::splitter {
+
+// Per eligible layer, the chosen filters (sorted, distinct).
+using FilterChoice = std::vector<std::vector<int32_t>>;
+
+// The method names accepted by make_method (and splitter.method); the first is the default.
+const std::vector<std::string>& method_names();
+
+// Typed method parameters, parsed once from the configuration. Defaults live in the config
+// schema (experiments/protect.cpp); the values here are only what a default-built struct holds.
+struct MethodOptions {
+  std::string method = "nnsplitter";
+  float c = 0, eps = 0;                  // mask: |w - c| < eps (nnsplitter, quantile; permute's budget)
+  ObfuscatorOptions obfuscator;          // Adam, shared clamp, stopping (nnsplitter, quantile)
+  // quantile: the upper bound of each weight is its layer's quantile at a level drawn uniformly
+  // in [1 - outer, 1 - inner], the lower bound at a level in [inner, outer].
+  double quantile_inner = 0.02, quantile_outer = 0.15;
+  // permute: rounds of gradient-guided swaps at most; batches averaged per gradient; swaps per
+  // layer and round as a fraction of the layer's budget.
+  int permute_rounds = 12, permute_batches = 4;
+  double permute_step = 0.25;
+};
+
+// What one episode did.
+struct EpisodeOutcome {
+  double accuracy = 1.0;           // lowest validation accuracy reached (the kept values)
+  int64_t steps = 0;               // optimiser steps (nnsplitter, quantile) or swap rounds
+  int evaluations = 0;
+  std::vector<int64_t> counts;     // entries the episode may change, per eligible layer
+};
+
+// The entries one episode changes, per eligible layer, on the model's device: flat indexes
+// (ascending), the pretrained values there and the episode's values.
+class MaskSet {
+ public:
+  MaskSet() = default;
+  // Uploads the indexes and reads the pretrained values: the model must hold them.
+  MaskSet(const std::vector<EligibleLayer>& layers, std::vector<LayerMask> masks);
+
+  void put_original() const;  // writes the pretrained values back
+  void capture();             // values := what the model holds at the indexes
+  void put_values() const;    // writes the captured values into the model
+
+  const std::vector<LayerMask>& masks() const { return masks_; }
+  std::vector<int64_t> counts() const;
+  int64_t total() const;
+  bool empty() const { return masks_.empty(); }
+
+  // Host copies for a resumable state: "<prefix><key>.index" (I64 [n]) and "<prefix><key>.value"
+  // (F32 [n]) per layer.
+  std::vector<std::pair<std::string, Tensor>> export_values(const std::string& prefix) const;
+  // The inverse, with the filters of each layer given; the model must hold the pretrained
+  // values. Throws std::runtime_error naming `what` when an entry is missing or malformed.
+  static MaskSet import_values(const std::vector<EligibleLayer>& layers, const FilterChoice& filters,
+                               const std::map<std::string, const Tensor*>& tensors,
+                               const std::string& prefix, const std::string& what);
+
+ private:
+  const std::vector<EligibleLayer>* layers_ = nullptr;
+  std::vector<LayerMask> masks_;               // host indexes, for records and state
+  std::vector<Tensor> index_, original_, value_;  // device, one per layer (empty when n = 0)
+};
+
+class Method {
+ public:
+  Method(models::Model& model, std::vector<EligibleLayer> layers, MethodOptions opt);
+  virtual ~Method() = default;
+  Method(const Method&) = delete;
+  Method& operator=(const Method&) = delete;
+
+  const std::string& name() const { return opt_.method; }
+  const std::vector<EligibleLayer>& layers() const { return layers_; }
+
+  // One episode on the model, in place: chooses the entries of `filters` to change and leaves
+  // the model holding the episode's most damaging values. The model must hold the pretrained
+  // values. `seed` is the episode's own randomness. When opt.obfuscator.stop is set during the
+  // episode the returned outcome is incomplete; the caller undoes the episode.
+  EpisodeOutcome run_episode(const FilterChoice& filters, ObfuscationData& data, uint64_t seed);
+  // Puts the pretrained values back in place of the last episode's.
+  void undo_episode();
+  // Remembers the last episode (call before undo_episode) as the best.
+  void keep_episode_as_best();
+  bool has_best() const { return !best_.empty(); }
+  const MaskSet& best() const { return best_; }
+  // Leaves the model holding the best episode's values (the obfuscated model).
+  void apply_best();
+  // Resume: the best episode's entries and values (see MaskSet::export_values), and back.
+  std::vector<std::pair<std::string, Tensor>> export_best() const;
+  void import_best(const FilterChoice& filters, const std::map<std::string, const Tensor*>& tensors,
+                   const std::string& what);
+  // The method's parameters, for the secrets' metadata.
+  virtual std::map<std::string, std::string> metadata() const;
+
+ protected:
+  // Changes the model for one episode; returns the entries it may have changed (their
+  // pretrained values are what the model held before the call).
+  virtual MaskSet obfuscate_episode(const FilterChoice& filters, ObfuscationData& data,
+                                    uint64_t seed, EpisodeOutcome& out) = 0;
+
+  models::Model& model_;
+  std::vector<EligibleLayer> layers_;
+  MethodOptions opt_;
+
+ private:
+  MaskSet current_, best_;
+};
+
+// Builds the method opt.method names; std::invalid_argument for an unknown name.
+std::unique_ptr<Method> make_method(models::Model& model, std::vector<EligibleLayer> layers,
+                                    MethodOptions opt);
+
+// The three methods, exposed for tests.
+class NNSplitterMethod : public Method {
+ public:
+  using Method::Method;
+
+ protected:
+  MaskSet obfuscate_episode(const FilterChoice& filters, ObfuscationData& data, uint64_t seed,
+                            EpisodeOutcome& out) override;
+};
+
+class QuantileMethod : public Method {
+ public:
+  using Method::Method;
+  std::map<std::string, std::string> metadata() const override;
+  // Per-weight bounds of the masks of one episode, drawn from `seed` (the contract above):
+  // lo[l][i] <= hi[l][i], both values between two quantiles of layer l's pretrained weights.
+  std::pair<std::vector<std::vector<float>>, std::vector<std::vector<float>>> bounds(
+      const std::vector<LayerMask>& masks, uint64_t seed);
+
+ protected:
+  MaskSet obfuscate_episode(const FilterChoice& filters, ObfuscationData& data, uint64_t seed,
+                            EpisodeOutcome& out) override;
+
+ private:
+  std::vector<std::vector<float>> sorted_;  // per layer, the pretrained weights, sorted (lazy)
+};
+
+class PermuteMethod : public Method {
+ public:
+  using Method::Method;
+  std::map<std::string, std::string> metadata() const override;
+
+ protected:
+  MaskSet obfuscate_episode(const FilterChoice& filters, ObfuscationData& data, uint64_t seed,
+                            EpisodeOutcome& out) override;
+};
+
+}  // namespace nns::splitter

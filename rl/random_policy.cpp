@@ -1,0 +1,28 @@
+#include "rl/random_policy.h"
+
+#include <set>
+#include <stdexcept>
+#include <string>
+
+namespace nns::rl {
+
+RandomPolicy::RandomPolicy(std::vector<int> filters_per_layer, int k)
+    : filters_(std::move(filters_per_layer)), k_(k) {
+  for (int f : filters_)
+    if (f < k_)
+      throw std::invalid_argument("random policy: k = " + std::to_string(k_) + " exceeds a layer of " +
+                                  std::to_string(f) + " filters");
+}
+
+Controller::Episode RandomPolicy::sample(Rng& rng) const {
+  Controller::Episode ep;
+  ep.filters.resize(filters_.size());
+  for (size_t l = 0; l < filters_.size(); ++l) {
+    std::set<int32_t> chosen;
+    while (int(chosen.size()) < k_) chosen.insert(int32_t(rng.below(uint64_t(filters_[l]))));
+    ep.filters[l].assign(chosen.begin(), chosen.end());
+  }
+  return ep;
+}
+
+}  // namespace nns::rl

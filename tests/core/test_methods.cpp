@@ -1,0 +1,234 @@
+// The protection methods behind splitter::Method: each changes only the entries of its episode's
+// mask set, undoes them bit-exactly, and its best episode is exactly what diff_secrets finds and
+// apply_secrets restores. nnsplitter equals the building blocks it wraps (select_mask +
+// obfuscate); permute keeps every layer's multiset of values; quantile keeps every changed
+// value inside its own bounds, which lie between the configured quantiles of its layer.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstring>
+#include <memory>
+#include <set>
+
+#include "core/random.h"
+#include "core/splitter/method.h"
+#include "core/splitter/secrets.h"
+#include "kernels/ops.h"
+
+using namespace nns;
+
+namespace {
+
+// A resnet20 at width 0.25 with random weights and random BatchNorm statistics; data: random
+// images labelled by the model's own predictions, so the oracle starts at accuracy 1.
+struct Case {
+  std::unique_ptr<models::Model> model, original;
+  std::vector<splitter::EligibleLayer> layers;
+  Tensor x, y;
+  splitter::FilterChoice filters;
+  splitter::MethodOptions opt;
+
+  explicit Case(const std::string& method) {
+    models::ModelSpec s;
+    s.arch = "resnet20";
+    s.in_channels = 1;
+    s.input_size = 16;
+    s.num_classes = 10;
+    s.width_mult = 0.25f;
+    model = models::build_model(s, 3);
+    Rng rng(11);
+    for (auto& e : model->state())
+      if (e.key.find("running_var") != std::string::npos)
+        for (int64_t i = 0; i < e.tensor->numel(); ++i) e.tensor->f32()[i] = float(0.5 + rng.uniform());
+    original = models::clone_model(*model);
+    layers = splitter::eligible(*model, "spatial");
+    x = Tensor({32, 1, 16, 16});
+    for (int64_t i = 0; i < x.numel(); ++i) x.f32()[i] = float(rng.normal());
+    model->set_training(false);
+    const Tensor& logits = model->forward(x);
+    Tensor lh = logits.to(Device::CPU);
+    y = Tensor({32}, DType::I32);
+    for (int i = 0; i < 32; ++i)
+      y.i32()[i] = int32_t(std::max_element(lh.f32() + i * 10, lh.f32() + i * 10 + 10) - (lh.f32() + i * 10));
+    for (size_t l = 0; l < layers.size(); ++l) filters.push_back({int32_t((l * 5) % layers[l].filters)});
+    auto stats = splitter::eligible_stats(layers);
+    opt.method = method;
+    opt.c = float(stats.mean);
+    opt.eps = splitter::auto_eps(layers, opt.c, 1, 6);
+    opt.obfuscator.clamp_lo = stats.min;
+    opt.obfuscator.clamp_hi = stats.max;
+    opt.obfuscator.lr = 0.2f;
+    opt.obfuscator.eval_every = 4;
+    opt.obfuscator.max_steps = 16;
+    opt.permute_rounds = 4;
+    opt.permute_batches = 1;
+  }
+
+  splitter::ObfuscationData data() {
+    splitter::ObfuscationData d;
+    auto calls = std::make_shared<int>(0);
+    d.next_batch = [this, calls](Tensor& bx, Tensor& by) {
+      if ((*calls)++ % 4 == 3) return false;  // epochs of 3 batches
+      bx = x;
+      by = y;
+      return true;
+    };
+    d.accuracy = [this] {
+      ops::Context ctx{model->device(), nullptr};
+      const Tensor& logits = model->forward(x);
+      Tensor pred({32}, DType::I32);
+      return double(ops::argmax_accuracy(ctx, 32, 10, logits.f32(), y.i32(), pred.i32())) / 32.0;
+    };
+    return d;
+  }
+};
+
+bool same_state(models::Model& a, models::Model& b) {
+  return splitter::fingerprint(a) == splitter::fingerprint(b);
+}
+
+// Entries (key, flat index) where the two models differ bitwise.
+std::set<std::pair<std::string, int64_t>> changed(models::Model& a, models::Model& b) {
+  std::set<std::pair<std::string, int64_t>> out;
+  for (auto& t : splitter::diff_secrets(a, b).tensors)
+    for (int64_t i : t.index) out.insert({t.key, i});
+  return out;
+}
+
+std::set<std::pair<std::string, int64_t>> listed(const splitter::Method& m) {
+  std::set<std::pair<std::string, int64_t>> out;
+  for (auto& mk : m.best().masks())
+    for (int64_t i : mk.index) out.insert({m.layers()[mk.layer].key, i});
+  return out;
+}
+
+class Methods : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(Methods, ChangeOnlyListedEntriesUndoAndRestoreBitExactly) {
+  Case c(GetParam());
+  auto method = splitter::make_method(*c.model, c.layers, c.opt);
+  auto data = c.data();
+  auto out = method->run_episode(c.filters, data, 5);
+  EXPECT_LT(out.accuracy, 1.0) << "the episode did not lower the accuracy";
+  method->keep_episode_as_best();
+  auto during = changed(*c.original, *c.model);
+  auto allowed = listed(*method);
+  EXPECT_FALSE(during.empty());
+  for (auto& e : during) EXPECT_TRUE(allowed.count(e)) << e.first << "[" << e.second << "] not listed";
+  method->undo_episode();
+  EXPECT_TRUE(same_state(*c.model, *c.original)) << "undo is not bit-exact";
+  method->apply_best();
+  EXPECT_EQ(changed(*c.original, *c.model), during);
+  // The secrets of the obfuscated model restore the original bit for bit.
+  auto secrets = splitter::diff_secrets(*c.original, *c.model);
+  auto copy = models::clone_model(*c.model);
+  splitter::apply_secrets(*copy, secrets);
+  EXPECT_TRUE(same_state(*copy, *c.original));
+}
+
+TEST_P(Methods, BestSurvivesExportAndImport) {
+  Case c(GetParam());
+  auto method = splitter::make_method(*c.model, c.layers, c.opt);
+  auto data = c.data();
+  method->run_episode(c.filters, data, 5);
+  method->keep_episode_as_best();
+  method->undo_episode();
+  auto saved = method->export_best();
+  std::map<std::string, const Tensor*> tensors;
+  for (auto& [name, t] : saved) tensors[name] = &t;
+  auto again = splitter::make_method(*c.model, c.layers, c.opt);
+  again->import_best(c.filters, tensors, "saved");
+  again->apply_best();
+  auto via_import = splitter::fingerprint(*c.model);
+  again->best().put_original();
+  method->apply_best();
+  EXPECT_EQ(splitter::fingerprint(*c.model), via_import);
+  tensors.erase(tensors.begin());
+  EXPECT_THROW(again->import_best(c.filters, tensors, "saved"), std::runtime_error);
+}
+
+INSTANTIATE_TEST_SUITE_P(All, Methods, ::testing::ValuesIn(splitter::method_names()));
+
+TEST(NNSplitterMethod, EqualsSelectMaskAndObfuscate) {
+  Case c("nnsplitter");
+  auto reference = models::clone_model(*c.model);
+  auto ref_layers = splitter::eligible(*reference, "spatial");
+  auto masks = splitter::select_mask(ref_layers, c.filters, c.opt.c, c.opt.eps);
+  auto ref_data = c.data();
+  ref_data.accuracy = [&] {  // the same oracle on the reference model
+    ops::Context ctx{Device::CPU, nullptr};
+    const Tensor& logits = reference->forward(c.x);
+    Tensor pred({32}, DType::I32);
+    return double(ops::argmax_accuracy(ctx, 32, 10, logits.f32(), c.y.i32(), pred.i32())) / 32.0;
+  };
+  auto r = splitter::obfuscate(*reference, ref_layers, masks, ref_data, c.opt.obfuscator);
+  auto method = splitter::make_method(*c.model, c.layers, c.opt);
+  auto data = c.data();
+  auto out = method->run_episode(c.filters, data, 5);
+  EXPECT_DOUBLE_EQ(out.accuracy, r.best_accuracy);
+  EXPECT_EQ(out.steps, r.steps);
+  EXPECT_TRUE(same_state(*c.model, *reference));
+}
+
+TEST(PermuteMethod, EveryLayerKeepsItsMultisetOfValues) {
+  Case c("permute");
+  auto method = splitter::make_method(*c.model, c.layers, c.opt);
+  auto data = c.data();
+  method->run_episode(c.filters, data, 5);
+  EXPECT_GT(changed(*c.original, *c.model).size(), 0u);
+  auto& a = c.model->state();
+  auto& b = c.original->state();
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (a[i].tensor->dtype() != DType::F32) continue;
+    std::vector<float> va(a[i].tensor->f32(), a[i].tensor->f32() + a[i].tensor->numel());
+    std::vector<float> vb(b[i].tensor->f32(), b[i].tensor->f32() + b[i].tensor->numel());
+    std::sort(va.begin(), va.end());
+    std::sort(vb.begin(), vb.end());
+    ASSERT_EQ(std::memcmp(va.data(), vb.data(), va.size() * sizeof(float)), 0) << a[i].key;
+  }
+}
+
+TEST(QuantileMethod, ChangedValuesStayInsideTheirBoundsAndTheBoundsInsideTheQuantiles) {
+  Case c("quantile");
+  splitter::QuantileMethod method(*c.model, c.layers, c.opt);
+  auto masks = splitter::select_mask(c.layers, c.filters, c.opt.c, c.opt.eps);
+  auto [lo, hi] = method.bounds(masks, 9000);
+  auto data = c.data();
+  method.run_episode(c.filters, data, 9000);
+  int64_t checked = 0;
+  for (size_t m = 0; m < masks.size(); ++m) {
+    const auto& l = c.layers[masks[m].layer];
+    std::vector<float> layer_vals;
+    for (auto& e : c.original->state())
+      if (e.key == l.key) layer_vals.assign(e.tensor->f32(), e.tensor->f32() + e.tensor->numel());
+    const double n = double(layer_vals.size());
+    for (size_t i = 0; i < masks[m].index.size(); ++i) {
+      const float v = l.param->value.f32()[masks[m].index[i]];
+      ASSERT_LE(lo[m][i], hi[m][i]);
+      ASSERT_GE(v, lo[m][i]) << l.key;
+      ASSERT_LE(v, hi[m][i]) << l.key;
+      // Naive: the share of the layer's weights strictly beyond each bound is within the
+      // quantile levels (one weight of slack for the interpolation).
+      double above = 0, below = 0;
+      for (float w : layer_vals) {
+        above += w > hi[m][i];
+        below += w < lo[m][i];
+      }
+      EXPECT_GE(above / n, c.opt.quantile_inner - 1.0 / n);
+      EXPECT_LE(above / n, c.opt.quantile_outer + 1.0 / n);
+      EXPECT_GE(below / n, c.opt.quantile_inner - 1.0 / n);
+      EXPECT_LE(below / n, c.opt.quantile_outer + 1.0 / n);
+      ++checked;
+    }
+  }
+  EXPECT_GT(checked, 0);
+  EXPECT_FALSE(changed(*c.original, *c.model).empty());
+}
+
+TEST(Methods, UnknownNameIsRefused) {
+  Case c("nnsplitter");
+  c.opt.method = "nope";
+  EXPECT_THROW(splitter::make_method(*c.model, c.layers, c.opt), std::invalid_argument);
+}
+
+}  // namespace

@@ -150,6 +150,10 @@ void run_groupcover(const AttackArgs& a, models::Model& obf, const splitter::Sec
   j["percentile"] = o.params.percentile;
   j["eps"] = o.params.eps;
   j["flagged"] = weight_count(r.flagged);
+  j["epochs"] = o.knockoff.epochs;
+  j["lr"] = o.knockoff.lr;
+  j["momentum"] = o.knockoff.momentum;
+  j["batch"] = o.knockoff.batch;
   j["accuracy_obfuscated_eval"] = obf_eval;
   j["accuracy_victim_eval"] = std::isfinite(victim_eval) ? nlohmann::json(victim_eval) : nullptr;
   j["detectors"] = nlohmann::json::array();

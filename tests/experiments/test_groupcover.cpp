@@ -325,10 +325,10 @@ TEST(GroupCover, KnockoffLabelsComeFromTheVictim) {
 }
 
 TEST(GroupCover, ProtocolRecoversAPlantedObfuscationAndReportsTheFloor) {
-  auto splits = data::make_synthetic(1500, 600, 1, 28, 10, 4);
+  auto splits = data::make_synthetic(600, 300, 1, 28, 10, 4);
   auto norm = data::normalization_for("synthetic");
   exp::TrainOptions t;
-  t.epochs = 2;
+  t.epochs = 3;
   t.batch = 32;
   t.lr = 0.05f;
   t.progress = false;
@@ -336,28 +336,28 @@ TEST(GroupCover, ProtocolRecoversAPlantedObfuscationAndReportsTheFloor) {
   exp::train_model(*victim, splits.train, nullptr, norm, t);
   t.seed = 1;
   exp::train_model(*donor, splits.train, nullptr, norm, t);
-  // NNSplitter-like damage: 60 weights of conv1/conv2 pushed to the shared bounds ±1.5.
+  // NNSplitter-like damage: 80 weights of conv1/conv2 pushed to the shared bounds ±3.
   auto obf = models::clone_model(*victim);
   for (const char* key : {"conv1.weight", "conv2.weight"}) {
     auto v = values(*obf, key);
-    for (int i = 0; i < 30; ++i) v[size_t(i * 5)] = i % 2 ? 1.5f : -1.5f;
+    for (int i = 0; i < 40; ++i) v[size_t(i * 3)] = i % 2 ? 3.0f : -3.0f;
     put(*obf, key, v);
   }
   auto secrets = splitter::diff_secrets(*victim, *obf);
-  ASSERT_EQ(secrets.total(), 60);
-  auto q = exp::split_queries(splits, "test", 200, 0);
+  ASSERT_EQ(secrets.total(), 80);
+  auto q = exp::split_queries(splits, "test", 100, 0);
   exp::AccuracyFn acc = [&](models::Model& m) { return exp::evaluate(m, q.eval, norm).accuracy(); };
   obf->set_training(false);
   victim->set_training(false);
   const double obf_acc = acc(*obf), victim_acc = acc(*victim);
   ASSERT_GT(victim_acc, 0.8);
-  ASSERT_LT(obf_acc, 0.5);
+  ASSERT_LT(obf_acc, victim_acc - 0.3);
   const auto transfer = exp::label_queries(q.pool, victim.get(), norm, 0);
 
   exp::GroupCoverOptions o;
   o.resets = {"donor", "zero"};
-  o.knockoff.budgets = {100, 200};
-  o.knockoff.epochs = 3;
+  o.knockoff.budgets = {50, 100};
+  o.knockoff.epochs = 2;
   o.knockoff.lr = 0.02f;
   auto r = exp::groupcover_attack(*obf, &secrets, donor.get(), transfer, norm, o, acc);
   ASSERT_EQ(r.scores.size(), exp::detector_names().size());
@@ -371,10 +371,10 @@ TEST(GroupCover, ProtocolRecoversAPlantedObfuscationAndReportsTheFloor) {
   ASSERT_EQ(r.floor_scratch.size(), 2u);
   // The donor reset alone puts back the donor's weights at exactly the secret positions.
   EXPECT_GT(r.accuracy_reset[0], obf_acc + 0.2);
-  for (double a : r.recovered[0]) EXPECT_GT(a, victim_acc - 0.1);
+  for (double a : r.recovered[0]) EXPECT_GT(a, victim_acc - 0.15);
   for (double a : r.floor_scratch) EXPECT_LT(a, r.recovered[0][1]);
   // The obfuscated model was not touched.
-  EXPECT_EQ(values(*obf, "conv1.weight")[5], 1.5f);
+  EXPECT_EQ(values(*obf, "conv1.weight")[3], 3.0f);
 
   o.resets = {"donor"};
   EXPECT_THROW(exp::groupcover_attack(*obf, &secrets, nullptr, transfer, norm, o, acc),

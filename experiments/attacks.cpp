@@ -6,6 +6,7 @@
 #include <limits>
 #include <stdexcept>
 
+#include "experiments/groupcover.h"
 #include "experiments/trainer.h"
 
 namespace nns::exp {
@@ -191,39 +192,15 @@ std::vector<std::vector<int64_t>> apply_boundary_reset(models::Model& model,
   if (!(delta >= 0)) throw std::invalid_argument("boundary reset: delta must be >= 0");
   const double lo_cut = lo + delta, hi_cut = hi - delta;
   std::vector<std::vector<int64_t>> flagged(layers.size());
+  WeightSet set;
   for (size_t l = 0; l < layers.size(); ++l) {
-    Tensor& t = layer_tensor(model, layers[l], "boundary reset");
-    std::vector<float> v = t.to_vector();
+    const std::vector<float> v = layer_tensor(model, layers[l], "boundary reset").to_vector();
     auto& idx = flagged[l];
     for (size_t i = 0; i < v.size(); ++i)
       if (double(v[i]) <= lo_cut || double(v[i]) >= hi_cut) idx.push_back(int64_t(i));
-    if (idx.empty()) continue;
-    if (mode == "zero") {
-      for (int64_t i : idx) v[i] = 0.0f;
-    } else if (mode == "mean") {
-      double s = 0;
-      size_t n = 0, f = 0;
-      for (size_t i = 0; i < v.size(); ++i) {
-        if (f < idx.size() && idx[f] == int64_t(i)) {
-          ++f;
-          continue;
-        }
-        s += v[i];
-        ++n;
-      }
-      const float mean = n ? float(s / double(n)) : 0.0f;
-      for (int64_t i : idx) v[i] = mean;
-    } else {
-      Tensor& dt = layer_tensor(*donor, layers[l], "boundary reset (donor)");
-      if (dt.shape() != t.shape())
-        throw std::invalid_argument("boundary reset: donor's '" + layers[l] + "' has shape " +
-                                    shape_str(dt.shape()) + ", expected " +
-                                    shape_str(t.shape()));
-      std::vector<float> dv = dt.to_vector();
-      for (int64_t i : idx) v[i] = dv[i];
-    }
-    write_back(t, v);
+    if (!idx.empty()) set[layers[l]] = idx;
   }
+  reset_weights(model, set, mode, donor);
   return flagged;
 }
 

@@ -14,6 +14,7 @@
 #include "core/io/model_io.h"
 #include "core/splitter/mask.h"
 #include "core/splitter/secrets.h"
+#include "experiments/attack_suite.h"
 #include "experiments/attacks.h"
 #include "experiments/h5file.h"
 #include "experiments/metrics.h"
@@ -60,7 +61,7 @@ const Schema& experiment_schema() {
     add_method_keys(s);
     add("attacks.kinds", V::StringList, "[norm_clip, finetune, boundary_reset]",
         "attacks to run after protection ([] = none)", {}, {},
-        {"norm_clip", "finetune", "boundary_reset"});
+        {"norm_clip", "finetune", "boundary_reset", "groupcover"});
     add("attacks.norm_clip.k", V::FloatList, "[1, 2, 3]",
         "clip each eligible layer to mean +- k*std, for each k", 0, {});
     add("attacks.norm_clip.global_range", V::FloatPairOrAuto, "auto",
@@ -84,6 +85,7 @@ const Schema& experiment_schema() {
     add("attacks.boundary_reset.samples", V::Int, "0",
         "labelled samples for few-shot fine-tuning after the reset (0 = none)", 0, {});
     add("attacks.boundary_reset.epochs", V::Int, "5", "few-shot fine-tuning epochs", 1, {});
+    add_groupcover_keys(s);
     add("output.dir", V::String, "results", "root folder of results");
     add("output.plots", V::Bool, "true", "write PNG plots beside the HDF5 file");
     add("output.seal", V::Bool, "false",
@@ -156,6 +158,71 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
+
+struct CachedVictim {
+  std::unique_ptr<models::Model> model;
+  std::map<std::string, std::string> meta;
+  std::string source;
+  TrainResult train;
+  bool interrupted = false;
+};
+
+// The victim trained by the victim.* recipe with `seed` (the run's seed; the GroupCover donor
+// uses another), from the cache keyed by a hash of the recipe, else trained and cached.
+CachedVictim cached_victim(const Config& cfg, const models::ModelSpec& spec,
+                           const data::Splits& splits, const data::Normalization& norm,
+                           int pad_to, uint64_t seed, const RunOptions& opt, Device dev) {
+  CachedVictim V;
+  const std::string dataset = cfg.get_string("dataset.name");
+  std::ostringstream recipe;
+  for (auto key : {"model.arch", "model.width_mult", "dataset.name", "victim.epochs",
+                   "victim.batch", "victim.lr", "victim.optimizer", "victim.schedule",
+                   "victim.momentum", "victim.weight_decay", "victim.augment"})
+    recipe << key << "=" << cfg.text(key) << "\n";
+  recipe << "seed=" << seed << "\n";
+  fs::path cache = opt.cache_dir.empty() ? fs::path(cfg.get_string("output.dir")) / "victims"
+                                         : fs::path(opt.cache_dir);
+  fs::create_directories(cache);
+  fs::path cached = cache / (spec.arch + "-" + dataset + "-" + hex64(fnv1a(recipe.str())) +
+                             ".safetensors");
+  // Sweep tasks sharing a victim recipe may start together: one trains, the others wait.
+  VictimLock lock(cached.string() + ".lock");
+  if (fs::exists(cached)) {
+    V.model = io::load_model(cached.string(), &V.meta);
+    V.source = "cache:" + cached.string();
+    std::fprintf(stderr, "victim: %s (cached)\n", cached.c_str());
+  } else {
+    V.model = models::build_model(spec, seed);
+    V.model->to(dev);
+    TrainOptions t;
+    t.epochs = int(cfg.get_int("victim.epochs"));
+    t.batch = int(cfg.get_int("victim.batch"));
+    t.lr = float(cfg.get_float("victim.lr"));
+    t.optimizer = cfg.get_string("victim.optimizer");
+    t.schedule = cfg.get_string("victim.schedule");
+    t.momentum = float(cfg.get_float("victim.momentum"));
+    t.weight_decay = float(cfg.get_float("victim.weight_decay"));
+    t.seed = seed;
+    t.pad_to = pad_to;
+    std::string aug = cfg.get_string("victim.augment");
+    t.augment = aug == "on" || (aug == "auto" && dataset.rfind("cifar", 0) == 0);
+    t.progress = opt.progress;
+    t.checkpoint = cached.string() + ".ckpt";
+    t.stop_flag = opt.stop_flag;
+    V.train = train_model(*V.model, splits.train, &splits.test, norm, t);
+    if (V.train.interrupted) {
+      V.interrupted = true;
+      return V;
+    }
+    V.meta = {{"dataset", dataset}, {"recipe", recipe.str()}};
+    io::save_model(*V.model, cached.string(), V.meta);
+    fs::remove(t.checkpoint);
+    V.source = "trained";
+  }
+  V.model->to(dev);
+  return V;
+}
+
 }  // namespace
 
 std::string summary_table(const RunSummary& s) {
@@ -220,50 +287,15 @@ RunSummary run_experiment(const Config& cfg, const RunOptions& opt) {
                         " that does not match model.arch " + spec.arch + " on " + dataset);
     victim_source = weights;
   } else {
-    std::ostringstream recipe;
-    for (auto key : {"model.arch", "model.width_mult", "dataset.name", "victim.epochs", "victim.batch",
-                     "victim.lr", "victim.optimizer", "victim.schedule", "victim.momentum",
-                     "victim.weight_decay", "victim.augment", "seed"})
-      recipe << key << "=" << cfg.text(key) << "\n";
-    fs::path cache = opt.cache_dir.empty() ? fs::path(cfg.get_string("output.dir")) / "victims"
-                                           : fs::path(opt.cache_dir);
-    fs::create_directories(cache);
-    fs::path cached = cache / (spec.arch + "-" + dataset + "-" + hex64(fnv1a(recipe.str())) +
-                               ".safetensors");
-    // Sweep tasks sharing a victim recipe may start together: one trains, the others wait.
-    VictimLock lock(cached.string() + ".lock");
-    if (fs::exists(cached)) {
-      victim = io::load_model(cached.string(), &victim_meta);
-      victim_source = "cache:" + cached.string();
-      std::fprintf(stderr, "victim: %s (cached)\n", cached.c_str());
-    } else {
-      victim = models::build_model(spec, seed);
-      victim->to(dev);
-      TrainOptions t;
-      t.epochs = int(cfg.get_int("victim.epochs"));
-      t.batch = int(cfg.get_int("victim.batch"));
-      t.lr = float(cfg.get_float("victim.lr"));
-      t.optimizer = cfg.get_string("victim.optimizer");
-      t.schedule = cfg.get_string("victim.schedule");
-      t.momentum = float(cfg.get_float("victim.momentum"));
-      t.weight_decay = float(cfg.get_float("victim.weight_decay"));
-      t.seed = seed;
-      t.pad_to = pad_to;
-      std::string aug = cfg.get_string("victim.augment");
-      t.augment = aug == "on" || (aug == "auto" && dataset.rfind("cifar", 0) == 0);
-      t.progress = opt.progress;
-      t.checkpoint = cached.string() + ".ckpt";
-      t.stop_flag = opt.stop_flag;
-      victim_train = train_model(*victim, splits.train, &splits.test, norm, t);
-      if (victim_train.interrupted) {
-        S.interrupted = true;
-        return S;
-      }
-      victim_meta = {{"dataset", dataset}, {"recipe", recipe.str()}};
-      io::save_model(*victim, cached.string(), victim_meta);
-      fs::remove(t.checkpoint);
-      victim_source = "trained";
+    CachedVictim cv = cached_victim(cfg, spec, splits, norm, pad_to, seed, opt, dev);
+    if (cv.interrupted) {
+      S.interrupted = true;
+      return S;
     }
+    victim = std::move(cv.model);
+    victim_meta = std::move(cv.meta);
+    victim_source = std::move(cv.source);
+    victim_train = std::move(cv.train);
   }
   victim->to(dev);
   const double victim_seconds = seconds_since(t_victim);
@@ -369,6 +401,32 @@ RunSummary run_experiment(const Config& cfg, const RunOptions& opt) {
     S.attacks.emplace_back("boundary reset", br.accuracy_reset);
     if (!br.accuracy_finetuned.empty())
       S.attacks.emplace_back("boundary reset + few-shot", br.accuracy_finetuned.back());
+  }
+  GroupCoverRun gc;
+  if (has("groupcover")) {
+    auto sec = splitter::read_secrets(P.secrets_path, in.seal_key.empty() ? nullptr : &in.seal_key);
+    // The deployed victim is the original model (restoration is bit-exact); the public donor is
+    // the same recipe trained with another seed.
+    gc = run_groupcover(cfg, obf, *original, sec, splits, norm, pad_to, [&] {
+      auto d = cached_victim(cfg, spec, splits, norm, pad_to, seed + 1, opt, dev);
+      return d.interrupted ? nullptr : std::move(d.model);
+    });
+    if (gc.interrupted) {
+      S.interrupted = true;
+      return S;
+    }
+    const auto& r = gc.result;
+    for (size_t i = 0; i < r.resets.size(); ++i)
+      for (size_t b = 0; b < r.budgets.size(); ++b)
+        S.attacks.emplace_back("groupcover " + r.resets[i] + " " + std::to_string(r.budgets[b]) +
+                                   " queries",
+                               r.recovered[i][b]);
+    for (size_t b = 0; b < r.floor_donor.size(); ++b)
+      S.attacks.emplace_back("floor donor " + std::to_string(r.budgets[b]) + " queries",
+                             r.floor_donor[b]);
+    for (size_t b = 0; b < r.floor_scratch.size(); ++b)
+      S.attacks.emplace_back("floor scratch " + std::to_string(r.budgets[b]) + " queries",
+                             r.floor_scratch[b]);
   }
   const double attacks_seconds = seconds_since(t_attacks);
 
@@ -526,6 +584,7 @@ RunSummary run_experiment(const Config& cfg, const RunOptions& opt) {
       f.attr("attacks/boundary_reset", "delta", cfg.get_float("attacks.boundary_reset.delta"));
       f.attr("attacks/boundary_reset", "mode", cfg.get_string("attacks.boundary_reset.mode"));
     }
+    if (has("groupcover")) write_groupcover(f, gc);
     f.write("times/total", seconds_since(t0), "seconds");
     f.write("times/victim", victim_seconds, "seconds");
     f.write("times/search", search_seconds, "seconds");

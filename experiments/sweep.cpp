@@ -20,6 +20,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "experiments/attack_suite.h"
 #include "experiments/h5file.h"
 
 extern char** environ;
@@ -678,72 +679,176 @@ Summary read_summary(const fs::path& dir) {
     row.at_bounds_fraction = num("stealth/at_bounds_fraction");
     row.ks_distance = num("stealth/ks_distance");
     row.seconds = num("times/total");
+    for (auto& [name, v] : attack_columns(f)) {
+      if (std::find(s.attack_keys.begin(), s.attack_keys.end(), name) == s.attack_keys.end())
+        s.attack_keys.push_back(name);
+      row.attacks[name] = v;
+    }
     s.rows.push_back(std::move(row));
   }
   return s;
 }
 
-std::string summary_csv(const Summary& s) {
-  std::ostringstream o;
-  o << "index,run_name";
-  for (const auto& k : s.keys) o << "," << csv_field(k);
-  o << ",original_accuracy,obfuscated_accuracy,restored_accuracy,obfuscated_weights,"
-       "obfuscated_fraction,at_bounds_fraction,ks_distance,seconds\n";
-  for (const auto& r : s.rows) {
-    o << r.index << "," << csv_field(r.run_name);
-    for (const auto& v : r.swept) o << "," << csv_field(v);
-    o << "," << format_double(r.original_accuracy) << "," << format_double(r.obfuscated_accuracy)
-      << "," << format_double(r.restored_accuracy) << "," << r.obfuscated_weights << ","
-      << format_double(r.obfuscated_fraction) << "," << format_double(r.at_bounds_fraction) << ","
-      << format_double(r.ks_distance) << "," << format_double(r.seconds) << "\n";
-  }
-  return o.str();
+namespace {
+
+double attack_value(const SummaryRow& r, const std::string& key) {
+  auto it = r.attacks.find(key);
+  return it == r.attacks.end() ? std::numeric_limits<double>::quiet_NaN() : it->second;
 }
 
-std::string summary_text(const Summary& s) {
-  std::vector<std::vector<std::string>> cells;
-  std::vector<std::string> head = {"index"};
-  for (const auto& k : s.keys) head.push_back(k);
-  for (auto h : {"original", "obfuscated", "restored", "weights", "seconds"}) head.push_back(h);
-  cells.push_back(head);
-  auto pct = [](double v) {
-    if (std::isnan(v)) return std::string("-");
-    char b[32];
+// How a column is shown: accuracies and fractions in %, counts as integers.
+std::string cell(const std::string& column, double v) {
+  if (std::isnan(v)) return "-";
+  char b[48];
+  if (column == "weights" || column == "secrets_bytes")
+    std::snprintf(b, sizeof b, "%.0f", v);
+  else if (column == "seconds")
+    std::snprintf(b, sizeof b, "%.1f", v);
+  else
     std::snprintf(b, sizeof b, "%.2f%%", 100 * v);
-    return std::string(b);
-  };
-  for (const auto& r : s.rows) {
-    std::vector<std::string> row = {std::to_string(r.index)};
-    for (const auto& v : r.swept) row.push_back(v);
-    row.push_back(pct(r.original_accuracy));
-    row.push_back(pct(r.obfuscated_accuracy));
-    row.push_back(pct(r.restored_accuracy));
-    row.push_back(r.obfuscated_weights < 0 ? "-" : std::to_string(r.obfuscated_weights));
-    char b[32];
-    std::snprintf(b, sizeof b, "%.1f", r.seconds);
-    row.push_back(std::isnan(r.seconds) ? "-" : b);
-    cells.push_back(row);
-  }
-  std::vector<size_t> width(head.size(), 0);
-  for (const auto& row : cells)
+  return b;
+}
+
+std::string mean_sd_cell(const std::string& column, const std::vector<double>& v) {
+  double s = 0;
+  size_t n = 0;
+  for (double x : v)
+    if (!std::isnan(x)) {
+      s += x;
+      ++n;
+    }
+  if (n == 0) return "-";
+  const double mean = s / double(n);
+  double q = 0;
+  for (double x : v)
+    if (!std::isnan(x)) q += (x - mean) * (x - mean);
+  const double sd = n > 1 ? std::sqrt(q / double(n - 1)) : 0.0;
+  const bool scaled = column != "weights" && column != "secrets_bytes" && column != "seconds";
+  char b[64];
+  std::snprintf(b, sizeof b, scaled ? "%.2f±%.2f" : "%.0f±%.0f", scaled ? 100 * mean : mean,
+                scaled ? 100 * sd : sd);
+  return b;
+}
+
+// The numbers of a row, in the order of summary_columns.
+std::vector<double> row_numbers(const Summary& s, const SummaryRow& r) {
+  std::vector<double> v = {r.original_accuracy, r.obfuscated_accuracy, r.restored_accuracy,
+                           r.obfuscated_weights < 0 ? std::nan("") : double(r.obfuscated_weights),
+                           r.at_bounds_fraction, r.ks_distance};
+  for (const auto& k : s.attack_keys) v.push_back(attack_value(r, k));
+  v.push_back(r.seconds);
+  return v;
+}
+
+std::vector<std::string> summary_columns(const Summary& s) {
+  std::vector<std::string> c = {"original", "obfuscated", "restored", "weights", "at_bounds",
+                                "ks"};
+  for (const auto& k : s.attack_keys) c.push_back(k);
+  c.push_back("seconds");
+  return c;
+}
+
+// Columns [text_begin, text_end) are text (left-aligned), the rest numbers (right-aligned).
+std::string align(const std::vector<std::vector<std::string>>& cells, size_t text_begin,
+                  size_t text_end) {
+  std::vector<size_t> width;
+  for (const auto& row : cells) {
+    width.resize(std::max(width.size(), row.size()), 0);
     for (size_t i = 0; i < row.size(); ++i) width[i] = std::max(width[i], row[i].size());
+  }
   std::ostringstream o;
   for (const auto& row : cells) {
     std::string line;
     for (size_t i = 0; i < row.size(); ++i) {
-      // Text columns (swept values) left-aligned, numbers right-aligned.
-      bool left = i > 0 && i <= s.keys.size();
+      const bool left = i >= text_begin && i < text_end;
       std::string pad(width[i] - row[i].size(), ' ');
       line += (i ? "  " : "") + (left ? row[i] + pad : pad + row[i]);
     }
     while (!line.empty() && line.back() == ' ') line.pop_back();
     o << line << "\n";
   }
+  return o.str();
+}
+
+// Rows grouped by every swept key except `seed`, numbers as mean ± sd over each group.
+std::string seed_table(const Summary& s, size_t seed_key) {
+  const auto columns = summary_columns(s);
+  std::vector<std::vector<std::string>> cells;
+  std::vector<std::string> head;
+  for (size_t k = 0; k < s.keys.size(); ++k)
+    if (k != seed_key) head.push_back(s.keys[k]);
+  head.push_back("seeds");
+  for (const auto& c : columns) head.push_back(c);
+  cells.push_back(head);
+  std::vector<std::vector<std::string>> groups;  // first-seen order
+  std::map<std::vector<std::string>, std::vector<const SummaryRow*>> members;
+  for (const auto& r : s.rows) {
+    std::vector<std::string> g;
+    for (size_t k = 0; k < s.keys.size(); ++k)
+      if (k != seed_key) g.push_back(r.swept.at(k));
+    if (!members.count(g)) groups.push_back(g);
+    members[g].push_back(&r);
+  }
+  for (const auto& g : groups) {
+    std::vector<std::string> row = g;
+    row.push_back(std::to_string(members[g].size()));
+    for (size_t c = 0; c < columns.size(); ++c) {
+      std::vector<double> v;
+      for (const auto* r : members[g]) v.push_back(row_numbers(s, *r)[c]);
+      row.push_back(mean_sd_cell(columns[c], v));
+    }
+    cells.push_back(row);
+  }
+  return "mean ± sd over seeds (sample sd):\n" + align(cells, 0, s.keys.size() - 1);
+}
+
+}  // namespace
+
+std::string summary_csv(const Summary& s) {
+  std::ostringstream o;
+  o << "index,run_name";
+  for (const auto& k : s.keys) o << "," << csv_field(k);
+  o << ",original_accuracy,obfuscated_accuracy,restored_accuracy,obfuscated_weights,"
+       "obfuscated_fraction,at_bounds_fraction,ks_distance,seconds";
+  for (const auto& k : s.attack_keys) o << "," << csv_field(k);
+  o << "\n";
+  for (const auto& r : s.rows) {
+    o << r.index << "," << csv_field(r.run_name);
+    for (const auto& v : r.swept) o << "," << csv_field(v);
+    o << "," << format_double(r.original_accuracy) << "," << format_double(r.obfuscated_accuracy)
+      << "," << format_double(r.restored_accuracy) << "," << r.obfuscated_weights << ","
+      << format_double(r.obfuscated_fraction) << "," << format_double(r.at_bounds_fraction) << ","
+      << format_double(r.ks_distance) << "," << format_double(r.seconds);
+    for (const auto& k : s.attack_keys) o << "," << format_double(attack_value(r, k));
+    o << "\n";
+  }
+  return o.str();
+}
+
+std::string summary_text(const Summary& s) {
+  const auto columns = summary_columns(s);
+  std::vector<std::vector<std::string>> cells;
+  std::vector<std::string> head = {"index"};
+  for (const auto& k : s.keys) head.push_back(k);
+  for (const auto& c : columns) head.push_back(c);
+  cells.push_back(head);
+  for (const auto& r : s.rows) {
+    std::vector<std::string> row = {std::to_string(r.index)};
+    for (const auto& v : r.swept) row.push_back(v);
+    const auto nums = row_numbers(s, r);
+    for (size_t c = 0; c < columns.size(); ++c) row.push_back(cell(columns[c], nums[c]));
+    cells.push_back(row);
+  }
+  std::ostringstream o;
+  o << align(cells, 1, 1 + s.keys.size());
   if (!s.missing.empty()) {
     o << "missing or incomplete:";
     for (auto m : s.missing) o << " " << m;
     o << "\n";
   }
+  auto seed = std::find(s.keys.begin(), s.keys.end(), "seed");
+  if (seed != s.keys.end() && !s.rows.empty())
+    o << "\n" << seed_table(s, size_t(seed - s.keys.begin()));
   return o.str();
 }
 
@@ -767,8 +872,12 @@ nlohmann::json summary_json(const Summary& s) {
                     {"at_bounds_fraction", num(r.at_bounds_fraction)},
                     {"ks_distance", num(r.ks_distance)},
                     {"seconds", num(r.seconds)}});
+    nlohmann::json att = nlohmann::json::object();
+    for (const auto& k : s.attack_keys) att[k] = num(attack_value(r, k));
+    runs.back()["attacks"] = att;
   }
-  return {{"keys", s.keys}, {"runs", runs}, {"missing", s.missing}};
+  return {{"keys", s.keys}, {"attack_keys", s.attack_keys}, {"runs", runs},
+          {"missing", s.missing}};
 }
 
 void write_summary(const fs::path& dir, const Summary& s) {
@@ -808,6 +917,11 @@ void write_summary(const fs::path& dir, const Summary& s) {
     f.write("runs/at_bounds_fraction", bounds, "fraction");
     f.write("runs/ks_distance", ks, "1");
     f.write("runs/seconds", secs, "seconds");
+    for (const auto& k : s.attack_keys) {
+      std::vector<double> col;
+      for (const auto& r : s.rows) col.push_back(attack_value(r, k));
+      f.write("runs/attacks/" + k, col, k == "secrets_bytes" ? "bytes" : "fraction");
+    }
   });
   write_text_atomically(dir / "summary.csv", summary_csv(s));
 }

@@ -18,6 +18,7 @@
 #include <atomic>
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -134,18 +135,23 @@ struct SummaryRow {
   double original_accuracy = 0, obfuscated_accuracy = 0, restored_accuracy = 0;
   int64_t obfuscated_weights = 0;
   double obfuscated_fraction = 0, at_bounds_fraction = 0, ks_distance = 0, seconds = 0;
+  // Attack columns (experiments/attack_suite.h, attack_columns): name -> value.
+  std::map<std::string, double> attacks;
 };
 struct Summary {
   std::vector<std::string> keys;  // swept keys
   std::vector<SummaryRow> rows;   // complete runs, by index
   std::vector<int64_t> missing;   // indexes without a complete file
+  std::vector<std::string> attack_keys;  // union of the rows' attack columns, first-seen order
 };
 // Reads DIR/runs.tsv and every complete DIR/run_NNNN.h5.
 Summary read_summary(const std::filesystem::path& dir);
 // Writes DIR/summary.h5 and DIR/summary.csv (each atomically).
 void write_summary(const std::filesystem::path& dir, const Summary& s);
 std::string summary_csv(const Summary& s);
-// A table for the terminal (index, swept keys, accuracies in %, weights, seconds).
+// A table for the terminal (index, swept keys, accuracies in %, weights, the attack columns,
+// seconds). When `seed` is among the swept keys, a second table follows: one row per setting of
+// the other swept keys, every number as mean ± sd over the seeds.
 std::string summary_text(const Summary& s);
 nlohmann::json summary_json(const Summary& s);
 

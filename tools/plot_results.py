@@ -370,6 +370,33 @@ def plot_boundary_reset(f, out_dir, stem, written):
     save(fig, out_dir, f"{stem}_attack_boundary_reset.png", written)
 
 
+def plot_groupcover(f, out_dir, stem, written):
+    """Recovered accuracy against queries, one line per reset mode; the black-box floor dashed."""
+    g = "attacks/groupcover"
+    budgets = np.asarray(arr(f, f"{g}/budgets", 1), dtype=float)
+    resets = strings(f, f"{g}/resets")
+    rec = np.asarray(arr(f, f"{g}/recovered", 2), dtype=float).reshape(len(resets), len(budgets))
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    order = np.argsort(budgets)
+    for i, r in enumerate(resets):
+        ax.plot(budgets[order], rec[i][order], "o-", label=f"detect → reset to {r} → knockoff")
+    for which, color in (("donor", "tab:gray"), ("scratch", "black")):
+        if f"{g}/floor_{which}" in f:
+            v = np.asarray(arr(f, f"{g}/floor_{which}", 1), dtype=float)
+            ax.plot(budgets[order], v[order], "s--", color=color,
+                    label=f"black-box floor (from {which})")
+    victim = scalar(f, f"{g}/accuracy_victim_eval")
+    if victim is not None:
+        ax.axhline(victim, color="tab:green", lw=1, ls=":", label="victim")
+    ax.set_xlabel("queries (count)")
+    ax.set_ylabel("accuracy on held-out images (fraction)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    fig.suptitle(run_title(f, "Attack: GroupCover protocol"), fontsize=11)
+    save(fig, out_dir, f"{stem}_attack_groupcover.png", written)
+
+
 def plot_run(f, out_dir, stem):
     written = []
     if "search/trajectory/reward" in f:
@@ -384,6 +411,8 @@ def plot_run(f, out_dir, stem):
         plot_finetune(f, out_dir, stem, written)
     if "attacks/boundary_reset" in f:
         plot_boundary_reset(f, out_dir, stem, written)
+    if "attacks/groupcover/budgets" in f:
+        plot_groupcover(f, out_dir, stem, written)
     return written
 
 
@@ -539,6 +568,62 @@ def plot_sweep_line(f, cols, key, out_dir, stem, written):
     save(fig, out_dir, f"{stem}_sweep_{safe_name(key)}.png", written)
 
 
+RECOVERY = re.compile(r"^(groupcover\.[A-Za-z_]+|floor\.donor|floor\.scratch)@(\d+)$")
+
+
+def plot_recovery(f, cols, out_dir, stem, written):
+    """From a summary: recovered accuracy against queries, one line per method (splitter.method,
+    else the other non-seed swept keys), mean ± sd over seeds; one panel per model.arch; the
+    black-box floors dashed. One figure per reset mode."""
+    series = {}  # name -> {budget: column}
+    for name in f["runs/attacks"].keys():
+        m = RECOVERY.match(name)
+        if m:
+            series.setdefault(m.group(1), {})[int(m.group(2))] = np.asarray(
+                arr(f, f"runs/attacks/{name}", 1), dtype=float)
+    attacks = sorted(k for k in series if k.startswith("groupcover."))
+    if not attacks:
+        return
+    n = len(next(iter(next(iter(series.values())).values())))
+    panel_key = "model.arch" if "model.arch" in cols else None
+    method_keys = (["splitter.method"] if "splitter.method" in cols else
+                   [k for k in cols if not is_seed_key(k) and k != panel_key])
+    panels = ordered_values(cols[panel_key]) if panel_key else [None]
+
+    def method_of(i):
+        return ", ".join(cols[k][i] for k in method_keys) or "all runs"
+
+    methods = list(dict.fromkeys(method_of(i) for i in range(n)))
+    for attack in attacks:
+        fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 4.6), squeeze=False)
+        for ax, panel in zip(axes[0], panels):
+            rows = [i for i in range(n) if panel is None or cols[panel_key][i] == panel]
+            budgets = sorted(series[attack])
+            for method in methods:
+                sel = [i for i in rows if method_of(i) == method]
+                if not sel:
+                    continue
+                y = [np.nanmean(series[attack][b][sel]) for b in budgets]
+                e = [np.nanstd(series[attack][b][sel]) for b in budgets]
+                ax.errorbar(budgets, y, yerr=e, fmt="o-", capsize=3, label=method)
+            for floor, color in (("floor.donor", "tab:gray"), ("floor.scratch", "black")):
+                if floor in series:
+                    fb = sorted(series[floor])
+                    y = [np.nanmean(series[floor][b][rows]) for b in fb]
+                    ax.plot(fb, y, "s--", color=color,
+                            label=f"black-box floor ({floor.split('.')[1]})")
+            ax.set_xlabel("queries (count)")
+            ax.set_ylabel("recovered accuracy (fraction)")
+            ax.set_ylim(-0.02, 1.02)
+            ax.grid(alpha=0.3)
+            ax.legend(loc="best", fontsize=8)
+            if panel is not None:
+                ax.set_title(f"{panel_key} = {panel}", fontsize=10)
+        fig.suptitle(f"{attack.replace('groupcover.', 'GroupCover protocol, reset to ')} "
+                     f"(mean ± sd over seeds){missing_note(f)}", fontsize=11)
+        save(fig, out_dir, f"{stem}_recovery_{safe_name(attack)}.png", written)
+
+
 def plot_summary(f, out_dir, stem):
     cols = summary_columns(f)
     for m in ("obfuscated_accuracy", "obfuscated_fraction"):
@@ -556,6 +641,8 @@ def plot_summary(f, out_dir, stem):
             for b in range(a + 1, len(axes_keys)):
                 for m in ("obfuscated_accuracy", "obfuscated_fraction"):
                     plot_heatmap(f, cols, axes_keys[a], axes_keys[b], m, out_dir, stem, written)
+    if "runs/attacks" in f:
+        plot_recovery(f, cols, out_dir, stem, written)
     return written
 
 

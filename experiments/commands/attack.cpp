@@ -1,7 +1,9 @@
-// `nnsplitter attack --kind norm_clip|finetune|boundary_reset --weights OBF --dataset D ...`:
-// runs one attack of SPEC §2 on an obfuscated weights file and reports test accuracies. The
-// attacker's view needs no secrets; --secrets (with --key when sealed) only lets the command
-// count the true positives of the boundary-reset detector and report stealthiness.
+// `nnsplitter attack --kind norm_clip|finetune|boundary_reset|groupcover --weights OBF
+// --dataset D ...`: runs one attack of SPEC §2 on an obfuscated weights file and reports test
+// accuracies. The attacker's view needs no secrets; --secrets (with --key when sealed) only lets
+// the command score the detectors and report stealthiness. groupcover (the published protocol,
+// docs/attacks.md) labels its queries with the deployed victim: --victim, or the obfuscated
+// weights restored with --secrets.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -11,6 +13,7 @@
 #include "core/splitter/secrets.h"
 #include "experiments/attacks.h"
 #include "experiments/commands/attack_command.h"
+#include "experiments/groupcover.h"
 #include "experiments/metrics.h"
 #include "experiments/trainer.h"
 
@@ -61,26 +64,153 @@ nlohmann::json nan_to_null(const std::vector<double>& v) {
   return j;
 }
 
+struct AttackArgs {
+  std::string kind, weights, dataset, data_dir, secrets, key, rule, device = "cpu";
+  std::vector<double> ks = {1, 2, 3};
+  std::string global_range = "none";
+  std::vector<double> fractions = {0.01, 0.05, 0.1};
+  int epochs = -1, batch = 0, threads = 0;
+  float lr = 0, momentum = -1, weight_decay = -1;
+  std::string optimizer = "sgd", mode = "zero", donor, arch;
+  bool no_scratch = false, json = false;
+  double delta = 1e-3;
+  int64_t samples = 0;
+  uint64_t seed = 0;
+  // groupcover
+  std::string victim, detector = "extreme_percentile", queries = "test", labels = "victim";
+  std::vector<std::string> resets = {"donor"};
+  std::vector<int64_t> budgets = {300, 500};
+  double percentile = 0.001, eps = 2e-3;
+  bool no_floor = false;
+};
+
+std::unique_ptr<models::Model> load_same_arch(const std::string& path, const models::Model& like,
+                                              const std::string& what, Device dev,
+                                              const AttackArgs& a) {
+  auto m = load_weights(path, a.arch, a.dataset);
+  const auto &d = m->spec(), &s = like.spec();
+  if (d.arch != s.arch || d.in_channels != s.in_channels || d.num_classes != s.num_classes ||
+      d.input_size != s.input_size || d.width_mult != s.width_mult)
+    throw UsageError(what + " " + path + " is a " + d.arch + " (" +
+                     std::to_string(d.in_channels) + " channel(s), " +
+                     std::to_string(d.num_classes) + " classes), not the architecture of the "
+                     "attacked weights");
+  m->to(dev);
+  return m;
+}
+
+// --kind groupcover: detect -> reset -> knockoff, beside the black-box floor; fills j and prints
+// a table unless --json.
+void run_groupcover(const AttackArgs& a, models::Model& obf, const splitter::Secrets* secrets,
+                    models::Model* donor, const data::Splits& splits,
+                    const data::Normalization& norm, int pad_to, Device dev, nlohmann::json& j) {
+  GroupCoverOptions o;
+  o.detector = a.detector;
+  o.params.percentile = a.percentile;
+  o.params.eps = a.eps;
+  o.resets = a.resets;
+  o.knockoff.budgets = a.budgets;
+  o.knockoff.epochs = a.epochs;
+  o.knockoff.lr = a.lr;
+  o.knockoff.momentum = a.momentum;
+  o.knockoff.weight_decay = a.weight_decay;
+  o.knockoff.batch = a.batch ? a.batch : 64;
+  o.knockoff.seed = a.seed;
+  o.knockoff.pad_to = pad_to;
+  o.floor = !a.no_floor;
+  const int64_t n = *std::max_element(a.budgets.begin(), a.budgets.end());
+  QuerySplit q;
+  try {
+    q = split_queries(splits, a.queries, n, a.seed);
+  } catch (const std::invalid_argument& e) {
+    throw UsageError(std::string("--budgets/--queries: ") + e.what());
+  }
+  std::unique_ptr<models::Model> victim;
+  if (a.labels == "victim") {
+    if (!a.victim.empty()) {
+      victim = load_same_arch(a.victim, obf, "--victim", dev, a);
+    } else {
+      victim = models::clone_model(obf);
+      splitter::apply_secrets(*victim, *secrets);
+    }
+  }
+  const data::Dataset transfer = label_queries(q.pool, victim.get(), norm, pad_to);
+  AccuracyFn acc = [&](models::Model& m) {
+    return evaluate(m, q.eval, norm, 256, pad_to).accuracy();
+  };
+  obf.set_training(false);
+  const double obf_eval = acc(obf);
+  const double victim_eval = victim ? acc(*victim) : std::nan("");
+  auto r = groupcover_attack(obf, secrets, donor, transfer, norm, o, acc);
+
+  j["queries"] = a.queries;
+  j["labels"] = a.labels;
+  j["eval_samples"] = q.eval.size();
+  j["budgets"] = r.budgets;
+  j["detector"] = o.detector;
+  j["percentile"] = o.params.percentile;
+  j["eps"] = o.params.eps;
+  j["flagged"] = weight_count(r.flagged);
+  j["epochs"] = o.knockoff.epochs;
+  j["lr"] = o.knockoff.lr;
+  j["momentum"] = o.knockoff.momentum;
+  j["batch"] = o.knockoff.batch;
+  j["accuracy_obfuscated_eval"] = obf_eval;
+  j["accuracy_victim_eval"] = std::isfinite(victim_eval) ? nlohmann::json(victim_eval) : nullptr;
+  j["detectors"] = nlohmann::json::array();
+  for (const auto& sc : r.scores)
+    j["detectors"].push_back({{"name", sc.detector},
+                              {"flagged", sc.flagged},
+                              {"true_positives", sc.true_positives},
+                              {"secrets", sc.secrets},
+                              {"precision", nan_to_null({sc.precision})[0]},
+                              {"recall", nan_to_null({sc.recall})[0]}});
+  j["resets"] = r.resets;
+  j["accuracy_reset"] = r.accuracy_reset;
+  j["recovered"] = nlohmann::json::array();
+  for (const auto& row : r.recovered) j["recovered"].push_back(nan_to_null(row));
+  j["floor_donor"] = donor && o.floor ? nan_to_null(r.floor_donor) : nlohmann::json(nullptr);
+  j["floor_scratch"] = o.floor ? nan_to_null(r.floor_scratch) : nlohmann::json(nullptr);
+  if (a.json) return;
+
+  std::printf("queries from the %s split, labelled by %s; accuracy on %lld held-out images "
+              "(obfuscated %s", a.queries.c_str(),
+              a.labels == "victim" ? "the victim's argmax" : "the ground truth",
+              (long long)q.eval.size(), pct(obf_eval).c_str());
+  if (victim) std::printf(", victim %s", pct(victim_eval).c_str());
+  std::printf(")\n");
+  for (const auto& sc : r.scores)
+    std::printf("detector %-26s flagged %8lld, true positives %6lld of %6lld: precision %s, "
+                "recall %s\n",
+                sc.detector.c_str(), (long long)sc.flagged, (long long)sc.true_positives,
+                (long long)sc.secrets, pct(sc.precision).c_str(), pct(sc.recall).c_str());
+  if (!secrets)
+    std::printf("detector %s flagged %lld weights\n", o.detector.c_str(),
+                (long long)weight_count(r.flagged));
+  std::printf("%-34s %9s", "attack", "reset");
+  for (auto b : r.budgets) std::printf("  %6lld q", (long long)b);
+  std::printf("\n");
+  auto line = [&](const std::string& what, const std::string& reset,
+                  const std::vector<double>& row) {
+    std::printf("%-34s %9s", what.c_str(), reset.c_str());
+    for (double v : row) std::printf("  %8s", pct(v).c_str());
+    std::printf("\n");
+  };
+  for (size_t i = 0; i < r.resets.size(); ++i)
+    line(o.detector + " -> " + r.resets[i] + " -> knockoff", pct(r.accuracy_reset[i]),
+         r.recovered[i]);
+  if (!r.floor_donor.empty()) line("floor: donor + queries", "", r.floor_donor);
+  if (!r.floor_scratch.empty()) line("floor: scratch + queries", "", r.floor_scratch);
+}
 }  // namespace
 
 Command add_attack_command(CLI::App& root) {
-  struct Args {
-    std::string kind, weights, dataset, data_dir, secrets, key, rule, device = "cpu";
-    std::vector<double> ks = {1, 2, 3};
-    std::string global_range = "none";
-    std::vector<double> fractions = {0.01, 0.05, 0.1};
-    int epochs = 5, batch = 0, threads = 0;
-    float lr = 0.01f, momentum = 0.9f, weight_decay = 5e-4f;
-    std::string optimizer = "sgd", mode = "zero", donor, arch;
-    bool no_scratch = false, json = false;
-    double delta = 1e-3;
-    int64_t samples = 0;
-    uint64_t seed = 0;
-  };
-  auto a = std::make_shared<Args>();
+  auto a = std::make_shared<AttackArgs>();
   CLI::App* sub = root.add_subcommand(
-      "attack", "Attack an obfuscated model: norm clipping, fine-tuning or boundary reset");
-  sub->add_option("--kind", a->kind, "norm_clip, finetune or boundary_reset")->required();
+      "attack", "Attack an obfuscated model: norm clipping, fine-tuning, boundary reset or the GroupCover "
+      "protocol");
+  sub->add_option("--kind", a->kind, "norm_clip, finetune, boundary_reset or groupcover")
+      ->required();
   sub->add_option("--weights", a->weights, "Obfuscated weights (.safetensors)")->required();
   sub->add_option("--dataset", a->dataset, "Dataset the model was trained on")->required();
   sub->add_option("--data-dir", a->data_dir, "Folder holding the dataset files");
@@ -102,18 +232,18 @@ Command add_attack_command(CLI::App& root) {
                   "finetune: shares of the training data the attacker holds, e.g. 0.01,0.05")
       ->delimiter(',')
       ->capture_default_str();
-  sub->add_option("--epochs", a->epochs, "finetune / boundary_reset: training epochs")
-      ->capture_default_str();
-  sub->add_option("--lr", a->lr, "finetune / boundary_reset: constant learning rate")
-      ->capture_default_str();
+  sub->add_option("--epochs", a->epochs,
+                  "training epochs (default 5; groupcover: 10, GroupCover's setting)");
+  sub->add_option("--lr", a->lr, "constant learning rate (default 0.01; groupcover: 0.1)");
   sub->add_option("--optimizer", a->optimizer, "finetune: sgd or adam")
       ->check(CLI::IsMember({"sgd", "adam"}))
       ->capture_default_str();
-  sub->add_option("--momentum", a->momentum, "finetune: SGD momentum")->capture_default_str();
-  sub->add_option("--weight-decay", a->weight_decay, "finetune: L2 weight decay")
-      ->capture_default_str();
+  sub->add_option("--momentum", a->momentum,
+                  "finetune / groupcover: SGD momentum (default 0.9; groupcover: 0.5)");
+  sub->add_option("--weight-decay", a->weight_decay,
+                  "finetune / groupcover: L2 weight decay (default 5e-4; groupcover: 0)");
   sub->add_option("--batch", a->batch,
-                  "finetune / boundary_reset: batch size (default 128 / 64)");
+                  "batch size (default: finetune 128, boundary_reset and groupcover 64)");
   sub->add_flag("--no-scratch", a->no_scratch,
                 "finetune: skip training the architecture from scratch");
   sub->add_option("--delta", a->delta,
@@ -122,8 +252,38 @@ Command add_attack_command(CLI::App& root) {
   sub->add_option("--mode", a->mode, "boundary_reset: reset to zero, mean (layer) or donor")
       ->capture_default_str();
   sub->add_option("--donor", a->donor,
-                  "boundary_reset --mode donor: weights of another model of the same "
-                  "architecture");
+                  "boundary_reset --mode donor / groupcover: weights of a public model of the "
+                  "same architecture (e.g. a victim trained with another seed)");
+  sub->add_option("--victim", a->victim,
+                  "groupcover: the deployed (unobfuscated) victim that labels the queries "
+                  "(default: the weights restored with --secrets)");
+  sub->add_option("--detector", a->detector,
+                  "groupcover: the detector that drives the reset (extreme_percentile, "
+                  "extreme_percentile_layer, cv_bins); all are scored when --secrets is given")
+      ->capture_default_str();
+  sub->add_option("--percentile", a->percentile,
+                  "groupcover: extreme_percentile's percentile at each end (percent)")
+      ->capture_default_str();
+  sub->add_option("--eps", a->eps, "groupcover: flag weights within 2*eps of either end value")
+      ->capture_default_str();
+  sub->add_option("--resets", a->resets, "groupcover: reset modes to try, e.g. donor,zero,mean")
+      ->delimiter(',')
+      ->capture_default_str();
+  sub->add_option("--budgets", a->budgets, "groupcover: query budgets, e.g. 300,500")
+      ->delimiter(',')
+      ->capture_default_str();
+  sub->add_option("--queries", a->queries,
+                  "groupcover: where the queries come from: test (held out of the test split, "
+                  "accuracy on the rest) or train (the victim's training split, GroupCover's "
+                  "choice)")
+      ->capture_default_str();
+  sub->add_option("--labels", a->labels,
+                  "groupcover: label the queries by the victim's argmax (victim) or the ground "
+                  "truth (truth)")
+      ->capture_default_str();
+  sub->add_flag("--no-floor", a->no_floor,
+                "groupcover: skip the black-box floor (training the donor and a fresh model on "
+                "the same queries)");
   sub->add_option("--samples", a->samples,
                   "boundary_reset: labelled training samples to fine-tune with after the "
                   "reset (0 = none)")
@@ -139,8 +299,17 @@ Command add_attack_command(CLI::App& root) {
   c.run = [a]() -> int {
     // ---- everything that can be checked before loading anything
     const std::string kind = a->kind;
-    if (kind != "norm_clip" && kind != "finetune" && kind != "boundary_reset")
-      throw UsageError("unknown --kind '" + kind + "' (norm_clip, finetune or boundary_reset)");
+    if (kind != "norm_clip" && kind != "finetune" && kind != "boundary_reset" &&
+        kind != "groupcover")
+      throw UsageError("unknown --kind '" + kind +
+                       "' (norm_clip, finetune, boundary_reset or groupcover)");
+    const bool gc = kind == "groupcover";
+    if (a->epochs == -1) a->epochs = gc ? 10 : 5;
+    if (a->lr == 0) a->lr = gc ? 0.1f : 0.01f;
+    if (a->momentum == -1) a->momentum = gc ? 0.5f : 0.9f;
+    if (a->weight_decay == -1) a->weight_decay = gc ? 0.0f : 5e-4f;
+    if (!(a->momentum >= 0) || !(a->weight_decay >= 0))
+      throw UsageError("--momentum and --weight-decay must be >= 0");
     set_threads(a->threads);
     Device dev = Device::CPU;
     try {
@@ -171,6 +340,29 @@ Command add_attack_command(CLI::App& root) {
       if (a->mode == "donor" && a->donor.empty()) throw UsageError("--mode donor needs --donor");
       if (!(a->delta >= 0) || !std::isfinite(a->delta)) throw UsageError("--delta must be >= 0");
       if (a->samples < 0) throw UsageError("--samples must be >= 0");
+    }
+    if (gc) {
+      try {
+        make_detector(a->detector, {a->percentile, a->eps});
+      } catch (const std::invalid_argument& e) {
+        throw UsageError(std::string("--detector/--percentile/--eps: ") + e.what());
+      }
+      if (a->budgets.empty()) throw UsageError("--budgets needs at least one value");
+      for (int64_t b : a->budgets)
+        if (b < 1) throw UsageError("--budgets values must be >= 1");
+      if (a->resets.empty()) throw UsageError("--resets needs at least one value");
+      for (const auto& r : a->resets) {
+        if (r != "zero" && r != "mean" && r != "donor")
+          throw UsageError("--resets: unknown mode '" + r + "' (zero, mean or donor)");
+        if (r == "donor" && a->donor.empty())
+          throw UsageError("--resets donor needs --donor (a public model of the architecture)");
+      }
+      if (a->queries != "test" && a->queries != "train")
+        throw UsageError("--queries must be test or train (got '" + a->queries + "')");
+      if (a->labels != "victim" && a->labels != "truth")
+        throw UsageError("--labels must be victim or truth (got '" + a->labels + "')");
+      if (a->labels == "victim" && a->victim.empty() && a->secrets.empty())
+        throw UsageError("--labels victim needs the deployed victim: --victim or --secrets");
     }
     bool global = false;
     bool global_auto = a->global_range == "auto";
@@ -203,16 +395,8 @@ Command add_attack_command(CLI::App& root) {
     if (layers.empty()) throw std::runtime_error(s.arch + " has no eligible layers (rule " + rule + ")");
 
     std::unique_ptr<models::Model> donor;
-    if (kind == "boundary_reset" && a->mode == "donor") {
-      donor = load_weights(a->donor, a->arch, a->dataset);
-      const auto& d = donor->spec();
-      if (d.arch != s.arch || d.in_channels != s.in_channels || d.num_classes != s.num_classes ||
-          d.input_size != s.input_size || d.width_mult != s.width_mult)
-        throw UsageError("--donor " + a->donor + " is a " + d.arch + " (" +
-                         std::to_string(d.in_channels) + " channel(s), " +
-                         std::to_string(d.num_classes) + " classes), not the architecture of " +
-                         a->weights);
-      donor->to(dev);
+    if ((kind == "boundary_reset" && a->mode == "donor") || (gc && !a->donor.empty())) {
+      donor = load_same_arch(a->donor, *model, "--donor", dev, *a);
     }
 
     // ---- data and the accuracy oracle
@@ -339,6 +523,8 @@ Command add_attack_command(CLI::App& root) {
           if (!r.scratch_accuracy.empty()) line("scratch", r.scratch_accuracy[p], false);
         }
       }
+    } else if (gc) {
+      run_groupcover(*a, *model, secrets.get(), donor.get(), splits, norm, pad_to, dev, j);
     } else {
       BoundaryResetOptions o;
       o.delta = a->delta;

@@ -502,4 +502,49 @@ TEST_F(AttackCli, UsageErrorsExitTwo) {
   EXPECT_EQ(r.code, 1) << r.out;
 }
 
+TEST_F(AttackCli, GroupCoverUsageErrorsExitTwo) {
+  const std::string base = "attack --kind groupcover --dataset synthetic --weights " + weights();
+  for (const std::string& bad :
+       {" --victim " + weights(),                                       // reset donor, no --donor
+        " --donor " + weights(),                                        // no victim to label
+        " --donor " + weights() + " --victim " + weights() + " --queries web",
+        " --donor " + weights() + " --victim " + weights() + " --detector nope",
+        " --donor " + weights() + " --victim " + weights() + " --budgets 0,300",
+        " --donor " + weights() + " --victim " + weights() + " --resets donor,flip",
+        " --donor " + weights() + " --victim " + weights() + " --budgets 600"}) {
+    auto r = run_cli(base + bad);
+    EXPECT_EQ(r.code, 2) << bad << "\n" << r.out;
+  }
+}
+
+TEST_F(AttackCli, GroupCoverJsonWithFloor) {
+  // The same trained model is victim (labels), donor and attacked model: no secrets, so no
+  // detector scores; every number is an accuracy on the 500 - 40 held-out test images.
+  auto r = run_cli("attack --kind groupcover --dataset synthetic --weights " + weights() +
+                       " --victim " + weights() + " --donor " + weights() +
+                       " --resets donor,zero --budgets 20,40 --epochs 1 --json",
+                   false);
+  ASSERT_EQ(r.code, 0) << r.out;
+  auto j = last_json_line(r.out);
+  EXPECT_EQ(j["kind"], "groupcover");
+  EXPECT_EQ(j["eval_samples"], 460);
+  EXPECT_EQ(j["budgets"], nlohmann::json::array({20, 40}));
+  EXPECT_EQ(j["resets"], nlohmann::json::array({"donor", "zero"}));
+  // GroupCover's optimiser defaults when not given.
+  EXPECT_EQ(j["epochs"], 1);
+  EXPECT_NEAR(j["lr"].get<double>(), 0.1, 1e-7);
+  EXPECT_NEAR(j["momentum"].get<double>(), 0.5, 1e-7);
+  EXPECT_EQ(j["batch"], 64);
+  EXPECT_TRUE(j["detectors"].empty());
+  ASSERT_EQ(j["recovered"].size(), 2u);
+  for (const auto& row : j["recovered"]) {
+    ASSERT_EQ(row.size(), 2u);
+    for (const auto& v : row) EXPECT_TRUE(v.get<double>() >= 0 && v.get<double>() <= 1);
+  }
+  EXPECT_EQ(j["floor_donor"].size(), 2u);
+  EXPECT_EQ(j["floor_scratch"].size(), 2u);
+  // The victim labels its own model's queries: the attacked model agrees with them.
+  EXPECT_EQ(j["accuracy_victim_eval"], j["accuracy_obfuscated_eval"]);
+}
+
 }  // namespace

@@ -31,7 +31,7 @@ import datetime
 import json
 import os
 import platform
-import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -392,7 +392,7 @@ def fmt(v, key):
 def markdown(doc):
     m, v, t = doc["machine"], doc["versions"], doc["versions"]["torch"]
     lines = [f"Measured {doc['date']} on {m['cpu']} ({m['cores']} cores, {m['isa']}), {doc['threads']} threads, "
-             f"batch {doc['batch']}, {doc['pairs']} alternating pairs; 1-min load average "
+             f"batch {doc['batch']}, {doc.get('pairs_done', doc['pairs'])} alternating pairs; 1-min load average "
              f"{doc['loadavg_before'][0]} before, {doc['loadavg_after'][0]} after"
              + (" (machine busy: noisy)" if doc.get("busy") else "") + ".",
              f"nnsplitter {v['nnsplitter']['commit']} (BLAS {', '.join(os.path.basename(x) for x in v['nnsplitter']['blas']) or 'none'}"
@@ -403,7 +403,8 @@ def markdown(doc):
              + (", OMP_WAIT_POLICY=PASSIVE on both sides" if doc.get("omp_wait_policy") == "PASSIVE" else "") + ".",
              "Fixed search: configs/bench/search-MODEL.yaml (3 updates x 3 episodes x 200 steps, evaluation on 2,000 "
              "images every 100 steps)" + (f", overridden: {', '.join(doc['search_set'])}" if doc.get("search_set") else "")
-             + "; weights: " + ", ".join(f"{k} {os.path.basename(v)}" for k, v in doc.get("weights", {}).items()) + ".",
+             + "; weights: " + ", ".join(f"{k} {os.path.basename(v)}" + (" (initial, untrained)" if "-init-" in v else "")
+                                  for k, v in doc.get("weights", {}).items()) + ".",
              "",
              "| workload | PyTorch | nnsplitter | ratio, median of pairs (range) |",
              "| --- | ---: | ---: | ---: |"]
@@ -468,7 +469,7 @@ def parse(argv):
     ap.add_argument("--tiny", action="store_true", help="format test in seconds (lenet5 only, untrained)")
     a = ap.parse_args(argv)
     if a.quick or a.tiny:
-        a.min_time, a.min_iters = (0.5, 3) if a.quick else (0.05, 2)
+        a.min_time, a.min_iters = (0.5, 3) if a.quick else (0.05, 8)
         a.search_set = ["controller.updates=1", "controller.episodes_per_update=2",
                         "splitter.max_steps=%d" % (20 if a.quick else 4),
                         "splitter.eval_every=%d" % (10 if a.quick else 2)] + a.search_set
@@ -490,6 +491,13 @@ def parse(argv):
     return a
 
 
+def write_json(path, doc):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(doc, f, indent=1)
+    os.replace(path + ".tmp", path)
+
+
 def measure(a, argv):
     binary = find_binary(a.nnsplitter)
     if not os.path.isdir(a.data_dir):
@@ -500,6 +508,7 @@ def measure(a, argv):
            "pairs": a.pairs, "min_time": a.min_time, "omp_wait_policy": "PASSIVE" if a.passive else "default", "search_set": a.search_set,
            "command": "tools/bench_compare.sh " + " ".join(argv), "loadavg_before": loadavg(),
            "versions": {"nnsplitter": our_versions(binary), "torch": torch_versions()}}
+    out = a.out or os.path.join(a.cache, "compare-" + doc["date"][:16].replace(" ", "-").replace(":", "") + ".json")
     s = Session(a, binary)
     weights = {}
     for arch in dict.fromkeys(a.model_list + a.search_list):
@@ -513,37 +522,53 @@ def measure(a, argv):
     doc["weights"] = {k: os.path.abspath(v) for k, v in weights.items()}
     cifar = synthetic_cifar(os.path.join(a.cache, "cifar-synthetic")) if "resnet18" in a.model_list else None
     t0 = time.perf_counter()
-    for pair in range(1, a.pairs + 1):
-        log(f"pair {pair}/{a.pairs} (load average {loadavg()[0]})")
-        for arch in a.model_list:
-            s.throughput(arch, weights[arch], cifar if arch == "resnet18" else a.data_dir, pair)
-        for arch in a.search_list:
-            s.search(arch, weights[arch], pair)
-    doc["seconds"] = time.perf_counter() - t0
-    doc["loadavg_after"] = loadavg()
-    doc["busy"] = max(doc["loadavg_before"][0], doc["loadavg_after"][0]) > (os.cpu_count() or 1) * 0.75
-    doc["runs"] = s.runs
-    doc["summary"] = summarise(s.runs)
-    doc["parity"] = parity(s.runs)
+
+    def finish(done):
+        doc["pairs_done"] = done
+        doc["seconds"] = time.perf_counter() - t0
+        doc["loadavg_after"] = loadavg()
+        doc["busy"] = max(doc["loadavg_before"][0], doc["loadavg_after"][0]) > (os.cpu_count() or 1) * 0.75
+        doc["runs"] = s.runs
+        doc["summary"] = summarise(s.runs)
+        doc["parity"] = parity(s.runs)
+        write_json(out, doc)
+
+    # After every pair the JSON holds the pairs so far; Ctrl-C keeps the finished pairs.
+    try:
+        for pair in range(1, a.pairs + 1):
+            log(f"pair {pair}/{a.pairs} (load average {loadavg()[0]})")
+            for arch in a.model_list:
+                s.throughput(arch, weights[arch], cifar if arch == "resnet18" else a.data_dir, pair)
+            for arch in a.search_list:
+                s.search(arch, weights[arch], pair)
+            finish(pair)
+    except KeyboardInterrupt:
+        s.runs = [r for r in s.runs if r["pair"] <= doc.get("pairs_done", 0)]
+        finish(doc.get("pairs_done", 0))
+        raise
+    log(f"wrote {out}")
     return doc
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def main(argv):
     global PASSIVE
     a = parse(argv)
     PASSIVE = a.passive
+    signal.signal(signal.SIGTERM, _interrupt)   # like Ctrl-C: keep the finished pairs
+    signal.signal(signal.SIGINT, _interrupt)    # also where a shell started us with SIGINT ignored
     try:
         if a.from_json:
             with open(a.from_json) as f:
                 doc = json.load(f)
         else:
             doc = measure(a, argv)
-            out = a.out or os.path.join(a.cache, "compare-" + doc["date"][:16].replace(" ", "-").replace(":", "") + ".json")
-            os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-            with open(out + ".tmp", "w") as f:
-                json.dump(doc, f, indent=1)
-            os.replace(out + ".tmp", out)
-            log(f"wrote {out}")
+    except KeyboardInterrupt:
+        log("bench_compare: interrupted; the JSON keeps the finished pairs (render it with --from)")
+        return 1
     except Failure as e:
         log(f"bench_compare: {e}")
         return 1

@@ -144,7 +144,6 @@ def throughput(a, model, meta, dataset):
 
         it["i"] = 0
         r["training_images_per_second"] = a.batch / _time(train, a.min_time, a.min_iters)
-        del opt
         model.load_state_dict(base)
         model.to(memory_format=fmt)
         layers = st.eligible(model)

@@ -48,6 +48,12 @@ FAIR_MALLOC = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "
 THROUGHPUT = [("training_images_per_second", "training, img/s"),
               ("inference_images_per_second", "inference, img/s"),
               ("obfuscation_images_per_second", "obfuscation step (authors' way in PyTorch), img/s")]
+# The CPU-time twin of each measure (process CPU seconds, all threads): the ratio by CPU time
+# measures the work where a loaded machine makes wall time measure the scheduler.
+CPU_KEY = {"training_images_per_second": "training_cpu_seconds_per_batch",
+           "inference_images_per_second": "inference_cpu_seconds_per_batch",
+           "obfuscation_images_per_second": "obfuscation_cpu_seconds_per_batch",
+           "search_seconds": "cpu_seconds", "wall_seconds": "cpu_seconds"}
 VICTIM_EPOCHS = {"lenet5": 8, "resnet20": 4}
 PARITY_RTOL = 2e-3
 
@@ -83,7 +89,8 @@ def run_json(cmd, env=None):
         doc = json.loads(text)
     except json.JSONDecodeError as e:
         raise Failure(f"{' '.join(cmd)}: output is not JSON ({e}):\n{text[-2000:]}") from e
-    return doc, ru.ru_maxrss / 1024, wall
+    doc_cpu = ru.ru_utime + ru.ru_stime
+    return doc, ru.ru_maxrss / 1024, (wall, doc_cpu)
 
 
 PASSIVE = False   # --passive: OMP_WAIT_POLICY=PASSIVE for both sides
@@ -277,9 +284,9 @@ class Session:
         self.a, self.binary = a, binary
         self.runs = []   # every process: workload, side, pair, values, max_rss_mib, wall, loadavg
 
-    def record(self, workload, side, pair, values, rss, wall):
-        rec = {"workload": workload, "side": side, "pair": pair, "max_rss_mib": rss, "wall_seconds": wall,
-               "loadavg_after": loadavg(), **values}
+    def record(self, workload, side, pair, values, rss, times):
+        rec = {"workload": workload, "side": side, "pair": pair, "max_rss_mib": rss, "wall_seconds": times[0],
+               "cpu_seconds": times[1], "loadavg_after": loadavg(), **values}
         self.runs.append(rec)
         return rec
 
@@ -332,28 +339,31 @@ def summarise(runs):
     rows = []
     workloads = list(dict.fromkeys(r["workload"] for r in runs))
 
-    def paired(workload, key, invert):
+    def paired(workload, key, invert, cpu_key=None):
         by = {}
         for r in runs:
             if r["workload"] == workload and r.get(key) is not None:
-                by.setdefault(r["pair"], {})[r["side"]] = r[key]
+                by.setdefault(r["pair"], {})[r["side"]] = (r[key], r.get(cpu_key) if cpu_key else None)
         pairs = [v for v in by.values() if "nnsplitter" in v and "pytorch" in v]
-        ours = [p["nnsplitter"] for p in pairs]
-        theirs = [p["pytorch"] for p in pairs]
+        ours = [p["nnsplitter"][0] for p in pairs]
+        theirs = [p["pytorch"][0] for p in pairs]
         ratios = [(t / o) if invert else (o / t) for o, t in zip(ours, theirs) if o and t]
+        # CPU seconds: less is better on both kinds of rows, so PyTorch/ours.
+        cpu = [p["pytorch"][1] / p["nnsplitter"][1] for p in pairs if p["pytorch"][1] and p["nnsplitter"][1]]
         return {"nnsplitter": med(ours), "pytorch": med(theirs), "ratio": med(ratios),
-                "ratio_range": [min(ratios), max(ratios)] if ratios else None, "pairs": len(pairs)}
+                "ratio_range": [min(ratios), max(ratios)] if ratios else None, "pairs": len(pairs),
+                "cpu_ratio": med(cpu) if len(cpu) == len(pairs) and cpu else None}
 
     for w in workloads:
         arch, kind = w.split("/")
         if kind == "throughput":
             for key, label in THROUGHPUT:
-                rows.append({"workload": f"{arch} {label}", "key": key, **paired(w, key, False)})
+                rows.append({"workload": f"{arch} {label}", "key": key, **paired(w, key, False, CPU_KEY[key])})
         else:
             rows.append({"workload": f"{arch} fixed search, s (ratio: PyTorch/ours)", "key": "search_seconds",
                          **paired(w, "search_seconds", True)})
             rows.append({"workload": f"{arch} fixed search, whole process incl. loading and test evaluations, s",
-                         "key": "search_seconds", **paired(w, "wall_seconds", True)})
+                         "key": "search_seconds", **paired(w, "wall_seconds", True, "cpu_seconds")})
         rows.append({"workload": f"{arch} {kind} peak RSS, MiB (ratio: PyTorch/ours)", "key": "max_rss_mib",
                      **paired(w, "max_rss_mib", True)})
     return rows
@@ -406,13 +416,14 @@ def markdown(doc):
              + "; weights: " + ", ".join(f"{k} {os.path.basename(v)}" + (" (initial, untrained)" if "-init-" in v else "")
                                   for k, v in doc.get("weights", {}).items()) + ".",
              "",
-             "| workload | PyTorch | nnsplitter | ratio, median of pairs (range) |",
-             "| --- | ---: | ---: | ---: |"]
+             "| workload | PyTorch | nnsplitter | ratio, median of pairs (range) | ratio by CPU time |",
+             "| --- | ---: | ---: | ---: | ---: |"]
     for r in doc["summary"]:
         rng = r["ratio_range"]
         ratio = "–" if r["ratio"] is None else f"{r['ratio']:.2f}" + (f" ({rng[0]:.2f}–{rng[1]:.2f})" if rng else "")
+        cpu = "–" if r.get("cpu_ratio") is None else f"{r['cpu_ratio']:.2f}"
         lines.append(f"| {r['workload']} | {fmt(r['pytorch'], r['key'])} | {fmt(r['nnsplitter'], r['key'])} | "
-                     f"{ratio} |")
+                     f"{ratio} | {cpu} |")
     ok = all(p["ok"] for p in doc["parity"]) if doc["parity"] else None
     if doc["parity"]:
         worst = max(p["max_rel_diff"] or 0 for p in doc["parity"])
@@ -424,11 +435,12 @@ def markdown(doc):
 
 def table(doc):
     w = max(len(r["workload"]) for r in doc["summary"]) if doc["summary"] else 10
-    out = [f"{'workload':<{w}} {'PyTorch':>12} {'nnsplitter':>12} {'ratio':>7}  range"]
+    out = [f"{'workload':<{w}} {'PyTorch':>12} {'nnsplitter':>12} {'ratio':>7} {'by CPU':>7}  range"]
     for r in doc["summary"]:
         rng = r["ratio_range"]
         out.append(f"{r['workload']:<{w}} {fmt(r['pytorch'], r['key']):>12} {fmt(r['nnsplitter'], r['key']):>12} "
-                   f"{'–' if r['ratio'] is None else format(r['ratio'], '.2f'):>7}  "
+                   f"{'–' if r['ratio'] is None else format(r['ratio'], '.2f'):>7} "
+                   f"{'–' if r.get('cpu_ratio') is None else format(r['cpu_ratio'], '.2f'):>7}  "
                    f"{'' if not rng else f'{rng[0]:.2f}–{rng[1]:.2f}'}")
     for p in doc["parity"]:
         out.append(f"parity {p['workload']} pair {p['pair']}: masked {p['masked_weights']}, max rel loss diff "

@@ -17,6 +17,8 @@ throughput: the workloads of `nnsplitter bench --images real` on the same inputs
     weights and eps = 1% of their range; the CE of the first --trace-steps steps is recorded.
 Each workload is timed in every layout of --layouts (NCHW, channels_last), the best reported.
 search: splitter_torch.search with the budget given, timed (search_seconds: the loop alone).
+Without a mode (the GPU scripts' form: [--device cuda] [--only MODEL ...] [--json]): freshly
+initialised models on random inputs, tools/bench_pytorch_zoo.py.
 
 Fair settings, applied before torch is loaded (the process re-executes itself when needed):
 glibc keeps freed buffers (MALLOC_MMAP_THRESHOLD_=33554432, MALLOC_TRIM_THRESHOLD_=1073741824;
@@ -74,6 +76,15 @@ def _reexec_with_fair_env(a):
         os.execv(sys.executable, [sys.executable, os.path.abspath(__file__)] + sys.argv[1:])
 
 
+ZOO = __name__ == "__main__" and (not sys.argv[1:] or sys.argv[1] not in ("throughput", "search", "-h", "--help"))
+if ZOO:   # the zoo mode, under the same fair glibc setting
+    if "--no-malloc-tuning" not in sys.argv and any(os.environ.get(k) != v for k, v in FAIR_MALLOC.items()):
+        os.environ.update(FAIR_MALLOC)
+        os.execv(sys.executable, [sys.executable, os.path.abspath(__file__)] + sys.argv[1:])
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import bench_pytorch_zoo  # noqa: E402
+    sys.exit(bench_pytorch_zoo.main([x for x in sys.argv[1:] if x != "--no-malloc-tuning"]))
+
 A = _parse(sys.argv[1:]) if __name__ == "__main__" else None
 if A is not None:
     _reexec_with_fair_env(A)
@@ -86,17 +97,23 @@ import splitter_torch as st  # noqa: E402
 
 
 def _time(fn, min_time, min_iters):
-    """Median seconds per call after two warm-up calls (nnsplitter bench's time_median)."""
+    """Median (wall, process CPU) seconds per call after two warm-up calls (nnsplitter bench's)."""
     fn()
     fn()
-    t, start = [], time.perf_counter()
+    t, c, start = [], [], time.perf_counter()
     while len(t) < min_iters or time.perf_counter() - start < min_time:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
         t.append(time.perf_counter() - t0)
+        c.append(time.process_time() - c0)
         if len(t) > 1000:
             break
-    return statistics.median(t)
+    return statistics.median(t), statistics.median(c)
+
+
+def _rate(r, name, batch, timing):
+    r[f"{name}_images_per_second"] = batch / timing[0]
+    r[f"{name}_cpu_seconds_per_batch"] = timing[1]
 
 
 def _data(a, meta, dataset):
@@ -132,7 +149,8 @@ def throughput(a, model, meta, dataset):
             with torch.no_grad():
                 model(nxt()[0])
 
-        r = {"inference_images_per_second": a.batch / _time(infer, a.min_time, a.min_iters)}
+        r = {}
+        _rate(r, "inference", a.batch, _time(infer, a.min_time, a.min_iters))
         model.train()
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
 
@@ -143,7 +161,7 @@ def throughput(a, model, meta, dataset):
             opt.step()
 
         it["i"] = 0
-        r["training_images_per_second"] = a.batch / _time(train, a.min_time, a.min_iters)
+        _rate(r, "training", a.batch, _time(train, a.min_time, a.min_iters))
         model.load_state_dict(base)
         model.to(memory_format=fmt)
         layers = st.eligible(model)
@@ -159,14 +177,18 @@ def throughput(a, model, meta, dataset):
                 trace.append(loss)
 
         it["i"] = 0
-        r["obfuscation_images_per_second"] = a.batch / _time(obfuscate, a.min_time, a.min_iters)
+        _rate(r, "obfuscation", a.batch, _time(obfuscate, a.min_time, a.min_iters))
         r["obfuscation_masked_weights"] = int(sum(m.sum().item() for m in masks))
         r["obfuscation_losses"] = trace
         res["layouts"][layout] = r
-    for key in ("inference_images_per_second", "training_images_per_second", "obfuscation_images_per_second"):
+    for name in ("inference", "training", "obfuscation"):
+        key = f"{name}_images_per_second"
         best = max(res["layouts"], key=lambda lay: res["layouts"][lay][key])
         res[key] = res["layouts"][best][key]
-        res[key.replace("images_per_second", "layout")] = best
+        res[f"{name}_layout"] = best
+        # CPU time: the layout that needs least of it (on a loaded machine it may differ)
+        cpu = f"{name}_cpu_seconds_per_batch"
+        res[cpu] = min(res["layouts"][lay][cpu] for lay in res["layouts"])
     first = res["layouts"][a.layouts.split(",")[0]]
     res["obfuscation_masked_weights"] = first["obfuscation_masked_weights"]
     res["obfuscation_losses"] = first["obfuscation_losses"]

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -25,28 +26,44 @@ namespace nns::exp {
 namespace {
 
 double now_s() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-// Median seconds per call of fn, after warm-up, repeating until min_time has passed (at least
-// min_iters calls).
+// Process CPU seconds (all threads): on a machine shared beyond its cores, CPU time per call
+// still measures the work when wall time mostly measures the scheduler.
+double cpu_s() {
+  timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
+}
+
+struct Timing {
+  double wall = 0, cpu = 0;  // medians per call, seconds
+};
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// Median wall and CPU seconds per call of fn, after two warm-up calls, repeating until min_time
+// has passed (at least min_iters calls).
 template <class F>
-double time_median(F&& fn, double min_time, int min_iters, const ops::Context& ctx) {
+Timing time_median(F&& fn, double min_time, int min_iters, const ops::Context& ctx) {
   fn();
   fn();
   ops::synchronize(ctx);
-  std::vector<double> t;
+  std::vector<double> t, c;
   double start = now_s();
   while ((int)t.size() < min_iters || now_s() - start < min_time) {
-    double t0 = now_s();
+    double t0 = now_s(), c0 = cpu_s();
     fn();
     ops::synchronize(ctx);
     t.push_back(now_s() - t0);
+    c.push_back(cpu_s() - c0);
     if (t.size() > 1000) break;
   }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
+  return {median(t), median(c)};
 }
 
 struct BenchArgs {
@@ -140,7 +157,7 @@ nlohmann::json bench_one(models::Model& model, const std::string& ds, const Benc
     return loss;
   };
   model.set_training(false);
-  double t_inf = time_median([&] { model.forward(xs[batch()]); }, a.min_time, a.min_iters, ctx);
+  Timing t_inf = time_median([&] { model.forward(xs[batch()]); }, a.min_time, a.min_iters, ctx);
 
   // Training changes the weights: keep the loaded ones for the obfuscation step.
   std::vector<Tensor> saved;
@@ -150,7 +167,7 @@ nlohmann::json bench_one(models::Model& model, const std::string& ds, const Benc
   so.lr = 0.01f;
   optim::SGD sgd(model.parameters(), so);
   next = 0;
-  double t_train = time_median(
+  Timing t_train = time_median(
       [&] {
         loss_and_grad(batch());
         sgd.step();
@@ -183,7 +200,7 @@ nlohmann::json bench_one(models::Model& model, const std::string& ds, const Benc
   int64_t t_step = 0;
   std::vector<double> trace;
   next = 0;
-  double t_obf = time_median(
+  Timing t_obf = time_median(
       [&] {
         float loss = loss_and_grad(batch());
         if ((int)trace.size() < a.trace_steps) trace.push_back(loss);
@@ -192,9 +209,9 @@ nlohmann::json bench_one(models::Model& model, const std::string& ds, const Benc
           int64_t cnt = int64_t(masks[l].index.size());
           if (!cnt) continue;
           nn::Parameter* p = layers[masks[l].layer].param;
-          ops::masked_adam_clamp(ctx, cnt, idx[l].i64(), p->value.f32(), p->grad.f32(),
-                                 mv[l].f32(), mv[l].f32() + cnt, 0.05f, 0.9f, 0.999f, 1e-8f,
-                                 t_step, -1.0f, 0.0f, stats.min, stats.max);
+          ops::masked_adam_clamp(ctx, cnt, idx[l].i64(), p->value.f32(), p->grad.f32(), mv[l].f32(),
+                                 mv[l].f32() + cnt, 0.05f, 0.9f, 0.999f, 1e-8f, t_step, -1.0f, 0.0f,
+                                 stats.min, stats.max);
         }
       },
       a.min_time, a.min_iters, ctx);
@@ -206,9 +223,12 @@ nlohmann::json bench_one(models::Model& model, const std::string& ds, const Benc
           {"dataset", ds},
           {"batch", n},
           {"data_batches", xs.size()},
-          {"inference_images_per_second", n / t_inf},
-          {"training_images_per_second", n / t_train},
-          {"obfuscation_images_per_second", n / t_obf},
+          {"inference_images_per_second", n / t_inf.wall},
+          {"training_images_per_second", n / t_train.wall},
+          {"obfuscation_images_per_second", n / t_obf.wall},
+          {"inference_cpu_seconds_per_batch", t_inf.cpu},
+          {"training_cpu_seconds_per_batch", t_train.cpu},
+          {"obfuscation_cpu_seconds_per_batch", t_obf.cpu},
           {"obfuscation_masked_weights", masked},
           {"obfuscation_losses", trace}};
 }
@@ -221,16 +241,19 @@ Command add_bench_command(CLI::App& root) {
   sub->add_option("--models", a->models, "Comma-separated architectures")->capture_default_str();
   sub->add_option("--dataset", a->dataset,
                   "Input shape from this dataset; auto = fashion-mnist for lenet5/resnet20, "
-                  "cifar10 otherwise")->capture_default_str();
+                  "cifar10 otherwise")
+      ->capture_default_str();
   sub->add_option("--batch", a->batch, "Batch size")->capture_default_str();
   sub->add_option("--min-time", a->min_time, "Seconds to time each measurement")
       ->capture_default_str();
   sub->add_option("--min-iters", a->min_iters, "Minimum timed iterations")->capture_default_str();
   sub->add_option("--weights", a->weights,
                   "Trained weights (.safetensors) of the one model to measure (replaces --models)");
-  sub->add_option("--images", a->images, "random inputs, or real: the first --data-batches "
-                                         "batches of the dataset's training set")
-      ->check(CLI::IsMember({"random", "real"}))->capture_default_str();
+  sub->add_option("--images", a->images,
+                  "random inputs, or real: the first --data-batches "
+                  "batches of the dataset's training set")
+      ->check(CLI::IsMember({"random", "real"}))
+      ->capture_default_str();
   sub->add_option("--data-dir", a->data_dir, "Folder holding the dataset files (--images real)");
   sub->add_option("--data-batches", a->data_batches, "Distinct batches cycled through")
       ->capture_default_str();
@@ -269,9 +292,9 @@ Command add_bench_command(CLI::App& root) {
       results.push_back(bench_one(*bm.model, bm.dataset, *a, dev, ctx));
       const auto& r = results.back();
       if (!a->json) {
-        std::printf("%-14s %-14s %6d %14.1f %14.1f %14.1f\n",
-                    r["model"].get<std::string>().c_str(), r["input"].get<std::string>().c_str(),
-                    a->batch, r["inference_images_per_second"].get<double>(),
+        std::printf("%-14s %-14s %6d %14.1f %14.1f %14.1f\n", r["model"].get<std::string>().c_str(),
+                    r["input"].get<std::string>().c_str(), a->batch,
+                    r["inference_images_per_second"].get<double>(),
                     r["training_images_per_second"].get<double>(),
                     r["obfuscation_images_per_second"].get<double>());
         std::fflush(stdout);

@@ -34,7 +34,7 @@ def main(binary):
         out = os.path.join(tmp, "c.json")
         cmd = [os.path.join(ROOT, "tools", "bench_compare.sh"), "--tiny", "--nnsplitter", binary, "--cache", tmp,
                "--out", out, "--markdown"]
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=1700)
         print(p.stderr[-4000:])
         check(p.returncode == 0, f"exit status {p.returncode}")
         doc = json.load(open(out))

@@ -42,6 +42,22 @@ class PairRatios(unittest.TestCase):
         self.assertEqual(row["ratio_range"], [0.5, 2.0])
         self.assertEqual(row["pairs"], 3)
 
+    def test_cpu_time_ratio_is_pytorch_over_ours(self):
+        runs = []
+        for i, (o, t) in enumerate([(1.0, 2.0), (2.0, 2.0), (1.0, 4.0)], 1):   # ratios 2, 1, 4
+            runs.append(run("m/throughput", "nnsplitter", i, inference_images_per_second=1.0,
+                            inference_cpu_seconds_per_batch=o))
+            runs.append(run("m/throughput", "pytorch", i, inference_images_per_second=1.0,
+                            inference_cpu_seconds_per_batch=t))
+        row = next(r for r in bc.summarise(runs) if r["key"] == "inference_images_per_second")
+        self.assertAlmostEqual(row["cpu_ratio"], 2.0)
+        self.assertIn("| 2.00 |", bc.markdown({
+            "machine": {"cpu": "x", "cores": 2, "isa": ""}, "threads": 2, "batch": 1, "pairs": 3, "date": "d",
+            "loadavg_before": [0], "loadavg_after": [0], "summary": [row], "parity": [], "command": "c",
+            "versions": {"nnsplitter": {"commit": "c", "blas": [], "OPENBLAS_CORETYPE": None},
+                         "torch": {"torch": "1", "onednn": "o", "cpu_capability": "AVX2", "libraries": [],
+                                   "blas_info": "generic"}}}).splitlines()[-3] + " ")
+
     def test_times_and_memory_are_inverted(self):
         runs = []
         for i, (o, t, ro, rt) in enumerate([(10.0, 30.0, 100, 400), (20.0, 30.0, 200, 400)], 1):

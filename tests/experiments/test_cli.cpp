@@ -117,4 +117,33 @@ TEST(Cli, BenchPrintsJsonThroughput) {
   EXPECT_GT(j["results"][0]["inference_images_per_second"].get<double>(), 0);
 }
 
+TEST(Cli, BenchTrainedWeightsOnRealImagesTracesTheObfuscation) {
+  auto d = temp_dir("bench_real");
+  std::string w = (d / "lenet.safetensors").string();
+  auto r = run("train --model lenet5 --dataset synthetic --epochs 1 --batch 32 --out " + w);
+  ASSERT_EQ(r.code, 0) << r.out;
+  r = run("bench --weights " + w + " --images real --batch 16 --data-batches 2 --min-time 0.01 "
+          "--min-iters 4 --trace-steps 4 --json", false);
+  ASSERT_EQ(r.code, 0) << r.out;
+  auto res = nlohmann::json::parse(r.out)["results"];
+  ASSERT_EQ(res.size(), 1u);
+  EXPECT_EQ(res[0]["model"], "lenet5");
+  EXPECT_EQ(res[0]["dataset"], "synthetic");  // from the weights' metadata
+  EXPECT_EQ(res[0]["data_batches"].get<int>(), 2);
+  EXPECT_GT(res[0]["obfuscation_masked_weights"].get<int64_t>(), 0);
+  auto losses = res[0]["obfuscation_losses"].get<std::vector<double>>();
+  ASSERT_EQ(losses.size(), 4u);
+  // Steps 0 and 2 see the same batch: two Adam steps that maximise the CE lie between them.
+  EXPECT_GT(losses[2], losses[0]);
+
+  r = run("bench --weights " + (d / "none.safetensors").string() + " --json");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_TRUE(contains(r.out, (d / "none.safetensors").string())) << r.out;
+  r = run("bench --models lenet5 --images sometimes");
+  EXPECT_EQ(r.code, 2) << r.out;
+  r = run("bench --models lenet5 --images real --dataset mnist --data-dir " + (d / "nope").string());
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_TRUE(contains(r.out, (d / "nope").string())) << r.out;
+}
+
 }  // namespace

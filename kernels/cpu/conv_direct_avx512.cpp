@@ -1,0 +1,35 @@
+// The direct convolution's micro-kernels for AVX-512F (16 floats per vector). This unit is
+// compiled for x86-64-v4 (CMakeLists.txt) and reached only through direct_kernels_avx512(),
+// which cpu_isa.cpp calls after checking that the CPU runs AVX-512.
+#include "kernels/cpu/direct_micro.h"
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+
+namespace nns::ops::cpu {
+namespace {
+struct Vec {
+  using T = __m512;
+  static constexpr int kLanes = 16;
+  static T zero() { return _mm512_setzero_ps(); }
+  static T load(const float* p) { return _mm512_loadu_ps(p); }
+  static void store(float* p, T v) { _mm512_storeu_ps(p, v); }
+  static T broadcast(const float* p) { return _mm512_set1_ps(*p); }
+  static T fma(T a, T b, T c) { return _mm512_fmadd_ps(a, b, c); }
+};
+}  // namespace
+}  // namespace nns::ops::cpu
+
+#include "kernels/cpu/direct_micro_impl.h"
+
+namespace nns::ops::cpu {
+const DirectKernels* direct_kernels_avx512() { return &kKernels; }
+}  // namespace nns::ops::cpu
+
+#else
+
+namespace nns::ops::cpu {
+const DirectKernels* direct_kernels_avx512() { return nullptr; }
+}  // namespace nns::ops::cpu
+
+#endif

@@ -54,9 +54,8 @@ bool conv_direct_available() { return true; }
 
 namespace {
 
-constexpr int kTilePixels = kDirectWidePixels;     // pixels per wide micro-kernel tile
-constexpr int kNarrowPixels = kDirectNarrowPixels;  // pixels per narrow tile
-constexpr int kMaxBlock = 256;                      // most pixels per block
+constexpr int kNarrowPixels = kDirectMaxPixels;  // most pixels of any micro-kernel call
+constexpr int kMaxBlock = 256;                    // most pixels per block
 constexpr int kMaxWidth = 2 * kDirectMaxLanes;      // widest channel tile
 
 // The micro-kernels of the instruction set chosen now (cpu_isa.h).
@@ -150,9 +149,9 @@ void direct_blocks(const DirectPlan& pl, const float* xin, int64_t img_stride, i
       const int64_t xoff = int64_t(g) * pl.cin_g * plane;
       for (const ChannelTile& t : *pl.tiles) {
         const float* panel = wg + t.panel;
-        // Wide tiles take 6 pixels per call (12 accumulators), narrow tiles 12.
+        // Pixels per call: 6 (AVX2) or 12 (AVX-512) for wide tiles, 12 for narrow ones.
         const bool wide = t.width == 2 * kern.lanes;
-        const int np = wide ? kTilePixels : kNarrowPixels;
+        const int np = wide ? kern.wide_pixels : kern.narrow_pixels;
         for (int q0 = 0; q0 < pn; q0 += np) {
           const float* px[kNarrowPixels];
           for (int j = 0; j < np; ++j) px[j] = pix[q0 + j] + xoff;
@@ -359,7 +358,7 @@ void conv_direct_backward_filter(const Conv2dShape& s, const float* x, const flo
   const int cin_g = s.c_in / s.groups, cout_g = s.c_out / s.groups;
   const int kg = cin_g * s.kh * s.kw;
   const int nf = static_cast<int>(sel.size());
-  // Wide filter tiles take 6 taps per micro-kernel call (12 accumulators), narrow tiles 12.
+  // Taps per micro-kernel call: the kernels' pixels per call (at most kNarrowTaps).
   constexpr int kNarrowTaps = kNarrowPixels;
   const DirectKernels& kern = active_kernels();
   const int lanes = kern.lanes;
@@ -382,7 +381,7 @@ void conv_direct_backward_filter(const Conv2dShape& s, const float* x, const flo
     for (int j0 = j; j0 < end;) {
       const int left = end - j0, width = left > lanes ? 2 * lanes : lanes;
       const int valid = std::min(width, left);
-      const int taps = width == 2 * lanes ? kTilePixels : kNarrowTaps;
+      const int taps = width == 2 * lanes ? kern.wide_pixels : kern.narrow_pixels;
       const int ktiles = (kg + taps - 1) / taps;
       for (int kt = 0; kt < ktiles; ++kt) work_items.push_back({int(tiles.size()), kt});
       tiles.push_back({g, j0, valid, width, taps, ktiles, dyt_size, acc_size});

@@ -9,6 +9,8 @@ namespace {
 struct Vec {
   using T = __m256;
   static constexpr int kLanes = 8;
+  // 12 accumulator vectors of the 16 registers either way.
+  static constexpr int kWidePixels = 6, kNarrowPixels = 12;
   static T zero() { return _mm256_setzero_ps(); }
   static T load(const float* p) { return _mm256_loadu_ps(p); }
   static void store(float* p, T v) { _mm256_storeu_ps(p, v); }

@@ -14,12 +14,12 @@ namespace nns::ops::cpu {
 using DirectMicroKernel = void (*)(int k_count, const int* koff, const float* w,
                                    const float* const* px, float* c);
 
-constexpr int kDirectWidePixels = 6;     // NP of the wide kernels (12 accumulator vectors)
-constexpr int kDirectNarrowPixels = 12;  // NP of the narrow kernels (12 accumulator vectors)
+constexpr int kDirectMaxPixels = 12;  // most NP of any kernel; every NP divides it
 constexpr int kDirectMaxLanes = 16;
 
 struct DirectKernels {
   int lanes;  // floats per vector register: 8 (AVX2) or 16 (AVX-512)
+  int wide_pixels, narrow_pixels;  // NP of the wide and narrow kernels
   DirectMicroKernel wide, narrow, wide_acc, narrow_acc;
 };
 

@@ -1,7 +1,8 @@
 // The body of the direct-convolution micro-kernels (see direct_micro.h), included once per
 // instruction set by a translation unit that first defines, in an anonymous namespace inside
-// nns::ops::cpu, `struct Vec` with: type T, kLanes, zero(), load(p), store(p, v),
-// broadcast(p) and fma(a, b, c) = a * b + c. Everything here has internal linkage.
+// nns::ops::cpu, `struct Vec` with: type T, kLanes, kWidePixels, kNarrowPixels (NP of the wide
+// and narrow kernels), zero(), load(p), store(p, v), broadcast(p) and fma(a, b, c) = a * b + c.
+// Everything here has internal linkage.
 #pragma once
 
 #include "kernels/cpu/direct_micro.h"
@@ -32,12 +33,16 @@ void micro_kernel(int k_count, const int* koff, const float* w, const float* con
     for (int v = 0; v < CV; ++v) Vec::store(c + j * W + L * v, acc[j][v]);
 }
 
+static_assert(kDirectMaxPixels % Vec::kWidePixels == 0 &&
+              kDirectMaxPixels % Vec::kNarrowPixels == 0);
 constexpr DirectKernels kKernels{
     Vec::kLanes,
-    &micro_kernel<2, false, kDirectWidePixels>,
-    &micro_kernel<1, false, kDirectNarrowPixels>,
-    &micro_kernel<2, true, kDirectWidePixels>,
-    &micro_kernel<1, true, kDirectNarrowPixels>,
+    Vec::kWidePixels,
+    Vec::kNarrowPixels,
+    &micro_kernel<2, false, Vec::kWidePixels>,
+    &micro_kernel<1, false, Vec::kNarrowPixels>,
+    &micro_kernel<2, true, Vec::kWidePixels>,
+    &micro_kernel<1, true, Vec::kNarrowPixels>,
 };
 
 }  // namespace

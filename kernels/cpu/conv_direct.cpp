@@ -55,8 +55,8 @@ bool conv_direct_available() { return true; }
 namespace {
 
 constexpr int kNarrowPixels = kDirectMaxPixels;  // most pixels of any micro-kernel call
-constexpr int kMaxBlock = 256;                    // most pixels per block
-constexpr int kMaxWidth = 2 * kDirectMaxLanes;      // widest channel tile
+constexpr int kMaxBlock = 256;                   // most pixels per block
+constexpr int kMaxWidth = 2 * kDirectMaxLanes;   // widest channel tile
 
 // The micro-kernels of the instruction set chosen now (cpu_isa.h).
 const DirectKernels& active_kernels() {

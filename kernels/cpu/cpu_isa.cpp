@@ -35,12 +35,10 @@ CpuIsa from_environment() {
 bool cpu_avx512_usable() {
   // __builtin_cpu_supports checks the OS's XCR0 state as well as cpuid. The micro-kernels use
   // AVX512F only; x86-64-v4 (their compile target) also implies BW, CD, DQ and VL.
-  static const bool usable = direct_kernels_avx512() != nullptr &&
-                             __builtin_cpu_supports("avx512f") &&
-                             __builtin_cpu_supports("avx512bw") &&
-                             __builtin_cpu_supports("avx512cd") &&
-                             __builtin_cpu_supports("avx512dq") &&
-                             __builtin_cpu_supports("avx512vl");
+  static const bool usable =
+      direct_kernels_avx512() != nullptr && __builtin_cpu_supports("avx512f") &&
+      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512cd") &&
+      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
   return usable;
 }
 
@@ -54,9 +52,12 @@ void set_cpu_isa(CpuIsa isa) {
 
 const char* cpu_isa_name(CpuIsa isa) {
   switch (isa) {
-    case CpuIsa::Avx2: return "avx2";
-    case CpuIsa::Avx512: return "avx512";
-    default: return "auto";
+    case CpuIsa::Avx2:
+      return "avx2";
+    case CpuIsa::Avx512:
+      return "avx512";
+    default:
+      return "auto";
   }
 }
 

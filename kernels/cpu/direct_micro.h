@@ -18,7 +18,7 @@ constexpr int kDirectMaxPixels = 12;  // most NP of any kernel; every NP divides
 constexpr int kDirectMaxLanes = 16;
 
 struct DirectKernels {
-  int lanes;  // floats per vector register: 8 (AVX2) or 16 (AVX-512)
+  int lanes;                       // floats per vector register: 8 (AVX2) or 16 (AVX-512)
   int wide_pixels, narrow_pixels;  // NP of the wide and narrow kernels
   DirectMicroKernel wide, narrow, wide_acc, narrow_acc;
 };

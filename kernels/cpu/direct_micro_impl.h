@@ -11,14 +11,14 @@ namespace nns::ops::cpu {
 namespace {
 
 template <int CV, bool Accumulate, int NP>
-void micro_kernel(int k_count, const int* koff, const float* w, const float* const* px,
-                  float* c) {
+void micro_kernel(int k_count, const int* koff, const float* w, const float* const* px, float* c) {
   constexpr int L = Vec::kLanes, W = L * CV;
   typename Vec::T acc[NP][CV];
   const float* p[NP];
   for (int j = 0; j < NP; ++j) {
     p[j] = px[j];
-    for (int v = 0; v < CV; ++v) acc[j][v] = Accumulate ? Vec::load(c + j * W + L * v) : Vec::zero();
+    for (int v = 0; v < CV; ++v)
+      acc[j][v] = Accumulate ? Vec::load(c + j * W + L * v) : Vec::zero();
   }
   for (int k = 0; k < k_count; ++k, w += W) {
     typename Vec::T wv[CV];

@@ -1,8 +1,10 @@
-// Direct convolution on the CPU (AVX2 + FMA): an implicit GEMM that reads the input in place.
+// Direct convolution on the CPU (AVX2 + FMA, or AVX-512 where the CPU has it: cpu_isa.h): an
+// implicit GEMM that reads the input in place.
 //
 // For each tile of 6 consecutive output pixels (flat over OH*OW, so a tile may span output
-// rows) and 16 (or 8) output channels, the micro-kernel keeps the 6 x 16 accumulators in
-// registers and walks k = (ci, kh, kw): two vector loads of the packed weights w[k][16 co], six
+// rows) and 2L output channels (L = 8 floats per AVX2 vector, 16 per AVX-512 vector; or 12
+// pixels and L channels), the micro-kernel (direct_micro.h) keeps the 6 x 2L accumulators in
+// registers and walks k = (ci, kh, kw): two vector loads of the packed weights w[k][2L co], six
 // broadcasts of input values x[ci, ih, iw] (one per pixel, each pixel with its own pointer into
 // a zero-padded copy of the image, so no bounds checks), twelve FMAs. There is no im2col buffer
 // and no GEMM packing of the input; the only extra passes are the padded copy of the input
@@ -10,7 +12,7 @@
 // fused with the epilogue.
 //
 // Pixels are processed in blocks of at most kMaxBlock (small maps: several images per block);
-// each 16-channel weight panel is streamed once per block (it stays in L1 for K up to ~400).
+// each channel tile's weight panel is streamed once per block (it stays in L1 for K up to ~400).
 // Threads take whole images when the batch has at least one image per thread, otherwise pixel
 // blocks of one image.
 // Work is handed out dynamically (an image, or a block, at a time): on a shared machine a
@@ -27,6 +29,8 @@
 #include <vector>
 
 #include "kernels/cpu/conv_internal.h"
+#include "kernels/cpu/cpu_isa.h"
+#include "kernels/cpu/direct_micro.h"
 #include "kernels/cpu/epilogue.h"
 #include "kernels/cpu/scratch.h"
 
@@ -50,44 +54,23 @@ bool conv_direct_available() { return true; }
 
 namespace {
 
-constexpr int kTilePixels = 6;    // pixels per micro-kernel tile
-constexpr int kNarrowPixels = 12;  // pixels per tile for 8-channel tiles
-constexpr int kMaxBlock = 256;     // most pixels per block
+constexpr int kNarrowPixels = kDirectMaxPixels;  // most pixels of any micro-kernel call
+constexpr int kMaxBlock = 256;                   // most pixels per block
+constexpr int kMaxWidth = 2 * kDirectMaxLanes;   // widest channel tile
 
-// One output-channel tile of a group: channels [co0, co0 + width) of the group, width 8 or 16
-// in the packed panel (rows past `valid` are zero weights).
+// The micro-kernels of the instruction set chosen now (cpu_isa.h).
+const DirectKernels& active_kernels() {
+  const DirectKernels* k =
+      cpu_isa() == CpuIsa::Avx512 ? direct_kernels_avx512() : direct_kernels_avx2();
+  return *k;
+}
+
+// One output-channel tile of a group: channels [co0, co0 + width) of the group, width 2L (wide)
+// or L (narrow) for L floats per vector, in the packed panel (rows past `valid` are zero weights).
 struct ChannelTile {
   int co0, valid, width;
   int64_t panel;  // offset of the panel [K][width] in the packed weights
 };
-
-// c [6][8*CV] (=, or += when Accumulate) sum over k < k_count of
-//   px[j][koff[k]] * w[k][0 .. 8*CV).
-// Forward: j = output pixel, k = tap (ci, kh, kw), w = weight panel, c[pixel][channel].
-// Backward filter: j = tap, k = output pixel, w = the transposed dy panel, c[tap][filter].
-template <int CV, bool Accumulate = false, int NP = kTilePixels>
-inline void micro_kernel(int k_count, const int* koff, const float* w, const float* const* px,
-                         float* c) {
-  constexpr int W = 8 * CV;
-  __m256 acc[NP][CV];
-  const float* p[NP];
-  for (int j = 0; j < NP; ++j) {
-    p[j] = px[j];
-    for (int v = 0; v < CV; ++v)
-      acc[j][v] = Accumulate ? _mm256_loadu_ps(c + j * W + 8 * v) : _mm256_setzero_ps();
-  }
-  for (int k = 0; k < k_count; ++k, w += W) {
-    __m256 wv[CV];
-    for (int v = 0; v < CV; ++v) wv[v] = _mm256_loadu_ps(w + 8 * v);
-    const int o = koff[k];
-    for (int j = 0; j < NP; ++j) {
-      const __m256 xv = _mm256_broadcast_ss(p[j] + o);
-      for (int v = 0; v < CV; ++v) acc[j][v] = _mm256_fmadd_ps(wv[v], xv, acc[j][v]);
-    }
-  }
-  for (int j = 0; j < NP; ++j)
-    for (int v = 0; v < CV; ++v) _mm256_storeu_ps(c + j * W + 8 * v, acc[j][v]);
-}
 
 // dst[r][i] = src[i][r] for an 8 x 8 block (src rows of stride lds, dst rows of stride ldd).
 inline void transpose8x8(const float* src, int lds, float* dst, int ldd) {
@@ -129,6 +112,7 @@ struct DirectPlan {
   const float* w;       // packed panels, per group
   int64_t group_w;      // floats of packed weights per group
   const std::vector<ChannelTile>* tiles;
+  const DirectKernels* kern;
   Epilogue epi;
   bool identity;
 };
@@ -140,9 +124,10 @@ void direct_blocks(const DirectPlan& pl, const float* xin, int64_t img_stride, i
                    int block, int b0, int b1) {
   const Conv2dShape& s = pl.s;
   constexpr int ld = kMaxBlock + kNarrowPixels;  // room for the padded last tile
-  // cbuf [pixel][channel]; tbuf [16][ld].
-  float* cbuf = thread_scratch(Scratch::GemmOut, size_t(ld) * 16 * 2);
-  float* tbuf = cbuf + size_t(ld) * 16;
+  // cbuf [pixel][channel]; tbuf [kMaxWidth][ld].
+  float* cbuf = thread_scratch(Scratch::GemmOut, size_t(ld) * kMaxWidth * 2);
+  float* tbuf = cbuf + size_t(ld) * kMaxWidth;
+  const DirectKernels& kern = *pl.kern;
   const int64_t plane = int64_t(pl.hp) * pl.wp;
   const int64_t total = pl.ohw * nimg;
   const int64_t y_img = int64_t(s.c_out) * pl.ohw;
@@ -164,16 +149,14 @@ void direct_blocks(const DirectPlan& pl, const float* xin, int64_t img_stride, i
       const int64_t xoff = int64_t(g) * pl.cin_g * plane;
       for (const ChannelTile& t : *pl.tiles) {
         const float* panel = wg + t.panel;
-        // 16-channel tiles take 6 pixels per call (12 accumulators), 8-channel tiles 12.
-        const int np = t.width == 16 ? kTilePixels : kNarrowPixels;
+        // Pixels per call: 6 (AVX2) or 12 (AVX-512) for wide tiles, 12 for narrow ones.
+        const bool wide = t.width == 2 * kern.lanes;
+        const int np = wide ? kern.wide_pixels : kern.narrow_pixels;
         for (int q0 = 0; q0 < pn; q0 += np) {
           const float* px[kNarrowPixels];
           for (int j = 0; j < np; ++j) px[j] = pix[q0 + j] + xoff;
           float* c = cbuf + int64_t(q0) * t.width;
-          if (t.width == 16)
-            micro_kernel<2>(pl.k, pl.koff, panel, px, c);
-          else
-            micro_kernel<1, false, kNarrowPixels>(pl.k, pl.koff, panel, px, c);
+          (wide ? kern.wide : kern.narrow)(pl.k, pl.koff, panel, px, c);
         }
         // cbuf [pixel][channel] -> y [channel][pixel]: directly when the block lies in one
         // image, every row of the tile is a real channel and there is no epilogue; else
@@ -270,12 +253,16 @@ void conv_direct(const Conv2dShape& s, const float* x, const float* w, DirectWei
   pl.epi = epi;
   pl.identity = epilogue_is_identity(epi);
 
-  // Channel tiles of a group: 16 wide while at least 9 channels remain, then one of 8.
+  // Channel tiles of a group: 2L wide while more than L channels remain, then one of L (L = 8
+  // floats per vector with AVX2, 16 with AVX-512).
+  const DirectKernels& kern = active_kernels();
+  pl.kern = &kern;
+  const int lanes = kern.lanes;
   std::vector<ChannelTile> tiles;
   int64_t panel = 0;
   for (int co0 = 0; co0 < pl.cout_g;) {
     const int left = pl.cout_g - co0;
-    const int width = left > 8 ? 16 : 8;
+    const int width = left > lanes ? 2 * lanes : lanes;
     const int valid = std::min(width, left);
     tiles.push_back({co0, valid, width, panel});
     panel += int64_t(pl.k) * width;
@@ -363,7 +350,7 @@ void conv_direct_backward_filter(const Conv2dShape& s, const float* x, const flo
                                  const std::vector<int32_t>& sel, float* dw, float* db) {
   // dW_g^T [tap][filter] = sum over images and output pixels p of
   //   x_pad[tap offset + pixel offset(p)] * dy[filter][p],
-  // the forward micro-kernel with the roles swapped: 6 taps x 16 filters per tile, k = pixel.
+  // the forward micro-kernel with the roles swapped: 6 taps x 2L filters per tile, k = pixel.
   const int oh_n = s.out_h(), ow_n = s.out_w();
   const int64_t ohw = int64_t(oh_n) * ow_n;
   const bool padded = s.pad_h > 0 || s.pad_w > 0;
@@ -371,10 +358,12 @@ void conv_direct_backward_filter(const Conv2dShape& s, const float* x, const flo
   const int cin_g = s.c_in / s.groups, cout_g = s.c_out / s.groups;
   const int kg = cin_g * s.kh * s.kw;
   const int nf = static_cast<int>(sel.size());
-  // 16-filter tiles take 6 taps per micro-kernel call (12 accumulators), 8-filter tiles 12.
+  // Taps per micro-kernel call: the kernels' pixels per call (at most kNarrowTaps).
   constexpr int kNarrowTaps = kNarrowPixels;
+  const DirectKernels& kern = active_kernels();
+  const int lanes = kern.lanes;
 
-  // Filter tiles: the selected filters of each group, 16 (or a last 8) at a time. sel is
+  // Filter tiles: the selected filters of each group, 2L (or a last L) at a time. sel is
   // sorted, so a group's filters are contiguous in it.
   struct FilterTile {
     int g, j0, valid, width;  // sel[j0 .. j0 + valid) are the tile's filters
@@ -390,8 +379,9 @@ void conv_direct_backward_filter(const Conv2dShape& s, const float* x, const flo
     int end = j;
     while (end < nf && sel[end] / cout_g == g) ++end;
     for (int j0 = j; j0 < end;) {
-      const int left = end - j0, width = left > 8 ? 16 : 8, valid = std::min(width, left);
-      const int taps = width == 16 ? kTilePixels : kNarrowTaps;
+      const int left = end - j0, width = left > lanes ? 2 * lanes : lanes;
+      const int valid = std::min(width, left);
+      const int taps = width == 2 * lanes ? kern.wide_pixels : kern.narrow_pixels;
       const int ktiles = (kg + taps - 1) / taps;
       for (int kt = 0; kt < ktiles; ++kt) work_items.push_back({int(tiles.size()), kt});
       tiles.push_back({g, j0, valid, width, taps, ktiles, dyt_size, acc_size});
@@ -446,10 +436,8 @@ void conv_direct_backward_filter(const Conv2dShape& s, const float* x, const flo
       const float* kp[kNarrowTaps];
       for (int j = 0; j < t.taps; ++j) kp[j] = xg + koff[std::min(kt * t.taps + j, kg - 1)];
       float* c = acc + t.acc + int64_t(kt) * t.taps * t.width;
-      if (t.width == 16)
-        micro_kernel<2, true>(static_cast<int>(ohw), pixoff, dyt + t.dyt, kp, c);
-      else
-        micro_kernel<1, true, kNarrowTaps>(static_cast<int>(ohw), pixoff, dyt + t.dyt, kp, c);
+      (t.width == 2 * lanes ? kern.wide_acc : kern.narrow_acc)(static_cast<int>(ohw), pixoff,
+                                                               dyt + t.dyt, kp, c);
     }
   };
   const int work = static_cast<int>(work_items.size());

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstring>
 #include <ostream>
+#include <memory>
 #include <random>
 #include <string>
 #include <tuple>
@@ -16,6 +17,7 @@
 
 #include "kernel_test_util.h"
 #include "kernels/cpu/conv_internal.h"
+#include "kernels/cpu/cpu_isa.h"
 #include "kernels/ops.h"
 
 namespace nns::ops::test {
@@ -183,6 +185,10 @@ std::vector<ConvCase> conv_cases() {
       {"parallel_pointwise", conv_shape(6, 32, 7, 7, 40, 1, 1, 1, 1, 0, 0, 1)},
       {"resnet_like", conv_shape(4, 16, 12, 12, 16, 3, 3, 1, 1, 1, 1, 1)},
       {"resnet_like_down", conv_shape(4, 16, 12, 12, 32, 3, 3, 2, 2, 1, 1, 1)},
+      // Wider than one AVX-512 tile: 32 + a partial 16 (41 = 32 + 9 channels), and groups of
+      // 18 output channels (a 32-wide tile with 18 valid rows).
+      {"wide_tiles_odd", conv_shape(3, 19, 9, 7, 41, 3, 3, 1, 1, 1, 1, 1)},
+      {"wide_tiles_groups2", conv_shape(2, 34, 7, 9, 36, 3, 3, 1, 1, 1, 1, 2)},
   };
   // Random shapes from a fixed seed.
   std::mt19937 rng(20240611);
@@ -209,19 +215,55 @@ std::vector<ConvCase> conv_cases() {
   return c;
 }
 
-const char* algo_name(cpu::ConvAlgo a) {
-  return a == cpu::ConvAlgo::Im2colGemm ? "im2col" : a == cpu::ConvAlgo::Direct ? "direct" : "auto";
-}
+// A CPU algorithm and, for the direct kernel, the instruction set of its micro-kernels.
+struct ConvVariant {
+  cpu::ConvAlgo algo;
+  cpu::CpuIsa isa;
+};
+const ConvVariant kVariants[] = {{cpu::ConvAlgo::Im2colGemm, cpu::CpuIsa::Avx2},
+                                 {cpu::ConvAlgo::Direct, cpu::CpuIsa::Avx2},
+                                 {cpu::ConvAlgo::Direct, cpu::CpuIsa::Avx512}};
 
-// Each shape runs under both CPU algorithms: im2col + SGEMM, and the direct kernel (forward and
-// stride-1 backward-data; where it is not compiled in, Direct falls back to im2col).
-class ConvTest : public ::testing::TestWithParam<std::tuple<ConvCase, cpu::ConvAlgo>> {
+std::string variant_name(const ConvVariant& v) {
+  if (v.algo == cpu::ConvAlgo::Im2colGemm) return "im2col";
+  return std::string("direct_") + cpu::cpu_isa_name(v.isa);
+}
+void PrintTo(const ConvVariant& v, std::ostream* os) { *os << variant_name(v); }
+
+// Selects a variant for the life of the object; false from active() (the caller skips) when it
+// needs AVX-512 and this CPU or build has none.
+class VariantScope {
+ public:
+  explicit VariantScope(const ConvVariant& v) {
+    if (v.isa == cpu::CpuIsa::Avx512 && !cpu::cpu_avx512_usable()) return;
+    cpu::set_conv_algo(v.algo);
+    cpu::set_cpu_isa(v.isa);
+    active_ = true;
+  }
+  ~VariantScope() {
+    cpu::set_conv_algo(cpu::ConvAlgo::Auto);
+    cpu::set_cpu_isa(cpu::CpuIsa::Auto);
+  }
+  bool active() const { return active_; }
+
+ private:
+  bool active_ = false;
+};
+
+// Each shape runs under every CPU variant: im2col + SGEMM, and the direct kernel (forward and
+// stride-1 backward-data; where it is not compiled in, Direct falls back to im2col) with its
+// AVX2 and AVX-512 micro-kernels (AVX-512 skipped, visibly, on CPUs without it).
+class ConvTest : public ::testing::TestWithParam<std::tuple<ConvCase, ConvVariant>> {
  protected:
   ConvTest() : rng_(std::hash<std::string>()(std::get<0>(GetParam()).name) & 0xffffffffu) {}
-  void SetUp() override { cpu::set_conv_algo(std::get<1>(GetParam())); }
-  void TearDown() override { cpu::set_conv_algo(cpu::ConvAlgo::Auto); }
+  void SetUp() override {
+    scope_ = std::make_unique<VariantScope>(std::get<1>(GetParam()));
+    if (!scope_->active()) GTEST_SKIP() << "no AVX-512 on this CPU or build";
+  }
+  void TearDown() override { scope_.reset(); }
   const Conv2dShape& shape() const { return std::get<0>(GetParam()).s; }
   std::mt19937 rng_;
+  std::unique_ptr<VariantScope> scope_;
 };
 
 TEST_P(ConvTest, ForwardMatchesReference) {
@@ -340,15 +382,14 @@ TEST_P(ConvTest, GradientsMatchFiniteDifferences) {
 
 INSTANTIATE_TEST_SUITE_P(Shapes, ConvTest,
                          ::testing::Combine(::testing::ValuesIn(conv_cases()),
-                                            ::testing::Values(cpu::ConvAlgo::Im2colGemm,
-                                                              cpu::ConvAlgo::Direct)),
+                                            ::testing::ValuesIn(kVariants)),
                          [](const ::testing::TestParamInfo<ConvTest::ParamType>& info) {
                            const ConvCase& c = std::get<0>(info.param);
                            std::string name = c.name;
                            name += "_";
                            name += describe(c.s);
                            name += "_";
-                           name += algo_name(std::get<1>(info.param));
+                           name += variant_name(std::get<1>(info.param));
                            return name;
                          });
 
@@ -367,9 +408,10 @@ TEST(Conv, ThreadCountDoesNotChangeResults) {
     std::vector<double> rdw, rdb;
     ref_backward_filter(s, x, dy, rdw, rdb);
     for (int threads : {1, 3}) {
-      for (cpu::ConvAlgo algo : {cpu::ConvAlgo::Im2colGemm, cpu::ConvAlgo::Direct}) {
-        SCOPED_TRACE(algo_name(algo));
-        cpu::set_conv_algo(algo);
+      for (const ConvVariant& v : kVariants) {
+        SCOPED_TRACE(variant_name(v));
+        VariantScope scope(v);
+        if (!scope.active()) continue;  // no AVX-512: the parameterized tests report the skip
         omp_set_num_threads(threads);
         std::vector<float> y(s.y_size()), dx(s.x_size()), dw(s.w_size()), db(s.c_out);
         conv2d_forward(kCpu, s, x.data(), w.data(), Epilogue{}, y.data());
@@ -385,7 +427,6 @@ TEST(Conv, ThreadCountDoesNotChangeResults) {
     }
   }
   omp_set_num_threads(saved);
-  cpu::set_conv_algo(cpu::ConvAlgo::Auto);
 }
 
 // Calls reuse per-thread scratch: a small conv after a large one must not see stale columns.
@@ -450,6 +491,22 @@ TEST(Conv, FoldedBatchNormEpilogueMatchesSeparateOps) {
   std::vector<float> fused(s.y_size());
   conv2d_forward(kCpu, s, x.data(), w.data(), e, fused.data());
   EXPECT_TRUE(all_close(fused, bn, 1e-5, 1e-5));
+}
+
+// set_cpu_isa overrides the detected instruction set and Auto restores it; AVX-512 cannot be
+// forced where it is not usable.
+TEST(CpuIsa, OverrideAndRestore) {
+  cpu::set_cpu_isa(cpu::CpuIsa::Avx2);
+  EXPECT_EQ(cpu::cpu_isa(), cpu::CpuIsa::Avx2);
+  cpu::set_cpu_isa(cpu::CpuIsa::Auto);
+  EXPECT_NE(cpu::cpu_isa(), cpu::CpuIsa::Auto);
+  if (cpu::cpu_avx512_usable()) {
+    cpu::set_cpu_isa(cpu::CpuIsa::Avx512);
+    EXPECT_EQ(cpu::cpu_isa(), cpu::CpuIsa::Avx512);
+  } else {
+    EXPECT_THROW(cpu::set_cpu_isa(cpu::CpuIsa::Avx512), std::invalid_argument);
+  }
+  cpu::set_cpu_isa(cpu::CpuIsa::Auto);
 }
 
 }  // namespace

@@ -106,9 +106,10 @@ bool same_file(const std::string& a, const std::string& b) {
   std::error_code ec;
   if (fs::equivalent(a, b, ec) && !ec) return true;
   ec.clear();
-  fs::path ca = fs::weakly_canonical(a, ec);
+  // absolute() first: weakly_canonical("x") stays "x" when nothing of it exists.
+  fs::path ca = fs::weakly_canonical(fs::absolute(a, ec), ec);
   if (ec) return false;
-  fs::path cb = fs::weakly_canonical(b, ec);
+  fs::path cb = fs::weakly_canonical(fs::absolute(b, ec), ec);
   return !ec && ca == cb;
 }
 

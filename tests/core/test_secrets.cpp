@@ -400,11 +400,97 @@ TEST(Secrets, SealedRoundTripWrongKeyAndUnsealedWithKey) {
   // Two seals of the same secrets differ (fresh nonce) and both open.
   EXPECT_NE(splitter::serialize_secrets(s, &ka), splitter::serialize_secrets(s, &ka));
 
-  // An unsealed file read with a key is accepted (with a warning).
+  // An unsealed file read with a key is refused (a downgrade: anyone can write one), and so is
+  // one read where sealed secrets are required.
   std::string plain = dir.file("plain.secrets");
   splitter::write_secrets(plain, s);
   EXPECT_FALSE(splitter::peek_secrets(plain).sealed);
-  EXPECT_EQ(splitter::read_secrets(plain, &ka).total(), p.changed);
+  EXPECT_THROW_HAS(splitter::read_secrets(plain, &ka), "not sealed, but a key was given");
+  EXPECT_THROW_HAS(splitter::read_secrets(plain, nullptr, "", true),
+                   "not sealed, but the obfuscated model's metadata");
+  EXPECT_EQ(splitter::read_secrets(plain).total(), p.changed);
+  EXPECT_EQ(splitter::read_secrets(path, &ka, "", true).total(), p.changed);
+  // The weights-metadata mark that requires sealed secrets.
+  std::map<std::string, std::string> meta{{"dataset", "x"}};
+  EXPECT_FALSE(splitter::secrets_marked_sealed(meta));
+  splitter::mark_secrets_sealed(meta);
+  EXPECT_TRUE(splitter::secrets_marked_sealed(meta));
+  EXPECT_EQ(meta.at(splitter::kSealedMark), "true");
+}
+
+TEST(Secrets, ReadSecretsForModelVerifiesEverything) {
+  SecretsTempDir dir;
+  Pair p = lenet_pair(9);
+  Secrets s = splitter::diff_secrets(*p.orig, *p.obf);
+  splitter::write_new_key(dir.file("k"));
+  auto key = splitter::read_key(dir.file("k"));
+  splitter::write_secrets(dir.file("plain"), s);
+  splitter::write_secrets(dir.file("sealed"), s, &key);
+  std::map<std::string, std::string> none, marked;
+  splitter::mark_secrets_sealed(marked);
+  const std::string fp = splitter::fingerprint(*p.obf);
+  EXPECT_EQ(splitter::read_secrets_for_model(dir.file("plain"), "", *p.obf, "w", none).total(),
+            p.changed);
+  EXPECT_EQ(
+      splitter::read_secrets_for_model(dir.file("sealed"), dir.file("k"), *p.obf, "w", marked)
+          .total(),
+      p.changed);
+  EXPECT_THROW_HAS(splitter::read_secrets_for_model(dir.file("plain"), "", *p.obf, "w", marked),
+                   "not sealed");
+  EXPECT_THROW_HAS(
+      splitter::read_secrets_for_model(dir.file("plain"), dir.file("k"), *p.obf, "w", none),
+      "not sealed, but a key was given");
+  // A changed original value: refused with both paths named, the model untouched.
+  Secrets bad = s;
+  bad.tensors[0].original[0] += 1.0f;
+  splitter::write_secrets(dir.file("bad"), bad);
+  std::string msg = error_of(
+      [&] { splitter::read_secrets_for_model(dir.file("bad"), "", *p.obf, "obf.st", none); });
+  EXPECT_NE(msg.find(dir.file("bad") + " with obf.st: restoring would give a model"),
+            std::string::npos)
+      << msg;
+  EXPECT_EQ(splitter::fingerprint(*p.obf), fp);
+}
+
+TEST(Secrets, OriginalFingerprintIsRequired) {
+  SecretsTempDir dir;
+  Pair p = lenet_pair(10);
+  Secrets s = splitter::diff_secrets(*p.orig, *p.obf);
+  s.metadata.erase("original_fingerprint");
+  EXPECT_THROW_HAS(splitter::write_secrets(dir.file("x"), s), "no original_fingerprint");
+  EXPECT_FALSE(fs::exists(dir.file("x")));
+  // A file written without it (as protect wrote before it was required) is refused on reading.
+  Secrets full = splitter::diff_secrets(*p.orig, *p.obf);
+  io::SafetensorsFile f = io::parse_safetensors(splitter::serialize_secrets(full), "f");
+  f.metadata.erase("original_fingerprint");
+  std::vector<std::pair<std::string, const Tensor*>> named;
+  for (const auto& [n, t] : f.tensors) named.emplace_back(n, &t);
+  io::write_safetensors(dir.file("old"), named, f.metadata);
+  EXPECT_THROW_HAS(splitter::read_secrets(dir.file("old")),
+                   "no original_fingerprint (the fingerprint of the model once restored)");
+  s.metadata["original_fingerprint"] = "ABC";
+  EXPECT_THROW_HAS(splitter::write_secrets(dir.file("x"), s), "not 64 lower-case hex digits");
+}
+
+TEST(Secrets, DamagedSealedMagicAndFoldersAreNamed) {
+  SecretsTempDir dir;
+  Pair p = lenet_pair(11);
+  Secrets s = splitter::diff_secrets(*p.orig, *p.obf);
+  std::vector<uint8_t> key(32, 3);
+  std::string bytes = splitter::serialize_secrets(s, &key);
+  for (size_t at = 0; at < 8; ++at)
+    for (uint8_t mask : {uint8_t(0x01), uint8_t(0x40)}) {
+      std::string b = bytes;
+      b[at] = char(uint8_t(b[at]) ^ mask);
+      EXPECT_THROW_HAS(splitter::parse_secrets(b, "f", &key),
+                       "f: this looks like a sealed secrets file with a damaged header");
+    }
+  // An unsealed file never looks like one (its first bytes are a small length).
+  std::string plain = splitter::serialize_secrets(s);
+  EXPECT_EQ(splitter::parse_secrets(plain, "f").total(), p.changed);
+  spit(dir.file("dm"), bytes.replace(0, 8, std::string("\x00\x01\x02\x03\x04\x05\x06\x07", 8)));
+  EXPECT_THROW_HAS(splitter::peek_secrets(dir.file("dm")), "damaged header");
+  EXPECT_THROW_HAS(splitter::read_secrets(dir.path.string()), ": is a folder, not a secrets file");
 }
 
 TEST(Secrets, SealedFileWithAnyFlippedByteIsRefused) {
@@ -414,7 +500,7 @@ TEST(Secrets, SealedFileWithAnyFlippedByteIsRefused) {
   s.tensors.resize(1);
   s.tensors[0].index.resize(5);
   s.tensors[0].original.resize(5);
-  s.metadata.erase("original_fingerprint");
+  s.metadata["original_fingerprint"] = fixed_fp('b');  // any: only parsing is checked here
   std::vector<uint8_t> key(32);
   for (int i = 0; i < 32; ++i) key[size_t(i)] = uint8_t(i * 7 + 1);
   std::string bytes = splitter::serialize_secrets(s, &key);
@@ -487,7 +573,6 @@ TEST(Secrets, MalformedSecretsAreRefused) {
   SecretsTempDir dir;
   Pair p = lenet_pair(7);
   Secrets good = splitter::diff_secrets(*p.orig, *p.obf);
-  good.metadata.erase("original_fingerprint");
   auto with = [&](auto edit) {
     Secrets s = good;
     edit(s);
@@ -537,8 +622,10 @@ TEST(Secrets, MalformedSecretsAreRefused) {
     return t;
   };
   auto f32 = [](std::vector<float> v) { return Tensor::from_vector(v, {int64_t(v.size())}); };
-  std::map<std::string, std::string> meta{{"format", "nnsplitter-secrets-1"},
-                                          {"fingerprint", good.metadata.at("fingerprint")}};
+  std::map<std::string, std::string> meta{
+      {"format", "nnsplitter-secrets-1"},
+      {"fingerprint", good.metadata.at("fingerprint")},
+      {"original_fingerprint", good.metadata.at("original_fingerprint")}};
   EXPECT_THROW_HAS(splitter::read_secrets(write_raw(
                        "u", {{"conv1.weight.index", i64({3, 2})}, {"conv1.weight.original", f32({1, 2})}}, meta)),
                    "not sorted");

@@ -141,8 +141,13 @@ class PythonOnly(TempDirCase):
             edit(secrets)
             if meta_edit:
                 meta_edit(meta)
-            aps.save_secrets(self.path("bad"), secrets, meta) if "original_fingerprint" in meta \
-                else save_file({}, self.path("bad"), metadata=meta)
+            if "original_fingerprint" in meta:
+                aps.save_secrets(self.path("bad"), secrets, meta)
+            else:  # behind save_secrets' back, as an older protect wrote it
+                tensors = {}
+                for k, (i, o) in secrets.items():
+                    tensors[k + ".index"], tensors[k + ".original"] = i, o
+                save_file(tensors, self.path("bad"), metadata={**meta, "format": aps.SECRETS_FORMAT})
             return self.tool(self.path("obf.safetensors"), self.path("bad"), self.path("out"))
 
         key = next(iter(self.secrets))

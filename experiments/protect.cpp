@@ -680,6 +680,8 @@ ProtectResult protect(const ProtectInputs& in, const Config& cfg) {
   meta["obfuscated"] = "true";
   meta["test_accuracy"] = std::to_string(R.obfuscated_accuracy);
   meta.erase("test_correct");
+  // A model whose secrets are sealed says so: an unsealed file is then refused for it (no downgrade).
+  if (!in.seal_key.empty()) splitter::mark_secrets_sealed(meta);
   R.obfuscated_path = (fs::path(in.out_dir) / "obfuscated.safetensors").string();
   R.secrets_path = (fs::path(in.out_dir) / "secrets.safetensors").string();
   R.trajectory_path = (fs::path(in.out_dir) / "trajectory.json").string();

@@ -10,14 +10,16 @@
 #   5. sanitize  the `sanitize` preset (clang-14, ASan+UBSan, CPU only) built and its test suite
 #                run, minus the tests in SANITIZE_EXCLUDE below; any report stops the test
 #   6. fuzz      tools/fuzz.sh --ci build-sanitize: a short pass of every libFuzzer harness
-# Prints the duration of each phase. NNS_SKIP_SANITIZE=1 stops after phase 4 (a quick local run).
+# Prints the duration of each phase. Phases 5 and 6 run only with NNS_SANITIZE=1 for now: they
+# have not yet had a complete run on the CI machine (to be made the default once they have).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# The end-to-end tests that cost most under ASan (each runs whole `nnsplitter` pipelines, the
-# same code the rest of the suite covers unit by unit) and the Slurm cluster test (a real
-# daemon, not our code's memory safety). Measured in README's "Continuous integration".
-SANITIZE_EXCLUDE='^(slurm_sweep|python_tools)$|^SweepCli\.|^RunCli\.|^AttackCli\.'
+# Left out of the sanitizer run to bound its time: the end-to-end sweep and attack pipelines
+# (whole `nnsplitter` runs over code the rest of the suite covers unit by unit), the Slurm tests
+# (a real daemon, not our code's memory safety) and the Python tools (Python, not C++). A first
+# choice: the sanitizer phase has not yet been timed on the CI machine.
+SANITIZE_EXCLUDE='^(slurm_sweep|python_tools)$|^(SweepCli|AttackCli|SweepSlurm)\.'
 
 phase_start=$SECONDS
 phase() {  # phase NAME: prints how long the previous phase took, then NAME's banner
@@ -51,9 +53,9 @@ fi
 "${blas_run[@]}" ctest "${blas_tests[@]}" -L '^kernels$'
 "${blas_run[@]}" ctest "${blas_tests[@]}" -R '^Models/ZooFixture\.'
 
-if [[ "${NNS_SKIP_SANITIZE:-0}" == 1 ]]; then
+if [[ "${NNS_SANITIZE:-0}" != 1 ]]; then
   phase ""
-  echo "test.sh: NNS_SKIP_SANITIZE=1: sanitizer build and fuzz pass skipped"
+  echo "test.sh: sanitizer build and fuzz pass skipped (NNS_SANITIZE=1 runs them)"
   exit 0
 fi
 

@@ -1,5 +1,6 @@
 #include "experiments/config.h"
 
+#include <yaml-cpp/depthguard.h>  // YAML::DeepRecursion (not in yaml.h)
 #include <yaml-cpp/yaml.h>
 
 #include <cmath>

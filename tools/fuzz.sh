@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every libFuzzer harness (tests/fuzz/fuzz_*.cpp) for a bounded time.
-#   tools/fuzz.sh [--ci] [--seconds N] [BUILD_DIR]
+#   tools/fuzz.sh [--ci] [--seconds N] [--no-build] [BUILD_DIR]
 #     --ci         a short pass for CI: 15 s per harness (7 harnesses: under 3 minutes)
 #     --seconds N  seconds per harness (default 300; --ci sets 15)
+#     --no-build   run the harnesses already built (tools/test.sh builds them beforehand)
 #     BUILD_DIR    a Clang build with NNS_FUZZ=ON (default build-sanitize, the `sanitize`
 #                  preset, configured here when missing); the harnesses are built when needed
 # Each harness starts from its committed seeds (tests/fuzz/corpus/<name>, read only) and a
@@ -17,12 +18,14 @@ cd "$(dirname "$0")/.."
 
 seconds=300
 build=build-sanitize
+build_harnesses=1
 while (($#)); do
   case "$1" in
     --ci) seconds=15 ;;
+    --no-build) build_harnesses=0 ;;
     --seconds) seconds="${2:?--seconds needs a value}"; shift ;;
     --seconds=*) seconds="${1#--seconds=}" ;;
-    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "fuzz.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     *) build="$1" ;;
   esac
@@ -30,7 +33,7 @@ while (($#)); do
 done
 [[ "$seconds" =~ ^[0-9]+$ && "$seconds" -gt 0 ]] || { echo "fuzz.sh: --seconds must be a positive integer" >&2; exit 2; }
 
-if [[ ! -f "$build/CMakeCache.txt" ]]; then
+if ((build_harnesses)) && [[ ! -f "$build/CMakeCache.txt" ]]; then
   if [[ "$build" == build-sanitize ]] && grep -q '"sanitize"' CMakePresets.json; then
     cmake --preset sanitize
   else
@@ -42,7 +45,7 @@ if [[ ! -f "$build/CMakeCache.txt" ]]; then
 fi
 grep -q '^NNS_FUZZ:BOOL=ON' "$build/CMakeCache.txt" ||
   { echo "fuzz.sh: $build is not configured with -DNNS_FUZZ=ON" >&2; exit 2; }
-cmake --build "$build" --target fuzz_harnesses -j "$(nproc)"
+((build_harnesses)) && cmake --build "$build" --target fuzz_harnesses -j "$(nproc)"
 
 artifacts="$build/fuzz-artifacts"
 mkdir -p "$artifacts"

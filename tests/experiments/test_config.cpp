@@ -92,7 +92,11 @@ TEST(Config, MissingFileBadYamlAndBadOverrides) {
 TEST(Config, NestedTooDeepSaysSoAndNamesTheFile) {
   for (const std::string& deep :
        {"splitter:\n  k: " + std::string(10000, '[') + std::string(10000, ']') + "\n",
-        std::string(5000, '{') + std::string(5000, '}') + "\n",
+        [] {  // flow mappings nested as values: {a: {a: ... 1 ...}}
+          std::string y;
+          for (int i = 0; i < 5000; ++i) y += "{a: ";
+          return y + "1" + std::string(5000, '}') + "\n";
+        }(),
         [] {  // block mappings, one more indentation per level
           std::string y;
           for (int i = 0; i < 3000; ++i) y += std::string(size_t(i), ' ') + "a:\n";

@@ -187,12 +187,12 @@ void run_groupcover(const AttackArgs& a, models::Model& obf, const splitter::Sec
   if (!secrets)
     std::printf("detector %s flagged %lld weights\n", o.detector.c_str(),
                 (long long)weight_count(r.flagged));
-  std::printf("%-34s %9s", "attack", "reset");
+  std::printf("%-42s %9s", "attack", "reset");
   for (auto b : r.budgets) std::printf("  %6lld q", (long long)b);
   std::printf("\n");
   auto line = [&](const std::string& what, const std::string& reset,
                   const std::vector<double>& row) {
-    std::printf("%-34s %9s", what.c_str(), reset.c_str());
+    std::printf("%-42s %9s", what.c_str(), reset.c_str());
     for (double v : row) std::printf("  %8s", pct(v).c_str());
     std::printf("\n");
   };

@@ -3,10 +3,9 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <filesystem>
-#include <fstream>
 #include <sstream>
 
+#include "core/io/atomic_file.h"
 #include "core/optim/optimizer.h"
 #include "core/random.h"
 #include "core/splitter/mask.h"
@@ -169,11 +168,7 @@ Command add_bench_command(CLI::App& root) {
     j["device"] = device_name(dev);
     j["threads"] = current_threads();
     j["results"] = results;
-    if (!a->out.empty()) {
-      std::string tmp = a->out + ".tmp";
-      std::ofstream(tmp) << j.dump(2) << "\n";
-      std::filesystem::rename(tmp, a->out);
-    }
+    if (!a->out.empty()) io::write_file_atomically(a->out, j.dump(2) + "\n");
     if (a->json) print_json(j);
     return kExitOk;
   };

@@ -11,6 +11,8 @@
 #include <filesystem>
 #include <sstream>
 
+#include <nlohmann/json.hpp>
+
 #include "core/io/model_io.h"
 #include "core/splitter/mask.h"
 #include "core/splitter/secrets.h"
@@ -154,6 +156,33 @@ class VictimLock {
   int fd_ = -1;
 };
 
+// The victim's training curves travel in the cached weights' metadata, so that a run that finds
+// its victim in the cache (a resumed run, another run of a sweep) reports them too.
+constexpr const char* kVictimCurves = "train_history";
+
+std::string curves_json(const TrainResult& r) {
+  nlohmann::json j = nlohmann::json::array();
+  for (const auto& e : r.epochs) j.push_back({e.train_loss, e.train_accuracy, e.test_accuracy});
+  return j.dump();
+}
+
+TrainResult curves_from_metadata(const std::map<std::string, std::string>& meta,
+                                 const std::string& path) {
+  TrainResult r;
+  auto it = meta.find(kVictimCurves);
+  if (it == meta.end()) return r;
+  try {
+    int epoch = 0;
+    for (const auto& e : nlohmann::json::parse(it->second))
+      r.epochs.push_back({++epoch, e.at(0).get<double>(), e.at(1).get<double>(),
+                          e.at(2).get<double>(), 0, 0, 0});
+  } catch (const nlohmann::json::exception& e) {
+    throw std::runtime_error(path + ": metadata '" + std::string(kVictimCurves) +
+                             "' is malformed: " + e.what());
+  }
+  return r;
+}
+
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
@@ -189,6 +218,7 @@ CachedVictim cached_victim(const Config& cfg, const models::ModelSpec& spec,
   VictimLock lock(cached.string() + ".lock");
   if (fs::exists(cached)) {
     V.model = io::load_model(cached.string(), &V.meta);
+    V.train = curves_from_metadata(V.meta, cached.string());
     V.source = "cache:" + cached.string();
     std::fprintf(stderr, "victim: %s (cached)\n", cached.c_str());
   } else {
@@ -214,7 +244,7 @@ CachedVictim cached_victim(const Config& cfg, const models::ModelSpec& spec,
       V.interrupted = true;
       return V;
     }
-    V.meta = {{"dataset", dataset}, {"recipe", recipe.str()}};
+    V.meta = {{"dataset", dataset}, {"recipe", recipe.str()}, {kVictimCurves, curves_json(V.train)}};
     io::save_model(*V.model, cached.string(), V.meta);
     fs::remove(t.checkpoint);
     V.source = "trained";
@@ -316,6 +346,7 @@ RunSummary run_experiment(const Config& cfg, const RunOptions& opt) {
   in.resume = opt.resume;
   in.stop_flag = opt.stop_flag;
   in.weights_metadata = victim_meta;
+  in.weights_metadata.erase(kVictimCurves);
   if (cfg.get_bool("output.seal")) {
     fs::path key = work / "secret.key";
     if (!fs::exists(key)) splitter::write_new_key(key.string());

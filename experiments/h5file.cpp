@@ -1,8 +1,6 @@
 #include "experiments/h5file.h"
 
-#include <fcntl.h>
 #include <hdf5.h>
-#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
@@ -11,6 +9,8 @@
 #include <stdexcept>
 #include <type_traits>
 #include <utility>
+
+#include "core/io/atomic_file.h"
 
 namespace nns::exp::h5 {
 
@@ -598,34 +598,42 @@ std::vector<std::string> File::list(const std::string& group_in) const {
   return names;
 }
 
+bool File::is_group(const std::string& path_in) const {
+  const std::string path = normalize(path_in);
+  Ctx c{path_, path};
+  hid_t file = check_open(path, "look up");
+  if (!exists(path)) return false;
+  Id o = c.make(H5Oopen(file, path.c_str(), H5P_DEFAULT), H5Oclose, "open");
+  return H5Iget_type(o) == H5I_GROUP;
+}
+
+namespace {
+herr_t collect_attr_name(hid_t, const char* name, const H5A_info_t*, void* data) {
+  static_cast<std::vector<std::string>*>(data)->emplace_back(name);
+  return 0;
+}
+}  // namespace
+
+std::vector<std::string> File::attr_names(const std::string& object_in) const {
+  const std::string object = normalize(object_in);
+  Ctx c{path_, object};
+  hid_t file = check_open(object, "list attributes of");
+  if (!exists(object)) fail(path_, object, "list attributes of", "no such object");
+  std::vector<std::string> names;
+  c.check(H5Aiterate_by_name(file, object.c_str(), H5_INDEX_NAME, H5_ITER_INC, nullptr,
+                             collect_attr_name, &names, H5P_DEFAULT),
+          "list attributes of");
+  return names;
+}
+
 // ---- whole files ----
 
 void write_atomically(const std::string& path, const std::function<void(File&)>& fill) {
-  const std::string tmp = path + ".tmp";
-  try {
-    {
-      File f = File::create(tmp);
-      fill(f);
-      f.close();
-    }
-    // The data must be on disk before the rename makes the file visible as complete.
-    int fd = ::open(tmp.c_str(), O_RDONLY);
-    if (fd < 0 || ::fsync(fd) != 0) {
-      if (fd >= 0) ::close(fd);
-      throw std::runtime_error("HDF5 file '" + tmp +
-                               "': cannot sync it to disk: " + std::strerror(errno));
-    }
-    ::close(fd);
-    std::error_code ec;
-    fs::rename(tmp, path, ec);
-    if (ec)
-      throw std::runtime_error("HDF5 file '" + tmp + "': cannot rename it to '" + path +
-                               "': " + ec.message());
-  } catch (...) {
-    std::error_code ec;
-    fs::remove(tmp, ec);
-    throw;
-  }
+  io::write_file_atomically_via(path, [&](const std::string& tmp) {
+    File f = File::create(tmp);
+    fill(f);
+    f.close();
+  });
 }
 
 bool is_complete_result(const std::string& path) {

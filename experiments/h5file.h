@@ -91,6 +91,8 @@ class File {
   int64_t attr_int(const std::string& object_path, const std::string& name) const;  // integer only
   bool has_attr(const std::string& object_path, const std::string& name) const;
   std::vector<std::string> list(const std::string& group_path) const;  // child names, sorted
+  bool is_group(const std::string& path) const;  // an existing group ("/" included)
+  std::vector<std::string> attr_names(const std::string& object_path) const;  // sorted
 
   void close();  // flushes and closes; a closed File throws on use; idempotent
 
@@ -107,9 +109,10 @@ class File {
   std::string path_;
 };
 
-// Writes via fill(file) into path + ".tmp", closes it, syncs it and renames it to path. On any
-// exception the temporary file is removed, `path` (if it existed) is untouched, and the
-// exception propagates.
+// Writes via fill(file) into a temporary file beside `path` and commits it through
+// core/io/atomic_file.h (fsync, rename, fsync of the folder). On any exception the temporary
+// file is removed, `path` (if it existed) is untouched, and the exception propagates; a full
+// disk or the file size limit is named as the cause.
 void write_atomically(const std::string& path, const std::function<void(File&)>& fill);
 
 // True when `path` exists, opens as HDF5 and has the root attribute "format". Complete files

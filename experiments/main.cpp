@@ -6,6 +6,7 @@
 #include <iostream>
 #include <vector>
 
+#include "core/io/atomic_file.h"
 #include "experiments/cli.h"
 #include "experiments/commands/attack_command.h"
 #include "experiments/commands/driver_commands.h"
@@ -13,6 +14,9 @@
 
 int main(int argc, char** argv) {
   using namespace nns::exp;
+  // A write past `ulimit -f` then fails with EFBIG, reported naming the file, instead of
+  // SIGXFSZ killing the process without a word (core/io/atomic_file.h).
+  nns::io::ignore_file_size_signal();
   CLI::App app{"nnsplitter: active protection of trained networks by weight obfuscation "
                "(NNSplitter, ICML 2023)"};
   app.require_subcommand(1);

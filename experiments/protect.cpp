@@ -10,6 +10,7 @@
 #include <memory>
 #include <optional>
 
+#include "core/io/atomic_file.h"
 #include "core/io/model_io.h"
 #include "core/io/safetensors.h"
 #include "core/random.h"
@@ -194,14 +195,7 @@ json updates_json(const std::vector<UpdateRecord>& updates) {
 }
 
 void write_json_atomic(const std::string& path, const json& j) {
-  std::string tmp = path + ".tmp";
-  {
-    std::ofstream o(tmp);
-    if (!o) throw std::runtime_error(path + ": cannot write");
-    o << j.dump(1) << "\n";
-    if (!o) throw std::runtime_error(path + ": write failed");
-  }
-  fs::rename(tmp, path);
+  io::write_file_atomically(path, j.dump(1) + "\n");
 }
 
 std::string num(double v) {

@@ -21,6 +21,7 @@
 #include <stdexcept>
 
 #include "experiments/attack_suite.h"
+#include "core/io/atomic_file.h"
 #include "experiments/h5file.h"
 
 extern char** environ;
@@ -209,14 +210,6 @@ std::string csv_field(const std::string& s) {
   for (char c : s) o += c == '"' ? std::string("\"\"") : std::string(1, c);
   return o + "\"";
 }
-
-std::atomic<bool> g_stop{false};
-std::atomic<int> g_signal{0};
-void on_stop_signal(int sig) {
-  g_signal.store(sig);
-  g_stop.store(true);
-}
-constexpr int kStopSignals[3] = {SIGINT, SIGTERM, SIGUSR1};
 
 }  // namespace
 
@@ -418,7 +411,7 @@ void Sweep::write_files() const {
                        "than " + file_ + " (the run files would not match their index); give "
                        "this sweep another name (--set name=...) or remove the folder");
   } else {
-    write_text_atomically(tsv_path, tsv);
+    io::write_file_atomically(tsv_path.string(), tsv);
   }
   std::string copy = "# copy of " + file_ + " (nnsplitter sweep)\n";
   for (const auto& s : sets_) copy += "# --set " + s + "\n";
@@ -426,7 +419,7 @@ void Sweep::write_files() const {
   if (!copy.empty() && copy.back() != '\n') copy += '\n';
   const fs::path yaml_path = d / "sweep.yaml";
   if (!fs::exists(yaml_path) || read_file(yaml_path.string()) != copy)
-    write_text_atomically(yaml_path, copy);
+    io::write_file_atomically(yaml_path.string(), copy);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -438,7 +431,8 @@ RunStatus run_status(const Sweep& s, size_t index) {
   std::error_code ec;
   fs::path state = p;
   state.replace_extension("");
-  if (fs::exists(p, ec) || fs::exists(p.string() + ".tmp", ec) || fs::is_directory(state, ec))
+  // A run that started has its state folder (a temporary of its result file lies beside it).
+  if (fs::exists(p, ec) || fs::is_directory(state, ec))
     return RunStatus::Incomplete;
   return RunStatus::Pending;
 }
@@ -923,7 +917,7 @@ void write_summary(const fs::path& dir, const Summary& s) {
       f.write("runs/attacks/" + k, col, k == "secrets_bytes" ? "bytes" : "fraction");
     }
   });
-  write_text_atomically(dir / "summary.csv", summary_csv(s));
+  io::write_file_atomically((dir / "summary.csv").string(), summary_csv(s));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -944,45 +938,5 @@ std::string shell_quote(const std::string& s) {
   for (char c : s) o += c == '\'' ? std::string("'\\''") : std::string(1, c);
   return o + "'";
 }
-
-void write_text_atomically(const fs::path& path, const std::string& text) {
-  const fs::path tmp = path.string() + ".tmp." + std::to_string(getpid());
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) throw std::runtime_error("cannot write " + tmp.string());
-    out << text;
-    out.flush();
-    if (!out) {
-      std::error_code ec;
-      fs::remove(tmp, ec);
-      throw std::runtime_error("cannot write " + tmp.string());
-    }
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) {
-    fs::remove(tmp, ec);
-    throw std::runtime_error("cannot rename " + tmp.string() + " to " + path.string());
-  }
-}
-
-StopSignals::StopSignals() {
-  g_stop.store(false);
-  g_signal.store(0);
-  struct ::sigaction sa;
-  std::memset(&sa, 0, sizeof sa);
-  sa.sa_handler = on_stop_signal;
-  sigemptyset(&sa.sa_mask);
-  sa.sa_flags = SA_RESTART;
-  for (int i = 0; i < 3; ++i) ::sigaction(kStopSignals[i], &sa, &old_[i]);
-}
-
-StopSignals::~StopSignals() {
-  for (int i = 0; i < 3; ++i) ::sigaction(kStopSignals[i], &old_[i], nullptr);
-}
-
-const std::atomic<bool>* StopSignals::flag() const { return &g_stop; }
-bool StopSignals::stopped() const { return g_stop.load(); }
-int StopSignals::last_signal() const { return g_signal.load(); }
 
 }  // namespace nns::exp

@@ -13,9 +13,6 @@
 //   DIR/summary.h5, DIR/summary.csv                    written by `nnsplitter collect DIR`
 #pragma once
 
-#include <signal.h>
-
-#include <atomic>
 #include <cstdint>
 #include <filesystem>
 #include <map>
@@ -161,24 +158,5 @@ nlohmann::json summary_json(const Summary& s);
 std::string self_executable();
 // Quotes a word for sh: abc -> abc, a b -> 'a b', it's -> 'it'\''s'.
 std::string shell_quote(const std::string& s);
-// Writes `text` to `path` through a temporary file and a rename.
-void write_text_atomically(const std::filesystem::path& path, const std::string& text);
-
-// Installs SIGINT/SIGTERM/SIGUSR1 handlers that set flag() for the object's lifetime (the
-// previous handlers come back afterwards). Slurm sends USR1 (--signal) before the time limit
-// and TERM at it.
-class StopSignals {
- public:
-  StopSignals();
-  ~StopSignals();
-  StopSignals(const StopSignals&) = delete;
-  StopSignals& operator=(const StopSignals&) = delete;
-  const std::atomic<bool>* flag() const;
-  bool stopped() const;
-  int last_signal() const;  // 0 when none
-
- private:
-  struct ::sigaction old_[3];
-};
 
 }  // namespace nns::exp

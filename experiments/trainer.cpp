@@ -5,6 +5,8 @@
 #include <filesystem>
 #include <stdexcept>
 
+#include <nlohmann/json.hpp>
+
 #include "core/io/safetensors.h"
 #include "core/optim/optimizer.h"
 #include "experiments/progress.h"
@@ -15,8 +17,33 @@ namespace nns::exp {
 namespace {
 
 // A training checkpoint: model state, optimizer buffers, and where we are.
+// The records of the finished epochs travel in the checkpoint, so that a resumed training
+// reports its whole history (a resumed `run` writes the same victim curves as an uninterrupted
+// one).
+nlohmann::json history_json(const std::vector<EpochRecord>& epochs) {
+  nlohmann::json h = nlohmann::json::array();
+  for (const auto& e : epochs)
+    h.push_back({e.epoch, e.train_loss, e.train_accuracy, e.test_accuracy, e.seconds,
+                 e.images_per_second, e.lr});
+  return h;
+}
+
+std::vector<EpochRecord> history_from_json(const std::string& text, const std::string& path) {
+  std::vector<EpochRecord> out;
+  try {
+    for (const auto& r : nlohmann::json::parse(text))
+      out.push_back({r.at(0).get<int>(), r.at(1).get<double>(), r.at(2).get<double>(),
+                     r.at(3).get<double>(), r.at(4).get<double>(), r.at(5).get<double>(),
+                     r.at(6).get<double>()});
+  } catch (const nlohmann::json::exception& e) {
+    throw std::runtime_error(path + ": checkpoint metadata 'history' is malformed: " + e.what());
+  }
+  return out;
+}
+
 void save_checkpoint(const std::string& path, models::Model& model, optim::Optimizer& opt,
-                     int epochs_done, const TrainOptions& o) {
+                     const std::vector<EpochRecord>& history, const TrainOptions& o) {
+  const int epochs_done = history.empty() ? 0 : history.back().epoch;
   std::vector<std::pair<std::string, const Tensor*>> tensors;
   std::vector<Tensor> host;
   host.reserve(model.state().size() + opt.state().size());
@@ -33,12 +60,15 @@ void save_checkpoint(const std::string& path, models::Model& model, optim::Optim
       {"arch", model.spec().arch},
       {"seed", std::to_string(o.seed)},
       {"epochs", std::to_string(o.epochs)},
-      {"batch", std::to_string(o.batch)}};
+      {"batch", std::to_string(o.batch)},
+      {"history", history_json(history).dump()}};
   io::write_safetensors(path, tensors, meta);
 }
 
+// Returns the number of finished epochs; their records go to `history` (none in checkpoints
+// written before the history was kept).
 int load_checkpoint(const std::string& path, models::Model& model, optim::Optimizer& opt,
-                    const TrainOptions& o) {
+                    const TrainOptions& o, std::vector<EpochRecord>& history) {
   auto f = io::read_safetensors(path);
   auto get = [&](const std::string& k) -> std::string {
     auto it = f.metadata.find(k);
@@ -63,6 +93,7 @@ int load_checkpoint(const std::string& path, models::Model& model, optim::Optimi
   for (auto& e : model.state()) restore("model." + e.key, e.tensor);
   for (auto& [k, t] : opt.state()) restore("optim." + k, t);
   opt.set_steps(std::stoll(get("optimizer_steps")));
+  if (f.metadata.count("history")) history = history_from_json(f.metadata.at("history"), path);
   return std::stoi(get("epochs_done"));
 }
 
@@ -133,7 +164,7 @@ TrainResult train_model(models::Model& model, const data::Dataset& train,
   TrainResult result;
   int start_epoch = 0;
   if (!o.checkpoint.empty() && std::filesystem::exists(o.checkpoint)) {
-    start_epoch = load_checkpoint(o.checkpoint, model, *opt, o);
+    start_epoch = load_checkpoint(o.checkpoint, model, *opt, o, result.epochs);
     result.resumed_from_epoch = start_epoch;
     std::fprintf(stderr, "resuming from %s after epoch %d\n", o.checkpoint.c_str(), start_epoch);
   }
@@ -204,7 +235,7 @@ TrainResult train_model(models::Model& model, const data::Dataset& train,
                     100 * rec.train_accuracy, rec.images_per_second);
     bar.finish(summary);
     result.epochs.push_back(rec);
-    if (!o.checkpoint.empty()) save_checkpoint(o.checkpoint, model, *opt, epoch + 1, o);
+    if (!o.checkpoint.empty()) save_checkpoint(o.checkpoint, model, *opt, result.epochs, o);
     if (o.on_epoch_end) o.on_epoch_end(epoch + 1);
   }
   result.seconds = total_clock.elapsed_seconds();

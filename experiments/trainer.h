@@ -42,6 +42,8 @@ struct EpochRecord {
 };
 
 struct TrainResult {
+  // Every finished epoch, those before a resume included (their records come from the
+  // checkpoint).
   std::vector<EpochRecord> epochs;
   double seconds = 0;
   bool interrupted = false;

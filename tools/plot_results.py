@@ -26,7 +26,7 @@ varies):
 
 PNGs go beside the input file, or into --out DIR. The paths written are printed one per line.
 Exit codes: 0 success, 1 a malformed file (message on stderr), 2 usage error or a missing,
-incomplete (e.g. `.h5.tmp`) or unrecognized file.
+incomplete (a temporary `.<name>.nns-tmp-...` or `.h5.tmp`) or unrecognized file.
 Needs Debian python3-h5py and python3-matplotlib; renders headless (Agg).
 """
 import argparse
@@ -119,7 +119,7 @@ def open_result(path):
         raise UsageError(f"{path}: no such file")
     if not os.path.isfile(path):
         raise UsageError(f"{path}: not a regular file")
-    if path.endswith(".tmp"):
+    if path.endswith(".tmp") or ".nns-tmp-" in os.path.basename(path):
         raise UsageError(f"{path}: incomplete result (a .tmp file is still being written or was "
                          f"left by an interrupted run)")
     try:

@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/io/json_bounded.h"
+#include "core/io/atomic_file.h"
 
 namespace nns::io {
 
@@ -455,53 +456,7 @@ std::string serialize_safetensors(const std::vector<std::pair<std::string, const
 void write_safetensors(const std::string& path,
                        const std::vector<std::pair<std::string, const Tensor*>>& tensors,
                        const std::map<std::string, std::string>& metadata) {
-  namespace fs = std::filesystem;
-  const std::string bytes = serialize_safetensors(tensors, metadata, path);
-
-  const fs::path p(path);
-  if (p.filename().empty()) fail(path, "not a file path (ends with a separator)");
-  const std::string dir = p.parent_path().empty() ? std::string(".") : p.parent_path().string();
-  struct stat st {};
-  if (::stat(dir.c_str(), &st) != 0) {
-    int e = errno;
-    if (e == ENOENT) fail(path, "folder '" + dir + "' does not exist");
-    fail(path, "cannot access folder '" + dir + "': " + errno_str(e));
-  }
-  if (!S_ISDIR(st.st_mode)) fail(path, "'" + dir + "' is not a folder");
-
-  TempFile tmp;
-  std::string templ = (fs::path(dir) / ("." + p.filename().string() + ".tmp-XXXXXX")).string();
-  std::vector<char> name(templ.begin(), templ.end());
-  name.push_back('\0');
-  tmp.fd = ::mkstemp(name.data());
-  if (tmp.fd < 0) fail(path, "cannot create a temporary file in '" + dir + "': " + errno_str(errno));
-  tmp.path = name.data();
-  ::fchmod(tmp.fd, 0644);  // mkstemp creates 0600; weights are not secret (best effort)
-
-  size_t done = 0;
-  while (done < bytes.size()) {
-    ssize_t w = ::write(tmp.fd, bytes.data() + done, bytes.size() - done);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      fail(path, "writing temporary file '" + tmp.path + "' failed: " + errno_str(errno));
-    }
-    done += static_cast<size_t>(w);
-  }
-  if (::fsync(tmp.fd) != 0)
-    fail(path, "fsync of temporary file '" + tmp.path + "' failed: " + errno_str(errno));
-  int fd = tmp.fd;
-  tmp.fd = -1;
-  if (::close(fd) != 0)
-    fail(path, "closing temporary file '" + tmp.path + "' failed: " + errno_str(errno));
-  if (::rename(tmp.path.c_str(), path.c_str()) != 0)
-    fail(path, "cannot rename temporary file '" + tmp.path + "' to it: " + errno_str(errno));
-  tmp.keep = true;
-  // Make the rename durable (best effort: some filesystems refuse fsync on folders).
-  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
-  }
+  write_file_atomically(path, serialize_safetensors(tensors, metadata, path));
 }
 
 }  // namespace nns::io

@@ -41,11 +41,11 @@ struct SafetensorsFile {
 SafetensorsFile read_safetensors(const std::string& path);
 SafetensorsFile parse_safetensors(const std::string& bytes, const std::string& name_for_errors);
 
-// Writes atomically: a temporary file in the same folder, fsync, rename over `path`, fsync of
-// the folder. Tensors are stored in the given order without gaps; the header JSON is padded
-// with spaces so that 8 + header length is a multiple of 8; metadata goes to "__metadata__"
-// (omitted when empty). CUDA tensors are copied to the CPU. On failure `path` is untouched and
-// no temporary file is left behind.
+// Writes atomically through core/io/atomic_file.h (a temporary file in the same folder, fsync,
+// rename over `path`, fsync of the folder; on failure `path` is untouched and no temporary file
+// is left). Tensors are stored in the given order without gaps; the header JSON is padded with
+// spaces so that 8 + header length is a multiple of 8; metadata goes to "__metadata__" (omitted
+// when empty). CUDA tensors are copied to the CPU.
 void write_safetensors(const std::string& path,
                        const std::vector<std::pair<std::string, const Tensor*>>& tensors,
                        const std::map<std::string, std::string>& metadata);

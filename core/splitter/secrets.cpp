@@ -23,6 +23,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/io/json_bounded.h"
+#include "core/io/atomic_file.h"
 #include "core/io/safetensors.h"
 #include "kernels/ops.h"
 
@@ -141,54 +142,6 @@ std::string counts_json(const Secrets& s) {
   for (const auto& t : s.tensors)
     if (!t.index.empty()) c[t.key] = int64_t(t.index.size());
   return c.dump();
-}
-
-// Writes bytes atomically (temporary file in the same folder, fsync, rename, fsync of the
-// folder), mode 0600. On failure the target is untouched and the temporary file removed.
-void atomic_write(const std::string& path, const std::string& bytes) {
-  namespace fs = std::filesystem;
-  fs::path target(path);
-  fs::path dir = target.parent_path();
-  if (dir.empty()) dir = ".";
-  std::string tmpl = (dir / ("." + target.filename().string() + ".tmp-XXXXXX")).string();
-  std::vector<char> name(tmpl.begin(), tmpl.end());
-  name.push_back('\0');
-  int fd = ::mkostemp(name.data(), O_CLOEXEC);  // mode 0600
-  if (fd < 0)
-    throw std::runtime_error(path + ": cannot create a temporary file in " + dir.string() + ": " +
-                             errno_str(errno));
-  std::string tmp(name.data());
-  auto fail = [&](const std::string& what) {
-    int e = errno;
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    throw std::runtime_error(path + ": " + what + ": " + errno_str(e));
-  };
-  size_t done = 0;
-  while (done < bytes.size()) {
-    ssize_t w = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      fail("write failed");
-    }
-    done += size_t(w);
-  }
-  if (::fsync(fd) != 0) fail("fsync failed");
-  if (::close(fd) != 0) {
-    int e = errno;
-    ::unlink(tmp.c_str());
-    throw std::runtime_error(path + ": close failed: " + errno_str(e));
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    int e = errno;
-    ::unlink(tmp.c_str());
-    throw std::runtime_error(path + ": rename of the temporary file failed: " + errno_str(e));
-  }
-  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
-  }
 }
 
 std::string read_all(const std::string& path, const char* what) {
@@ -540,7 +493,7 @@ std::string serialize_secrets(const Secrets& s, const std::vector<uint8_t>* key)
 
 void write_secrets(const std::string& path, const Secrets& s, const std::vector<uint8_t>* key) {
   std::string bytes = serialize_secrets(s, key);
-  atomic_write(path, bytes);
+  io::write_file_atomically(path, bytes, {0600, io::Existing::Replace});
   if (!key) sodium_memzero(bytes.data(), bytes.size());
 }
 
@@ -768,35 +721,25 @@ std::vector<uint8_t> read_key(const std::string& path) {
 
 void write_new_key(const std::string& path) {
   ensure_sodium();
-  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  if (fd < 0) {
-    int e = errno;
-    if (e == EEXIST)
-      throw std::runtime_error(path + " already exists: refusing to overwrite a key (secrets "
-                                      "sealed with it could no longer be opened); choose another "
-                                      "path or remove the file first");
-    throw std::runtime_error(path + ": cannot create key file: " + errno_str(e));
-  }
-  unsigned char key[kKeyBytes];
-  randombytes_buf(key, sizeof key);
-  size_t done = 0;
-  bool ok = true;
-  while (done < sizeof key) {
-    ssize_t w = ::write(fd, key + done, sizeof key - done);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) {
-      ok = false;
-      break;
+  try {
+    // Built in a temporary file and linked to `path` only when complete and synced: a crash
+    // leaves no empty key file behind to block the next keygen.
+    io::AtomicFile file(path, {0600, io::Existing::Refuse});
+    unsigned char key[kKeyBytes];
+    randombytes_buf(key, sizeof key);
+    std::string_view bytes(reinterpret_cast<const char*>(key), sizeof key);
+    try {
+      file.write(bytes);
+    } catch (...) {
+      sodium_memzero(key, sizeof key);
+      throw;
     }
-    done += size_t(w);
-  }
-  sodium_memzero(key, sizeof key);
-  if (ok) ok = ::fchmod(fd, 0600) == 0 && ::fsync(fd) == 0;
-  int e = errno;
-  if (::close(fd) != 0) ok = false;
-  if (!ok) {
-    ::unlink(path.c_str());
-    throw std::runtime_error(path + ": writing the key failed: " + errno_str(e));
+    sodium_memzero(key, sizeof key);
+    file.commit();
+  } catch (const io::FileExists&) {
+    throw std::runtime_error(path + " already exists: refusing to overwrite a key (secrets "
+                                    "sealed with it could no longer be opened); choose another "
+                                    "path or remove the file first");
   }
 }
 

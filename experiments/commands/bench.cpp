@@ -13,6 +13,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "core/io/atomic_file.h"
 #include "core/io/model_io.h"
 #include "core/optim/optimizer.h"
 #include "core/random.h"
@@ -306,11 +307,7 @@ Command add_bench_command(CLI::App& root) {
     j["batch"] = a->batch;
     j["images"] = a->images;
     j["results"] = results;
-    if (!a->out.empty()) {
-      std::string tmp = a->out + ".tmp";
-      std::ofstream(tmp) << j.dump(2) << "\n";
-      std::filesystem::rename(tmp, a->out);
-    }
+    if (!a->out.empty()) io::write_file_atomically(a->out, j.dump(2) + "\n");
     if (a->json) print_json(j);
     return kExitOk;
   };

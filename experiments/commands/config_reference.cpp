@@ -1,8 +1,8 @@
 // `nnsplitter config-reference`: every config key with its type, default and meaning, as
 // Markdown (docs/config-reference.md is this output; a test keeps them in sync).
 #include <cstdio>
-#include <fstream>
 
+#include "core/io/atomic_file.h"
 #include "experiments/cli.h"
 #include "experiments/experiment.h"
 
@@ -24,13 +24,7 @@ Command add_config_reference_command(CLI::App& root) {
       std::fputs(md.c_str(), stdout);
       return kExitOk;
     }
-    std::string tmp = *out + ".tmp";
-    {
-      std::ofstream o(tmp);
-      o << md;
-      if (!o) throw std::runtime_error(*out + ": cannot write");
-    }
-    std::rename(tmp.c_str(), out->c_str());
+    io::write_file_atomically(*out, md);
     return kExitOk;
   };
   return c;

@@ -1,20 +1,14 @@
 // `nnsplitter protect`: obfuscate a trained model; write the obfuscated model, its secrets and
 // the search trajectory.
-#include <atomic>
-#include <csignal>
 #include <cstdio>
 
 #include "core/io/model_io.h"
+#include "core/io/signal_guard.h"
 #include "core/splitter/secrets.h"
 #include "experiments/cli.h"
 #include "experiments/protect.h"
 
 namespace nns::exp {
-
-namespace {
-std::atomic<bool> g_stop{false};
-void on_signal(int) { g_stop.store(true); }
-}  // namespace
 
 Command add_protect_command(CLI::App& root) {
   struct Args {
@@ -79,13 +73,9 @@ Command add_protect_command(CLI::App& root) {
     in.seed = a->seed;
     in.resume = a->resume;
     in.weights_metadata = meta;
-    g_stop = false;
-    in.stop_flag = &g_stop;
-    auto old_int = std::signal(SIGINT, on_signal);
-    auto old_term = std::signal(SIGTERM, on_signal);
+    io::SignalGuard signals;
+    in.stop_flag = signals.flag();
     ProtectResult r = protect(in, cfg);
-    std::signal(SIGINT, old_int);
-    std::signal(SIGTERM, old_term);
     if (r.interrupted) {
       std::fprintf(stderr, "interrupted after %d episodes; rerun with --resume to continue\n",
                    r.episodes);

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "core/io/signal_guard.h"
 #include "experiments/commands/driver_commands.h"
 #include "experiments/experiment.h"
 #include "experiments/sweep.h"
@@ -82,7 +83,7 @@ Command add_run_command(CLI::App& root) {
     refuse_overwriting_inputs({{"--out", out.string()}}, {{"config", a->config}});
     if (out.has_parent_path()) std::filesystem::create_directories(out.parent_path());
 
-    StopSignals signals;
+    io::SignalGuard signals;
     RunOptions opt;
     opt.output_path = out.string();
     opt.resume = !a->no_resume;

@@ -9,6 +9,8 @@
 #include <cstdlib>
 #include <filesystem>
 
+#include "core/io/atomic_file.h"
+#include "core/io/signal_guard.h"
 #include "experiments/commands/driver_commands.h"
 #include "experiments/experiment.h"
 #include "experiments/h5file.h"
@@ -22,12 +24,12 @@ namespace {
 
 enum class Outcome { Done, Skipped, Interrupted };
 
-std::string interrupted_message(const StopSignals& sig) {
+std::string interrupted_message(const io::SignalGuard& sig) {
   return sig.last_signal() ? " by signal " + std::to_string(sig.last_signal()) : std::string();
 }
 
 // Runs one run of the sweep unless its result is already complete.
-Outcome run_one(const Sweep& s, size_t index, const StopSignals& sig, RunSummary* out) {
+Outcome run_one(const Sweep& s, size_t index, const io::SignalGuard& sig, RunSummary* out) {
   const fs::path path = s.run_path(index);
   const std::string label = s.run(index).overrides_text();
   if (h5::is_complete_result(path.string())) {
@@ -88,7 +90,7 @@ int run_task(const Sweep& s, size_t index, bool json) {
     throw UsageError("task " + std::to_string(index) + " does not exist: the sweep has " +
                      std::to_string(s.size()) + " runs (0.." + std::to_string(s.size() - 1) + ")");
   s.write_files();
-  StopSignals sig;
+  io::SignalGuard sig;
   RunSummary r;
   Outcome o = run_one(s, index, sig, &r);
   nlohmann::json j = {{"index", index}, {"file", s.run_path(index).string()}};
@@ -119,7 +121,7 @@ int run_task(const Sweep& s, size_t index, bool json) {
 int run_all(const Sweep& s, bool json) {
   s.validate_all();
   s.write_files();
-  StopSignals sig;
+  io::SignalGuard sig;
   std::vector<size_t> failed;
   for (size_t i = 0; i < s.size(); ++i) {
     if (sig.stopped()) {
@@ -173,12 +175,8 @@ int slurm(const Sweep& s, bool submit, bool json) {
   fs::create_directories(dir / "logs");
   SlurmScripts sc = slurm_scripts(s, self_executable(), fs::current_path().string());
   const fs::path array = dir / "sweep.sbatch", collect = dir / "collect.sbatch";
-  write_text_atomically(array, sc.array);
-  write_text_atomically(collect, sc.collect);
-  fs::permissions(array, fs::perms::owner_exec | fs::perms::group_exec | fs::perms::others_exec,
-                  fs::perm_options::add);
-  fs::permissions(collect, fs::perms::owner_exec | fs::perms::group_exec | fs::perms::others_exec,
-                  fs::perm_options::add);
+  io::write_file_atomically(array.string(), sc.array, {0755});  // executable scripts
+  io::write_file_atomically(collect.string(), sc.collect, {0755});
   const int64_t max_parallel = s.base().get_int("slurm.max_parallel");
   std::fprintf(stderr, "sweep: wrote %s (%zu array tasks, at most %lld at once) and %s\n",
                array.c_str(), s.size(), (long long)max_parallel, collect.c_str());

@@ -1,20 +1,16 @@
 // `nnsplitter train`: trains a zoo model on a dataset and writes its weights.
-#include <atomic>
-#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <sstream>
 
 #include "core/io/model_io.h"
+#include "core/io/signal_guard.h"
 #include "experiments/cli.h"
 #include "experiments/trainer.h"
 
 namespace nns::exp {
 
 namespace {
-std::atomic<bool> g_stop{false};
-void on_signal(int) { g_stop.store(true); }
-
 std::string join_floats(const std::vector<float>& v) {
   std::ostringstream o;
   for (size_t i = 0; i < v.size(); ++i) o << (i ? "," : "") << v[i];
@@ -93,17 +89,16 @@ Command add_train_command(CLI::App& root) {
     std::fprintf(stderr, "train %s on %s (%lld train / %lld test images, %d threads, %s)\n",
                  spec.arch.c_str(), a->dataset.c_str(), (long long)splits.train.size(),
                  (long long)splits.test.size(), current_threads(), device_name(dev));
-    g_stop = false;
-    t.stop_flag = &g_stop;
-    auto old_int = std::signal(SIGINT, on_signal);
-    auto old_term = std::signal(SIGTERM, on_signal);
-    TrainResult r = train_model(*model, splits.train, &splits.test, norm, t);
-    std::signal(SIGINT, old_int);
-    std::signal(SIGTERM, old_term);
+    TrainResult r;
+    {
+      io::SignalGuard signals;
+      t.stop_flag = signals.flag();
+      r = train_model(*model, splits.train, &splits.test, norm, t);
+    }
     if (r.interrupted) {
       std::fprintf(stderr,
                    "interrupted: %zu epoch(s) saved in %s; rerun the same command with --resume\n",
-                   r.epochs.size() + size_t(r.resumed_from_epoch), t.checkpoint.c_str());
+                   r.epochs.size(), t.checkpoint.c_str());
       return kExitFailure;
     }
     EvalResult ev = evaluate(*model, splits.test, norm, 256, t.pad_to);

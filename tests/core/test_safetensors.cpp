@@ -646,7 +646,9 @@ TEST(Safetensors, FailedWriteKeepsExistingFile) {
     write_safetensors(folder, {{"a", &a}}, {});
     ADD_FAILURE() << "rename over a folder succeeded";
   } catch (const std::runtime_error& e) {
-    EXPECT_EQ(std::string(e.what()).rfind(folder + ": cannot rename temporary file '", 0), 0u) << e.what();
+    EXPECT_EQ(std::string(e.what()).rfind(folder + ": cannot replace it with the temporary file: ", 0),
+              0u)
+        << e.what();
   }
   EXPECT_EQ(count_entries(dir.path), 2u);  // model.safetensors and the folder, no temporary file
   EXPECT_EQ(read_bytes(path), before);

@@ -93,6 +93,12 @@ TEST(Training, InterruptedRunResumesFromCheckpoint) {
   auto r2 = exp::train_model(*resumed, splits.train, nullptr, norm, o);
   EXPECT_EQ(r2.resumed_from_epoch, 1);
   EXPECT_FALSE(r2.interrupted);
+  // The history covers both epochs: the first from the checkpoint, as the first run saw it.
+  ASSERT_EQ(r2.epochs.size(), 2u);
+  EXPECT_EQ(r2.epochs[0].epoch, 1);
+  EXPECT_EQ(r2.epochs[0].train_loss, r1.epochs[0].train_loss);
+  EXPECT_EQ(r2.epochs[0].train_accuracy, r1.epochs[0].train_accuracy);
+  EXPECT_EQ(r2.epochs[1].epoch, 2);
   for (size_t i = 0; i < ref->state().size(); ++i)
     ASSERT_EQ(ref->state()[i].tensor->to_vector(), resumed->state()[i].tensor->to_vector())
         << ref->state()[i].key;

@@ -184,6 +184,14 @@ void walk(const Schema& schema, const std::string& file, const YAML::Node& node,
 
 }  // namespace
 
+void throw_invalid_yaml(const std::string& file, const YAML::Exception& e) {
+  std::string what = e.msg;
+  if (const auto* deep = dynamic_cast<const YAML::DeepRecursion*>(&e))
+    what = "nested too deep (more than " + std::to_string(deep->depth() - 1) +
+           " levels of lists or mappings)";
+  throw ConfigError(file + ":" + std::to_string(e.mark.line + 1) + ": invalid YAML: " + what);
+}
+
 Schema& Schema::add(KeySpec k) {
   keys_.push_back(std::move(k));
   return *this;
@@ -250,7 +258,7 @@ Config Config::load_text(const Schema& schema, const std::string& yaml_text,
     try {
       root = YAML::Load(yaml_text);
     } catch (const YAML::Exception& e) {
-      throw ConfigError(file + ":" + std::to_string(e.mark.line + 1) + ": invalid YAML: " + e.msg);
+      throw_invalid_yaml(file, e);
     }
     if (root.IsDefined() && !root.IsNull()) walk(schema, file, root, "", c.values_);
   }

@@ -13,7 +13,7 @@ namespace nns::exp {
 Command add_protect_command(CLI::App& root) {
   struct Args {
     EngineArgs engines;
-    std::string weights, dataset, data_dir, out, config, device = "cpu", seal_key;
+    std::string weights, dataset, data_dir, out, config, arch, device = "cpu", seal_key;
     std::vector<std::string> sets;
     uint64_t seed = 0;
     int threads = 0;
@@ -26,6 +26,7 @@ Command add_protect_command(CLI::App& root) {
   sub->add_option("--weights", a->weights, "Trained weights (.safetensors)")->required();
   sub->add_option("--dataset", a->dataset, "Dataset the model was trained on")->required();
   sub->add_option("--data-dir", a->data_dir, "Folder holding the dataset files");
+  add_arch_option(sub, a->arch);
   sub->add_option("--out", a->out, "Output folder")->required();
   sub->add_option("--config", a->config, "YAML file with splitter: and controller: blocks "
                                          "(see docs/config-reference.md)");
@@ -41,6 +42,16 @@ Command add_protect_command(CLI::App& root) {
   Command c;
   c.app = sub;
   c.run = [a]() -> int {
+    namespace fs = std::filesystem;
+    {
+      std::vector<PathOption> outs;
+      for (auto name : {"obfuscated.safetensors", "secrets.safetensors", "trajectory.json",
+                        "search_state.safetensors", "protect_settings.json"})
+        outs.push_back({"--out", (fs::path(a->out) / name).string()});
+      refuse_overwriting_inputs(outs, {{"--weights", a->weights},
+                                       {"--config", a->config},
+                                       {"--seal-key", a->seal_key}});
+    }
     static const Schema schema = method_schema();
     Config cfg = Config::load(schema, a->config, a->sets);
     if (a->print_config) {
@@ -54,7 +65,7 @@ Command add_protect_command(CLI::App& root) {
     std::vector<uint8_t> key;
     if (!a->seal_key.empty()) key = splitter::read_key(a->seal_key);
     std::map<std::string, std::string> meta;
-    auto model = io::load_model(a->weights, &meta);
+    auto model = load_weights(a->weights, a->arch, a->dataset, &meta);
     const auto& s = model->spec();
     if (s.in_channels != info.channels || s.num_classes != info.num_classes)
       throw UsageError(a->weights + ": model " + s.arch + " does not fit dataset " + a->dataset);

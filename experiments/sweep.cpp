@@ -7,6 +7,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <numeric>
 #include <cctype>
 #include <cerrno>
 #include <charconv>
@@ -267,8 +268,13 @@ Sweep Sweep::load(const Schema& schema, const std::string& file,
   std::vector<RawKey> raw;
   if (has_sweep && !sweep_value.IsNull()) flatten_sweep(schema, file, sweep_value, "", raw);
   // Keys in the order they are written (independent of how the YAML library orders maps).
-  std::stable_sort(raw.begin(), raw.end(), [](const RawKey& a, const RawKey& b) {
-    auto ma = a.key.Mark(), mb = b.key.Mark();
+  // Sorted through indexes: YAML::Node's assignment writes into the node it refers to instead of
+  // rebinding, so sorting RawKeys themselves (swaps) would mix keys and values of different
+  // entries (a sweep over three keys reported one key's values under another's name).
+  std::vector<size_t> order(raw.size());
+  std::iota(order.begin(), order.end(), size_t(0));
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    auto ma = raw[a].key.Mark(), mb = raw[b].key.Mark();
     return std::pair(ma.line, ma.column) < std::pair(mb.line, mb.column);
   });
 
@@ -276,7 +282,8 @@ Sweep Sweep::load(const Schema& schema, const std::string& file,
   for (const auto& kv : sets) set_keys.insert(kv.substr(0, kv.find('=')));
   std::set<std::string> seen;
   s.size_ = 1;
-  for (const auto& r : raw) {
+  for (size_t i : order) {
+    const RawKey& r = raw[i];
     const std::string at = where(file, r.key.Mark());
     if (!seen.insert(r.path).second)
       throw ConfigError(at + ": sweep key '" + r.path + "' given twice");

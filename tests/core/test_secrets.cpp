@@ -364,6 +364,7 @@ TEST(Secrets, DeeplyNestedJsonIsRefused) {
 
   std::map<std::string, std::string> meta = {{"format", splitter::kSecretsFormat},
                                              {"fingerprint", std::string(64, 'a')},
+                                             {"original_fingerprint", std::string(64, 'b')},
                                              {"counts", "{\"w\":" + deep + "}"}};
   const std::string plain = nns::io::serialize_safetensors({}, meta);
   EXPECT_EQ(error_of([&] { splitter::parse_secrets(plain, "deep.secrets"); }),

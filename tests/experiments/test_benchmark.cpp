@@ -1,7 +1,6 @@
 // The attack benchmark (configs/attacks/benchmark.yaml) end to end at a small size: the real
 // file, run as a sweep on synthetic data with LeNet-5 and tiny budgets, collected into one table
-// and plotted. The method axis (splitter.method) comes from another branch: until that key is in
-// the schema, the test drops it from the sweep and runs the default method.
+// and plotted: LeNet-5 x the three methods (splitter.method) x 3 seeds.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -37,8 +36,7 @@ TEST(AttackBenchmark, SmallSweepGivesOneTableWithAttacksAndFloor) {
   std::string yaml = read(fs::path(NNS_SOURCE_DIR) / "configs/attacks/benchmark.yaml");
   // The full-size axes, as the benchmark promises them.
   replace_once(yaml, "  model.arch: [lenet5, resnet20]\n", "  model.arch: [lenet5]\n");
-  const std::string methods = "  splitter.method: [nnsplitter, quantile, permute]\n";
-  if (!nns::exp::experiment_schema().find("splitter.method")) replace_once(yaml, methods, "");
+  ASSERT_NE(yaml.find("  splitter.method: [nnsplitter, quantile, permute]\n"), std::string::npos);
   ASSERT_NE(yaml.find("  seed: [0, 1, 2]\n"), std::string::npos);
   const fs::path file = dir / "benchmark.yaml";
   std::ofstream(file) << yaml;
@@ -59,8 +57,7 @@ TEST(AttackBenchmark, SmallSweepGivesOneTableWithAttacksAndFloor) {
   ASSERT_EQ(c.code, 0) << c.out;
   auto j = nlohmann::json::parse(c.out);
   const auto runs = j["runs"];
-  const size_t expected = nns::exp::experiment_schema().find("splitter.method") ? 9u : 3u;
-  ASSERT_EQ(runs.size(), expected);
+  ASSERT_EQ(runs.size(), 9u);
   for (const auto& run : runs) {
     const auto& a = run["attacks"];
     for (const char* col :

@@ -110,7 +110,7 @@ TEST(Config, NestedTooDeepSaysSoAndNamesTheFile) {
   }
   // A folder is not an empty config.
   std::string dir = std::filesystem::temp_directory_path().string();
-  EXPECT_EQ(error_of(dir), dir + ": is a folder, not a config file");
+  EXPECT_EQ(error_of(dir), dir + ": is a folder, not a config file (give the YAML file itself)");
 }
 
 }  // namespace

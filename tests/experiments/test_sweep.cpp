@@ -140,6 +140,25 @@ TEST(Sweep, OrderIsTheWrittenOrderNotAlphabeticalNorFlowVsBlock) {
             "index\tsplitter.k\tseed\n0\t3\t5\n1\t3\t4\n2\t1\t5\n3\t1\t4\n");
 }
 
+// Three keys, two of them in one section and one at the top: the YAML library's map order
+// differs from the written order, so the keys must be reordered without YAML::Node assignment
+// (which writes through instead of rebinding: seed's values once turned up under splitter.k).
+TEST(Sweep, ThreeKeysKeepTheirOwnValues) {
+  auto d = temp_dir("three");
+  auto f = write(d / "s.yaml", base(d) +
+                                   "sweep:\n  splitter.k: [1]\n  splitter.lr: [0.1, 0.2]\n"
+                                   "  seed: [0, 1, 2]\n");
+  Sweep s = Sweep::load(experiment_schema(), f.string());
+  ASSERT_EQ(s.size(), 6u);
+  ASSERT_EQ(s.keys().size(), 3u);
+  EXPECT_EQ(s.keys()[0].key, "splitter.k");
+  EXPECT_EQ(s.keys()[1].key, "splitter.lr");
+  EXPECT_EQ(s.keys()[2].key, "seed");
+  EXPECT_EQ(s.run(0).overrides_text(), "splitter.k=1 splitter.lr=0.1 seed=0");
+  EXPECT_EQ(s.run(5).overrides_text(), "splitter.k=1 splitter.lr=0.2 seed=2");
+  EXPECT_EQ(s.config(4).get_int("seed"), 1);
+}
+
 TEST(Sweep, ListValuedKeysStringsAndSets) {
   auto d = temp_dir("lists");
   auto f = write(d / "s.yaml", base(d) +

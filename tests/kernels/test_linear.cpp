@@ -108,7 +108,9 @@ TEST_P(LinearTest, BackwardMatchesReference) {
 }
 
 TEST_P(LinearTest, GradientsMatchFiniteDifferences) {
-  const auto [n, in, out] = GetParam();
+  // Plain variables, not a structured binding: the lambda below captures them, which clang-14
+  // (the sanitizer build) does not allow for bindings.
+  const int n = GetParam().n, in = GetParam().in, out = GetParam().out;
   auto x = random_vec(size_t(n) * in, rng_);
   auto w = random_vec(size_t(out) * in, rng_);
   auto b = random_vec(out, rng_);

@@ -192,7 +192,8 @@ TEST(GlobalAvgPool, ForwardBackward) {
     std::vector<float> dx(x.size(), sentinel());
     global_avgpool_backward(kCpu, n, c, hw, r.data(), dx.data());
     for (size_t i = 0; i < x.size(); ++i) ASSERT_NEAR(dx[i], r[i / hw] / double(hw), 1e-7) << i;
-    auto loss = [&]() {
+    // Explicit copies: clang-14 (the sanitizer build) cannot capture structured bindings.
+    auto loss = [&, n = n, c = c, hw = hw]() {
       global_avgpool_forward(kCpu, n, c, hw, x.data(), y.data());
       return dot(y, r);
     };

@@ -100,7 +100,8 @@ models::ModelSpec spec_from_metadata(const SafetensorsFile& f, const std::string
   models::ModelSpec s;
   auto it = f.metadata.find("arch");
   if (it == f.metadata.end())
-    throw std::runtime_error(path + ": metadata lacks 'arch' (which model these weights are for)");
+    throw std::runtime_error(path + ": metadata lacks 'arch' (which model these weights are for): "
+                             "a plain state_dict needs --arch NAME and --dataset");
   s.arch = it->second;
   if (!models::is_known_model(s.arch))
     throw std::runtime_error(path + ": metadata names unknown model '" + s.arch + "'");

@@ -11,9 +11,7 @@
 
 namespace nns::exp {
 
-namespace {
-
-Tensor& layer_tensor(models::Model& m, const std::string& key, const char* who) {
+Tensor& f32_state_tensor(models::Model& m, const std::string& key, const char* who) {
   for (auto& e : m.state())
     if (e.key == key) {
       if (e.tensor->dtype() != DType::F32)
@@ -23,6 +21,8 @@ Tensor& layer_tensor(models::Model& m, const std::string& key, const char* who) 
   throw std::invalid_argument(std::string(who) + ": model " + m.spec().arch +
                               " has no tensor '" + key + "'");
 }
+
+namespace {
 
 void write_back(Tensor& t, const std::vector<float>& v) {
   t.copy_from(Tensor::from_vector(v, t.shape()));
@@ -42,7 +42,7 @@ std::pair<double, double> mean_std(const std::vector<float>& v) {
 void clamp_layers(models::Model& m, const std::vector<std::string>& layers,
                   const std::vector<std::pair<double, double>>& ranges) {
   for (size_t l = 0; l < layers.size(); ++l) {
-    Tensor& t = layer_tensor(m, layers[l], "norm_clip_attack");
+    Tensor& t = f32_state_tensor(m, layers[l], "norm_clip_attack");
     std::vector<float> v = t.to_vector();
     const float lo = float(ranges[l].first), hi = float(ranges[l].second);
     for (float& x : v) x = std::clamp(x, lo, hi);
@@ -91,7 +91,7 @@ NormClipResult norm_clip_attack(models::Model& obfuscated, const std::vector<std
                                   std::to_string(k));
   std::vector<std::pair<double, double>> stats;
   for (const auto& key : layers)
-    stats.push_back(mean_std(layer_tensor(obfuscated, key, "norm_clip_attack").to_vector()));
+    stats.push_back(mean_std(f32_state_tensor(obfuscated, key, "norm_clip_attack").to_vector()));
 
   NormClipResult r;
   r.k = ks;
@@ -119,7 +119,7 @@ std::pair<double, double> auto_global_range(models::Model& model,
                                             const std::vector<std::string>& layers, double k) {
   std::vector<float> all;
   for (const auto& key : layers) {
-    auto v = layer_tensor(model, key, "auto_global_range").to_vector();
+    auto v = f32_state_tensor(model, key, "auto_global_range").to_vector();
     all.insert(all.end(), v.begin(), v.end());
   }
   auto [mean, sd] = mean_std(all);
@@ -194,7 +194,7 @@ std::vector<std::vector<int64_t>> apply_boundary_reset(models::Model& model,
   std::vector<std::vector<int64_t>> flagged(layers.size());
   WeightSet set;
   for (size_t l = 0; l < layers.size(); ++l) {
-    const std::vector<float> v = layer_tensor(model, layers[l], "boundary reset").to_vector();
+    const std::vector<float> v = f32_state_tensor(model, layers[l], "boundary reset").to_vector();
     auto& idx = flagged[l];
     for (size_t i = 0; i < v.size(); ++i)
       if (double(v[i]) <= lo_cut || double(v[i]) >= hi_cut) idx.push_back(int64_t(i));
@@ -218,7 +218,7 @@ BoundaryResetResult boundary_reset_attack(models::Model& obfuscated,
   r.lo = std::numeric_limits<double>::infinity();
   r.hi = -r.lo;
   for (const auto& key : layers)
-    for (float x : layer_tensor(obfuscated, key, "boundary_reset_attack").to_vector())
+    for (float x : f32_state_tensor(obfuscated, key, "boundary_reset_attack").to_vector())
       if (std::isfinite(x)) {
         r.lo = std::min(r.lo, double(x));
         r.hi = std::max(r.hi, double(x));

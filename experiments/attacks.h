@@ -21,6 +21,10 @@ namespace nns::exp {
 // before calling it.
 using AccuracyFn = std::function<double(models::Model&)>;
 
+// The F32 state entry `key` of m; std::invalid_argument naming `who` when it is missing or not
+// F32. Shared by the attacks here and in groupcover.h.
+Tensor& f32_state_tensor(models::Model& m, const std::string& key, const char* who);
+
 // ---- norm clipping ----
 
 struct NormClipResult {

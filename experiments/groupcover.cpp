@@ -6,6 +6,7 @@
 #include <limits>
 #include <stdexcept>
 
+#include "experiments/attacks.h"
 #include "experiments/trainer.h"
 
 namespace nns::exp {
@@ -13,17 +14,6 @@ namespace nns::exp {
 namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
-
-Tensor& f32_tensor(models::Model& m, const std::string& key, const char* who) {
-  for (auto& e : m.state())
-    if (e.key == key) {
-      if (e.tensor->dtype() != DType::F32)
-        throw std::invalid_argument(std::string(who) + ": '" + key + "' is not an F32 tensor");
-      return *e.tensor;
-    }
-  throw std::invalid_argument(std::string(who) + ": model " + m.spec().arch +
-                              " has no tensor '" + key + "'");
-}
 
 // The values at both ends GroupCover takes from the sorted weights (see the header).
 std::pair<double, double> percentile_ends(std::vector<float> v, double percentile) {
@@ -70,7 +60,7 @@ std::string ExtremePercentileDetector::name() const {
 WeightSet ExtremePercentileDetector::detect(models::Model& model,
                                             const std::vector<std::string>& keys) const {
   std::vector<std::vector<float>> values;
-  for (const auto& k : keys) values.push_back(f32_tensor(model, k, "detector").to_vector());
+  for (const auto& k : keys) values.push_back(f32_state_tensor(model, k, "detector").to_vector());
   std::pair<double, double> global{0, 0};
   if (!per_layer_) {
     std::vector<float> all;
@@ -110,7 +100,7 @@ WeightSet CvBinDetector::detect(models::Model& model, const std::vector<std::str
   std::vector<std::vector<float>> values;
   double lo = INFINITY, hi = -INFINITY;
   for (const auto& k : keys) {
-    values.push_back(f32_tensor(model, k, "detector").to_vector());
+    values.push_back(f32_state_tensor(model, k, "detector").to_vector());
     for (float x : values.back())
       if (std::isfinite(x)) {
         lo = std::min(lo, double(x));
@@ -221,7 +211,7 @@ void reset_weights(models::Model& model, const WeightSet& flagged, const std::st
   if (mode == "donor" && !donor) throw std::invalid_argument("reset: mode donor needs a donor");
   for (const auto& [key, idx] : flagged) {
     if (idx.empty()) continue;
-    Tensor& t = f32_tensor(model, key, "reset");
+    Tensor& t = f32_state_tensor(model, key, "reset");
     std::vector<float> v = t.to_vector();
     for (int64_t i : idx)
       if (i < 0 || i >= int64_t(v.size()))
@@ -242,7 +232,7 @@ void reset_weights(models::Model& model, const WeightSet& flagged, const std::st
       const float mean = n ? float(s / double(n)) : 0.0f;
       for (int64_t i : idx) v[size_t(i)] = mean;
     } else {
-      Tensor& dt = f32_tensor(*donor, key, "reset (donor)");
+      Tensor& dt = f32_state_tensor(*donor, key, "reset (donor)");
       if (dt.shape() != t.shape())
         throw std::invalid_argument("reset: donor's '" + key + "' has shape " +
                                     shape_str(dt.shape()) + ", expected " + shape_str(t.shape()));

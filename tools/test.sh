@@ -18,8 +18,12 @@ cd "$(dirname "$0")/.."
 # Left out of the sanitizer run to bound its time: the end-to-end sweep and attack pipelines
 # (whole `nnsplitter` runs over code the rest of the suite covers unit by unit), the Slurm tests
 # (a real daemon, not our code's memory safety) and the Python tools (Python, not C++). A first
-# choice: the sanitizer phase has not yet been timed on the CI machine.
-SANITIZE_EXCLUDE='^(slurm_sweep|python_tools)$|^(SweepCli|AttackCli|SweepSlurm)\.'
+# choice: the sanitizer phase has not yet been timed on the CI machine. Also left out: the
+# comparison tool's smoke test (Python driving whole runs) and the PyTorch fixture tests, whose
+# tolerances are for the release build: clang -O1 sums in another order, and vgg16_bn's
+# training-mode gradients then miss by 1.24e-6 against 1.0e-6 (numerics, not memory safety;
+# they run in the main build under both OpenBLAS settings).
+SANITIZE_EXCLUDE='^(slurm_sweep|python_tools|bench_compare_tiny)$|^(SweepCli|AttackCli|SweepSlurm)\.|^Models/ZooFixture\.'
 
 phase_start=$SECONDS
 phase() {  # phase NAME: prints how long the previous phase took, then NAME's banner

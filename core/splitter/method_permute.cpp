@@ -52,21 +52,12 @@ void write_values(const std::vector<EligibleLayer>& layers, const LayerState& s,
 void accumulate_gradient(models::Model& model, const std::vector<EligibleLayer>& layers,
                          std::vector<LayerState>& states, ObfuscationData& data, int batches) {
   const Device dev = model.device();
-  const ops::Context ctx{dev, nullptr};
-  const int k = model.spec().num_classes;
   Tensor x(Shape{1}, DType::F32, dev), y(Shape{1}, DType::I32, dev);
   Tensor probs(Shape{1}, DType::F32, dev), dlogits(Shape{1}, DType::F32, dev);
   for (auto& s : states) s.grad.assign(s.index.size(), 0.0);
   for (int b = 0; b < batches; ++b) {
     if (!data.next_batch(x, y) && !data.next_batch(x, y)) break;  // epoch end: start the next
-    const int n = int(x.dim(0));
-    const Tensor& logits = model.forward(x);
-    probs.resize({n, k});
-    dlogits.resize({n, k});
-    float loss = 0;
-    ops::softmax_cross_entropy_forward(ctx, n, k, logits.f32(), y.i32(), probs.f32(), &loss);
-    ops::softmax_cross_entropy_backward(ctx, n, k, probs.f32(), y.i32(), 1.0f, dlogits.f32());
-    model.backward(dlogits);
+    cross_entropy_backward(model, x, y, probs, dlogits);
     for (auto& s : states) {
       Tensor g = layers[s.layer].param->grad.to(Device::CPU);
       for (size_t i = 0; i < s.index.size(); ++i) s.grad[i] += g.f32()[s.index[i]];

@@ -41,6 +41,19 @@ void leave_masked_mode(models::Model& model) {
   }
 }
 
+void cross_entropy_backward(models::Model& model, const Tensor& x, const Tensor& y, Tensor& probs,
+                            Tensor& dlogits) {
+  const ops::Context ctx{model.device(), nullptr};
+  const int n = int(x.dim(0)), k = model.spec().num_classes;
+  const Tensor& logits = model.forward(x);
+  probs.resize({n, k});
+  dlogits.resize({n, k});
+  float loss = 0;
+  ops::softmax_cross_entropy_forward(ctx, n, k, logits.f32(), y.i32(), probs.f32(), &loss);
+  ops::softmax_cross_entropy_backward(ctx, n, k, probs.f32(), y.i32(), 1.0f, dlogits.f32());
+  model.backward(dlogits);
+}
+
 ObfuscationResult obfuscate(models::Model& model, const std::vector<EligibleLayer>& layers,
                             const std::vector<LayerMask>& masks, ObfuscationData& data,
                             const ObfuscatorOptions& o, const EntryBounds* bounds) {
@@ -49,7 +62,6 @@ ObfuscationResult obfuscate(models::Model& model, const std::vector<EligibleLaye
     throw std::invalid_argument("obfuscator: clamp lo must be below hi");
   const Device dev = model.device();
   const ops::Context ctx{dev, nullptr};
-  const int k = model.spec().num_classes;
 
   // Per masked layer: indexes on the device, sparse Adam moments, best values.
   struct Slot {
@@ -141,14 +153,7 @@ ObfuscationResult obfuscate(models::Model& model, const std::vector<EligibleLaye
           stop = true;
           break;
         }
-        int n = int(x.dim(0));
-        const Tensor& logits = model.forward(x);
-        probs.resize({n, k});
-        dlogits.resize({n, k});
-        float loss = 0;
-        ops::softmax_cross_entropy_forward(ctx, n, k, logits.f32(), y.i32(), probs.f32(), &loss);
-        ops::softmax_cross_entropy_backward(ctx, n, k, probs.f32(), y.i32(), 1.0f, dlogits.f32());
-        model.backward(dlogits);
+        cross_entropy_backward(model, x, y, probs, dlogits);
         ++r.steps;
         // Minimise -CE + l1 * sum|w|: the gradient is -dCE/dw + l1 * sign(w).
         for (auto& s : slots)

@@ -64,6 +64,13 @@ ObfuscationResult obfuscate(models::Model& model, const std::vector<EligibleLaye
                             const std::vector<LayerMask>& masks, ObfuscationData& data,
                             const ObfuscatorOptions& opt, const EntryBounds* bounds = nullptr);
 
+// One training-loss pass: forward x, mean cross-entropy against y, backward of dCE/dlogits into
+// the model's gradients (only the masked filters' in masked mode). probs and dlogits are scratch
+// buffers on the model's device, resized here and reused across calls. The step shared by the
+// obfuscator and the permutation method.
+void cross_entropy_backward(models::Model& model, const Tensor& x, const Tensor& y, Tensor& probs,
+                            Tensor& dlogits);
+
 // Puts the model in (or out of) the obfuscation mode: eval mode, BN folded, weight gradients
 // only for the masked filters. Exposed for tests and benchmarks.
 void enter_masked_mode(models::Model& model, const std::vector<EligibleLayer>& layers,

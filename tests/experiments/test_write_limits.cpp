@@ -13,18 +13,15 @@
 #include "child_process.h"
 #include "core/io/atomic_file.h"
 
+#include "experiments/cli_runner.h"
+
 namespace fs = std::filesystem;
 using nns::test::ChildOptions;
 using nns::test::run_child;
 
 namespace {
 
-fs::path temp_dir(const std::string& name) {
-  fs::path d = fs::temp_directory_path() / ("nns_limits_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
-}
+fs::path temp_dir(const std::string& name) { return nns::test::fresh_temp_dir("nns_limits", name); }
 
 std::string read(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);

@@ -295,8 +295,26 @@ std::string Config::text(const std::string& path) const {
   return it->second;
 }
 
-int64_t Config::get_int(const std::string& path) const { return YAML::Load(text(path)).as<int64_t>(); }
-double Config::get_float(const std::string& path) const { return YAML::Load(text(path)).as<double>(); }
+// The getters parse numbers with the same functions as validation (parse_double, parse_int), so
+// that every value load_text accepted reads back: yaml-cpp's own conversion is narrower than
+// std::stod (it refuses e.g. " 1" or "0x1p3", which validation accepted, found by fuzz_config).
+namespace {
+double number_of(const std::string& path, const YAML::Node& n) {
+  double d;
+  if (!n.IsScalar() || !parse_double(n.Scalar(), &d))
+    throw ConfigError("config: key '" + path + "' is not a number: '" + emit(n) + "'");
+  return d;
+}
+int64_t integer_of(const std::string& path, const YAML::Node& n) {
+  int64_t i;
+  if (!n.IsScalar() || !parse_int(n.Scalar(), &i))
+    throw ConfigError("config: key '" + path + "' is not an integer: '" + emit(n) + "'");
+  return i;
+}
+}  // namespace
+
+int64_t Config::get_int(const std::string& path) const { return integer_of(path, YAML::Load(text(path))); }
+double Config::get_float(const std::string& path) const { return number_of(path, YAML::Load(text(path))); }
 bool Config::get_bool(const std::string& path) const { return YAML::Load(text(path)).as<bool>(); }
 std::string Config::get_string(const std::string& path) const {
   return YAML::Load(text(path)).as<std::string>();
@@ -307,16 +325,21 @@ bool Config::is_word(const std::string& path, const std::string& word) const {
 }
 std::pair<double, double> Config::get_pair(const std::string& path) const {
   YAML::Node n = YAML::Load(text(path));
-  return {n[0].as<double>(), n[1].as<double>()};
+  if (!n.IsSequence() || n.size() != 2) throw ConfigError("config: key '" + path + "' is not [lo, hi]");
+  return {number_of(path, n[0]), number_of(path, n[1])};
 }
 std::vector<std::string> Config::get_strings(const std::string& path) const {
   return YAML::Load(text(path)).as<std::vector<std::string>>();
 }
 std::vector<double> Config::get_floats(const std::string& path) const {
-  return YAML::Load(text(path)).as<std::vector<double>>();
+  std::vector<double> out;
+  for (const auto& e : YAML::Load(text(path))) out.push_back(number_of(path, e));
+  return out;
 }
 std::vector<int64_t> Config::get_ints(const std::string& path) const {
-  return YAML::Load(text(path)).as<std::vector<int64_t>>();
+  std::vector<int64_t> out;
+  for (const auto& e : YAML::Load(text(path))) out.push_back(integer_of(path, e));
+  return out;
 }
 
 std::string Config::effective_yaml() const {

@@ -2,6 +2,7 @@
 
 #include <hdf5.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -194,6 +195,36 @@ File File::create(const std::string& path) {
     throw std::runtime_error("HDF5 file '" + path + "': cannot create it: " + cause);
   }
   return File(id, path);
+}
+
+File File::create_in_memory(const std::string& name) {
+  silence_hdf5();
+  const std::string root = "/";
+  Ctx c{name, root};
+  Id fapl = file_access_props(c);
+  // 1 MiB growth steps; backing_store false: the image never touches the disk.
+  c.check(H5Pset_fapl_core(fapl, size_t(1) << 20, false), "select the in-memory driver for");
+  // HDF5 refuses to create a file under the name of one it has open (a summary being rewritten
+  // may still be open for reading): the in-memory file gets a name of its own.
+  static std::atomic<uint64_t> serial{0};
+  const std::string memory_name = "nns-in-memory-" + std::to_string(serial++) + ":" + name;
+  hid_t id = H5Fcreate(memory_name.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+  if (id < 0)
+    throw std::runtime_error("HDF5 file '" + name + "': cannot create it in memory: " +
+                             hdf5_cause());
+  return File(id, name);
+}
+
+std::string File::image() const {
+  hid_t id = check_open("/", "take the image of");
+  const std::string root = "/";
+  Ctx c{path_, root};
+  c.check(H5Fflush(id, H5F_SCOPE_GLOBAL), "flush");
+  ssize_t n = H5Fget_file_image(id, nullptr, 0);
+  if (n < 0) fail(path_, "/", "get the size of the image of");
+  std::string bytes(size_t(n), '\0');
+  if (H5Fget_file_image(id, bytes.data(), bytes.size()) != n) fail(path_, "/", "get the image of");
+  return bytes;
 }
 
 File File::open_read(const std::string& path) {
@@ -628,12 +659,19 @@ std::vector<std::string> File::attr_names(const std::string& object_in) const {
 
 // ---- whole files ----
 
+// The file is built in memory and its bytes go through the one crash-safe writer: HDF5 never
+// writes to disk itself. (Writing through HDF5's own file driver, a failed H5Fclose under
+// `ulimit -f` left the file in HDF5's open list, and libhdf5's atexit handler retried the
+// flush and crashed the process after the clean error had been printed.)
 void write_atomically(const std::string& path, const std::function<void(File&)>& fill) {
-  io::write_file_atomically_via(path, [&](const std::string& tmp) {
-    File f = File::create(tmp);
+  std::string bytes;
+  {
+    File f = File::create_in_memory(path);
     fill(f);
+    bytes = f.image();
     f.close();
-  });
+  }
+  io::write_file_atomically(path, bytes);
 }
 
 bool is_complete_result(const std::string& path) {

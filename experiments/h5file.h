@@ -38,6 +38,11 @@ class File {
   static File create(const std::string& path);
   // Read-only; a missing, truncated or corrupt file gives an error naming it.
   static File open_read(const std::string& path);
+  // A file that lives in memory only (HDF5's core driver, no backing store); `name` is used in
+  // messages. image() gives its bytes; nothing is ever written to disk by HDF5 itself.
+  static File create_in_memory(const std::string& name);
+  // The bytes of the whole file as it would be on disk (flushes first).
+  std::string image() const;
 
   File(File&& other) noexcept;
   File& operator=(File&& other) noexcept;

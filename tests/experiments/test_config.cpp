@@ -73,6 +73,21 @@ TEST(Config, WrongTypeAndOutOfRange) {
   EXPECT_NE(e.find("splitter.lr"), std::string::npos) << e;
 }
 
+// Found by fuzz_config: validation accepted numbers that yaml-cpp's as<double> refuses (hex floats,
+// a quoted leading space), and reading the validated config then threw YAML::TypedBadConversion.
+// The getters now parse with the validator's own functions: what loads, reads back.
+TEST(Config, EveryValidatedNumberReadsBack) {
+  std::string f = write_yaml("hexfloat", "splitter:\n  lr: 0x1p-3\n  l1: ' 0.5'\n  clamp: [-0x1p-2, ' 0.25']\n");
+  Config c = Config::load(method_schema(), f, {});
+  EXPECT_DOUBLE_EQ(c.get_float("splitter.lr"), 0.125);
+  EXPECT_DOUBLE_EQ(c.get_float("splitter.l1"), 0.5);
+  EXPECT_DOUBLE_EQ(c.get_pair("splitter.clamp").first, -0.25);
+  EXPECT_DOUBLE_EQ(c.get_pair("splitter.clamp").second, 0.25);
+  Config s = Config::load(method_schema(), "", {"controller.updates= 7", "splitter.eps=0x1p-10"});
+  EXPECT_EQ(s.get_int("controller.updates"), 7);
+  EXPECT_DOUBLE_EQ(s.get_float("splitter.eps"), 1.0 / 1024);
+}
+
 TEST(Config, MissingFileBadYamlAndBadOverrides) {
   std::string e = error_of("/nonexistent/protect.yaml");
   EXPECT_NE(e.find("/nonexistent/protect.yaml: config file not found"), std::string::npos) << e;

@@ -73,12 +73,12 @@ run_one() {
   nice -n 5 "$exe" "${args[@]}" "$work/$name" $([[ -d $seeds ]] && echo "$seeds") >"$log" 2>&1
   rc=$?
   set -e
-  execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)
+  execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1 || true)
   if ((rc == 0)); then
     result=ok
   else
-    repro=$(grep -o "Test unit written to [^ ]*" "$log" | tail -1 | sed 's/Test unit written to //')
-    kind=$(grep -o -m1 -E 'ERROR: (AddressSanitizer|LeakSanitizer|UndefinedBehaviorSanitizer|libFuzzer): [a-z-]+|runtime error|out-of-memory|timeout after|deadly signal|harness invariant failed|does not start with' "$log" | head -1)
+    repro=$(grep -o "Test unit written to [^ ]*" "$log" | tail -1 | sed 's/Test unit written to //' || true)
+    kind=$(grep -o -m1 -E 'ERROR: (AddressSanitizer|LeakSanitizer|UndefinedBehaviorSanitizer|libFuzzer): [a-z-]+|runtime error|out-of-memory|timeout after|deadly signal|harness invariant failed|does not start with|ParseDictionaryFile: [a-z ]+' "$log" | head -1 || true)
     result="FAILED (${kind:-exit $rc}); log $log"
     [[ -n "$repro" ]] && result+="; reproducer $repro (replay: $exe $repro)"
   fi
@@ -105,5 +105,8 @@ while ((running > 0)); do
   running=$((running - 1))
 done
 printf '%-18s %12s %8s  %s\n' harness executions seconds result
-for n in "${names[@]}"; do cat "$work/$n.result"; done
+for n in "${names[@]}"; do
+  if [[ -f "$work/$n.result" ]]; then cat "$work/$n.result"
+  else printf '%-18s %12s %8s  %s\n' "$n" "?" "?" "FAILED (no result: see $artifacts/$n.log)"; failed=1; fi
+done
 exit "$failed"

@@ -79,6 +79,19 @@ void add_method_keys(Schema& s) {
       "permute: training batches averaged for each round's gradient", 1, {});
   add("splitter.permute.step", V::Float, "0.25",
       "permute: swaps per layer and round, as a fraction of the layer's budget", 0.001, 1);
+  add("splitter.swap.rounds", V::Int, "12", "swap: rounds of gradient-guided swaps at most", 1,
+      {});
+  add("splitter.swap.batches", V::Int, "4",
+      "swap: training batches averaged for each round's gradient (the layer's full dW)", 1, {});
+  add("splitter.swap.step", V::Float, "0.25",
+      "swap: swaps per layer and round, as a fraction of the layer's budget (NNSplitter's mask "
+      "size for the chosen filters, both ends of a swap counted)", 0.001, 1);
+  add("splitter.swap.quantile", V::Float, "0.01",
+      "swap: only values strictly between the layer's pretrained quantiles at q and 1 - q move, "
+      "so no per-layer extreme is ever moved into a secret position", 0, 0.499);
+  add("splitter.swap.pool", V::Int, "128",
+      "swap: partners per round for the chosen filters' entries: the layer's this many highest "
+      "and lowest movable entries by gradient and by value", 1, {});
   add("controller.kind", V::String, "rl",
       "filter selection: rl (the LSTM/RNN policy) or random (uniform, same episode budget)", {},
       {}, {"rl", "random"});
@@ -256,6 +269,11 @@ struct ProtectOptions {
     m.permute_rounds = int(cfg.get_int("splitter.permute.rounds"));
     m.permute_batches = int(cfg.get_int("splitter.permute.batches"));
     m.permute_step = cfg.get_float("splitter.permute.step");
+    m.swap_rounds = int(cfg.get_int("splitter.swap.rounds"));
+    m.swap_batches = int(cfg.get_int("splitter.swap.batches"));
+    m.swap_step = cfg.get_float("splitter.swap.step");
+    m.swap_quantile = cfg.get_float("splitter.swap.quantile");
+    m.swap_pool = int(cfg.get_int("splitter.swap.pool"));
     return o;
   }
 };

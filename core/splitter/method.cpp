@@ -7,7 +7,7 @@
 namespace nns::splitter {
 
 const std::vector<std::string>& method_names() {
-  static const std::vector<std::string> names = {"nnsplitter", "quantile", "permute"};
+  static const std::vector<std::string> names = {"nnsplitter", "quantile", "permute", "swap"};
   return names;
 }
 
@@ -171,6 +171,8 @@ std::unique_ptr<Method> make_method(models::Model& model, std::vector<EligibleLa
     return std::make_unique<QuantileMethod>(model, std::move(layers), std::move(opt));
   if (opt.method == "permute")
     return std::make_unique<PermuteMethod>(model, std::move(layers), std::move(opt));
+  if (opt.method == "swap")
+    return std::make_unique<SwapMethod>(model, std::move(layers), std::move(opt));
   throw std::invalid_argument("unknown method '" + opt.method + "'");
 }
 

@@ -15,6 +15,12 @@
 //               values among entries of the chosen filters (pairs picked by the first-order loss
 //               gain, kept when they lower the validation accuracy) preserves every layer's
 //               multiset of values exactly; the secret is still indexes + original values.
+//   swap        hypothesis: values inside one filter are too alike for permute to do damage; a
+//               permutation at layer scope (each swap pairs an entry of a chosen filter with any
+//               entry of the same layer, picked by the first-order loss gain with the layer's
+//               full weight gradient) moves far more damaging values and still keeps every
+//               layer's multiset; only values strictly inside the layer's [q, 1 - q] quantiles
+//               move, so no per-layer extreme ever lands in a secret position.
 #pragma once
 
 #include <cstdint>
@@ -49,6 +55,12 @@ struct MethodOptions {
   // layer and round as a fraction of the layer's budget.
   int permute_rounds = 12, permute_batches = 4;
   double permute_step = 0.25;
+  // swap: the same round structure as permute; only values strictly between the layer's
+  // pretrained quantiles at swap_quantile and 1 - swap_quantile move; a round's partners are the
+  // swap_pool highest and lowest of the layer's other movable entries by gradient and by value.
+  int swap_rounds = 12, swap_batches = 4;
+  double swap_step = 0.25, swap_quantile = 0.01;
+  int swap_pool = 128;
 };
 
 // What one episode did.
@@ -139,7 +151,7 @@ class Method {
 std::unique_ptr<Method> make_method(models::Model& model, std::vector<EligibleLayer> layers,
                                     MethodOptions opt);
 
-// The three methods, exposed for tests.
+// The methods, exposed for tests.
 class NNSplitterMethod : public Method {
  public:
   using Method::Method;
@@ -174,6 +186,23 @@ class PermuteMethod : public Method {
  protected:
   MaskSet obfuscate_episode(const FilterChoice& filters, ObfuscationData& data, uint64_t seed,
                             EpisodeOutcome& out) override;
+};
+
+class SwapMethod : public Method {
+ public:
+  using Method::Method;
+  std::map<std::string, std::string> metadata() const override;
+  // The open interval of values that may move in each eligible layer: its pretrained values'
+  // quantiles at swap_quantile and 1 - swap_quantile. The model must hold the pretrained values
+  // on the first call (or the first episode).
+  const std::vector<std::pair<float, float>>& movable_range();
+
+ protected:
+  MaskSet obfuscate_episode(const FilterChoice& filters, ObfuscationData& data, uint64_t seed,
+                            EpisodeOutcome& out) override;
+
+ private:
+  std::vector<std::pair<float, float>> range_;  // per layer (lazy)
 };
 
 }  // namespace nns::splitter

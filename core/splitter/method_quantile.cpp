@@ -1,51 +1,28 @@
 // The quantile method (hypothesis in method.h): NNSplitter's mask and objective, each entry
 // clamped to its own bounds inside the high-density part of its layer.
 #include <algorithm>
-#include <cmath>
-#include <cstdio>
 
 #include "core/random.h"
 #include "core/splitter/method.h"
+#include "core/splitter/method_common.h"
 
 namespace nns::splitter {
-
-namespace {
-// The value at quantile level q of sorted values, interpolated between neighbours so that a
-// bound is (almost never) a copy of an existing weight: copies would be a signature of their own.
-float quantile(const std::vector<float>& sorted, double q) {
-  const double pos = q * double(sorted.size() - 1);
-  const size_t i = size_t(pos);
-  if (i + 1 >= sorted.size()) return sorted.back();
-  const double f = pos - double(i);
-  return float(double(sorted[i]) + f * (double(sorted[i + 1]) - double(sorted[i])));
-}
-
-std::string num(double v) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.9g", v);
-  return buf;
-}
-}  // namespace
 
 std::pair<std::vector<std::vector<float>>, std::vector<std::vector<float>>> QuantileMethod::bounds(
     const std::vector<LayerMask>& masks, uint64_t seed) {
   if (!(0 <= opt_.quantile_inner && opt_.quantile_inner <= opt_.quantile_outer &&
         opt_.quantile_outer < 0.5))
     throw std::invalid_argument("quantile method: need 0 <= inner <= outer < 0.5");
-  if (sorted_.empty()) {
-    for (const auto& l : layers_) {
-      Tensor w = l.param->value.to(Device::CPU);
-      sorted_.emplace_back(w.f32(), w.f32() + w.numel());
-      std::sort(sorted_.back().begin(), sorted_.back().end());
-    }
-  }
+  if (sorted_.empty()) sorted_ = detail::sorted_layer_values(layers_);
   Rng rng(seed);
+  // Interpolated quantiles: a bound is (almost never) a copy of an existing weight, and copies
+  // would be a signature of their own.
   std::vector<std::vector<float>> lo(masks.size()), hi(masks.size());
   for (size_t m = 0; m < masks.size(); ++m) {
     const auto& s = sorted_.at(masks[m].layer);
     for (size_t i = 0; i < masks[m].index.size(); ++i) {
-      lo[m].push_back(quantile(s, rng.uniform(opt_.quantile_inner, opt_.quantile_outer)));
-      hi[m].push_back(quantile(s, 1.0 - rng.uniform(opt_.quantile_inner, opt_.quantile_outer)));
+      lo[m].push_back(detail::quantile(s, rng.uniform(opt_.quantile_inner, opt_.quantile_outer)));
+      hi[m].push_back(detail::quantile(s, 1.0 - rng.uniform(opt_.quantile_inner, opt_.quantile_outer)));
     }
   }
   return {lo, hi};
@@ -65,8 +42,8 @@ MaskSet QuantileMethod::obfuscate_episode(const FilterChoice& filters, Obfuscati
 
 std::map<std::string, std::string> QuantileMethod::metadata() const {
   auto m = Method::metadata();
-  m["quantile_inner"] = num(opt_.quantile_inner);
-  m["quantile_outer"] = num(opt_.quantile_outer);
+  m["quantile_inner"] = detail::num(opt_.quantile_inner);
+  m["quantile_outer"] = detail::num(opt_.quantile_outer);
   return m;
 }
 

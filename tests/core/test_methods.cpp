@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <set>
 
@@ -62,6 +63,8 @@ struct Case {
     opt.obfuscator.max_steps = 16;
     opt.permute_rounds = 4;
     opt.permute_batches = 1;
+    opt.swap_rounds = 4;
+    opt.swap_batches = 1;
   }
 
   splitter::ObfuscationData data() {
@@ -170,22 +173,71 @@ TEST(NNSplitterMethod, EqualsSelectMaskAndObfuscate) {
   EXPECT_TRUE(same_state(*c.model, *reference));
 }
 
+// Every F32 state tensor of a holds the same multiset of values (bitwise) as in b.
+void expect_same_multisets(models::Model& a, models::Model& b) {
+  auto& sa = a.state();
+  auto& sb = b.state();
+  ASSERT_EQ(sa.size(), sb.size());
+  for (size_t i = 0; i < sa.size(); ++i) {
+    if (sa[i].tensor->dtype() != DType::F32) continue;
+    std::vector<float> va(sa[i].tensor->f32(), sa[i].tensor->f32() + sa[i].tensor->numel());
+    std::vector<float> vb(sb[i].tensor->f32(), sb[i].tensor->f32() + sb[i].tensor->numel());
+    std::sort(va.begin(), va.end());
+    std::sort(vb.begin(), vb.end());
+    ASSERT_EQ(std::memcmp(va.data(), vb.data(), va.size() * sizeof(float)), 0) << sa[i].key;
+  }
+}
+
 TEST(PermuteMethod, EveryLayerKeepsItsMultisetOfValues) {
   Case c("permute");
   auto method = splitter::make_method(*c.model, c.layers, c.opt);
   auto data = c.data();
   method->run_episode(c.filters, data, 5);
   EXPECT_GT(changed(*c.original, *c.model).size(), 0u);
-  auto& a = c.model->state();
-  auto& b = c.original->state();
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (a[i].tensor->dtype() != DType::F32) continue;
-    std::vector<float> va(a[i].tensor->f32(), a[i].tensor->f32() + a[i].tensor->numel());
-    std::vector<float> vb(b[i].tensor->f32(), b[i].tensor->f32() + b[i].tensor->numel());
-    std::sort(va.begin(), va.end());
-    std::sort(vb.begin(), vb.end());
-    ASSERT_EQ(std::memcmp(va.data(), vb.data(), va.size() * sizeof(float)), 0) << a[i].key;
+  expect_same_multisets(*c.model, *c.original);
+}
+
+// swap: multisets kept; every value that moved (in both its old and its new position) lies
+// strictly inside its layer's [q, 1 - q] quantiles, checked by counting the layer's pretrained
+// values beyond it; each layer stays within NNSplitter's mask size (rounded up to even); and
+// some swaps reach outside the chosen filters (the method's point).
+TEST(SwapMethod, KeepsMultisetsAndMovesOnlyValuesInsideTheQuantiles) {
+  Case c("swap");
+  c.opt.swap_quantile = 0.2;  // large enough that the bound below is not vacuous on small layers
+  auto method = splitter::make_method(*c.model, c.layers, c.opt);
+  auto data = c.data();
+  method->run_episode(c.filters, data, 5);
+  expect_same_multisets(*c.model, *c.original);
+  auto budget = splitter::select_mask(c.layers, c.filters, c.opt.c, c.opt.eps);
+  std::map<std::string, std::vector<int64_t>> by_layer;
+  for (auto& [key, i] : changed(*c.original, *c.model)) by_layer[key].push_back(i);
+  ASSERT_FALSE(by_layer.empty());
+  int64_t outside = 0;
+  for (size_t l = 0; l < c.layers.size(); ++l) {
+    const auto& layer = c.layers[l];
+    auto it = by_layer.find(layer.key);
+    if (it == by_layer.end()) continue;
+    EXPECT_LE(int64_t(it->second.size()), int64_t(budget[l].index.size() + 1) / 2 * 2) << layer.key;
+    const float* before = nullptr;
+    for (auto& e : c.original->state())
+      if (e.key == layer.key) before = e.tensor->f32();
+    ASSERT_NE(before, nullptr);
+    const int64_t n = layer.param->value.numel();
+    for (int64_t i : it->second) {
+      for (float v : {before[i], layer.param->value.f32()[i]}) {
+        int64_t below = 0, above = 0;
+        for (int64_t k = 0; k < n; ++k) {
+          below += before[k] < v;
+          above += before[k] > v;
+        }
+        EXPECT_GE(double(below) / double(n), c.opt.swap_quantile - 1.0 / double(n)) << layer.key;
+        EXPECT_GE(double(above) / double(n), c.opt.swap_quantile - 1.0 / double(n)) << layer.key;
+      }
+      const int32_t f = int32_t(i / layer.filter_size);
+      outside += std::find(c.filters[l].begin(), c.filters[l].end(), f) == c.filters[l].end();
+    }
   }
+  EXPECT_GT(outside, 0) << "no swap left the chosen filters";
 }
 
 TEST(QuantileMethod, ChangedValuesStayInsideTheirBoundsAndTheBoundsInsideTheQuantiles) {

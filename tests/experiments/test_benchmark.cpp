@@ -36,7 +36,7 @@ TEST(AttackBenchmark, SmallSweepGivesOneTableWithAttacksAndFloor) {
   std::string yaml = read(fs::path(NNS_SOURCE_DIR) / "configs/attacks/benchmark.yaml");
   // The full-size axes, as the benchmark promises them.
   replace_once(yaml, "  model.arch: [lenet5, resnet20]\n", "  model.arch: [lenet5]\n");
-  ASSERT_NE(yaml.find("  splitter.method: [nnsplitter, quantile, permute]\n"), std::string::npos);
+  ASSERT_NE(yaml.find("  splitter.method: [nnsplitter, quantile, permute, swap]\n"), std::string::npos);
   ASSERT_NE(yaml.find("  seed: [0, 1, 2]\n"), std::string::npos);
   const fs::path file = dir / "benchmark.yaml";
   std::ofstream(file) << yaml;
@@ -57,7 +57,7 @@ TEST(AttackBenchmark, SmallSweepGivesOneTableWithAttacksAndFloor) {
   ASSERT_EQ(c.code, 0) << c.out;
   auto j = nlohmann::json::parse(c.out);
   const auto runs = j["runs"];
-  ASSERT_EQ(runs.size(), 9u);
+  ASSERT_EQ(runs.size(), 12u);  // 4 methods x 3 seeds
   for (const auto& run : runs) {
     const auto& a = run["attacks"];
     for (const char* col :

@@ -4,9 +4,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/random.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
-#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -334,36 +332,9 @@ void AtomicFile::commit() {
   sync_folder(dir_);
 }
 
-std::string AtomicFile::failure_cause(std::string_view message) const {
-  for (int e : {EFBIG, ENOSPC, EDQUOT})
-    if (message.find(std::strerror(e)) != std::string_view::npos) return write_errno_text(e);
-  struct rlimit lim {};
-  struct stat st {};
-  if (!temp_.empty() && ::getrlimit(RLIMIT_FSIZE, &lim) == 0 && lim.rlim_cur != RLIM_INFINITY &&
-      ::stat(temp_.c_str(), &st) == 0 && rlim_t(st.st_size) >= lim.rlim_cur)
-    return write_errno_text(EFBIG);
-  struct statvfs vfs {};
-  if (::statvfs(dir_.c_str(), &vfs) == 0 && vfs.f_bavail == 0) return write_errno_text(ENOSPC);
-  return "";
-}
-
 void write_file_atomically(const std::string& path, std::string_view bytes, AtomicOptions o) {
   AtomicFile f(path, o);
   f.write(bytes);
-  f.commit();
-}
-
-void write_file_atomically_via(const std::string& path,
-                               const std::function<void(const std::string& temp_path)>& fill,
-                               AtomicOptions o) {
-  AtomicFile f(path, o);
-  try {
-    fill(f.temp_path());
-  } catch (const std::exception& e) {
-    const std::string cause = f.failure_cause(e.what());
-    if (cause.empty()) throw;
-    throw std::runtime_error(path + ": cannot write: " + cause + " (" + e.what() + ")");
-  }
   f.commit();
 }
 

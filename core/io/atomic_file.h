@@ -20,13 +20,12 @@
 //   is ignored process-wide (ignore_file_size_signal(), called by main() and by the first
 //   AtomicFile), so such a write fails with EFBIG and becomes the error above.
 //
-// Two ways in: bytes (write_file_atomically), or an AtomicFile whose temp_path() a library that
-// writes by path (HDF5) fills before commit() (write_file_atomically_via for a callback).
+// One way in: bytes (write_file_atomically, or AtomicFile::write then commit()). A library
+// that would write by path builds its file in memory first (HDF5: experiments/h5file.cpp).
 #pragma once
 
 #include <sys/types.h>
 
-#include <functional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -59,7 +58,7 @@ class AtomicFile {
   AtomicFile& operator=(const AtomicFile&) = delete;
 
   const std::string& target() const { return target_; }
-  // The temporary file, created empty; a library that writes by path may truncate and fill it.
+  // The temporary file (its name says whose it is: see remove_stale_temporaries).
   const std::string& temp_path() const { return temp_; }
 
   // Appends bytes to the temporary file (EINTR and short writes handled).
@@ -67,12 +66,6 @@ class AtomicFile {
   // fsync, close, rename over (or, with Existing::Refuse, link to) the target, fsync of the
   // folder. After a failure the temporary file is gone and the target untouched. Once only.
   void commit();
-
-  // Why a writer that used temp_path() (HDF5) failed, when the cause was the file size limit
-  // or a full disk: write_errno_text of EFBIG/ENOSPC/EDQUOT when `message` holds its strerror
-  // text, the temporary file has reached the size limit, or the folder has no space left;
-  // "" otherwise. Call it before the AtomicFile is destroyed.
-  std::string failure_cause(std::string_view message) const;
 
  private:
   [[noreturn]] void fail(const std::string& what, int err) const;
@@ -86,13 +79,6 @@ class AtomicFile {
 
 // Writes `bytes` to `path` atomically (everything above).
 void write_file_atomically(const std::string& path, std::string_view bytes, AtomicOptions o = {});
-
-// For a library that writes by path: fill(temp_path) writes the whole file, then it is
-// committed. An exception from fill removes the temporary file; a size-limit or disk-full cause
-// is named (failure_cause).
-void write_file_atomically_via(const std::string& path,
-                               const std::function<void(const std::string& temp_path)>& fill,
-                               AtomicOptions o = {});
 
 // "file size limit (ulimit -f) reached" for EFBIG, "disk full (no space left on device)" for
 // ENOSPC, "disk quota exceeded" for EDQUOT, strerror otherwise.

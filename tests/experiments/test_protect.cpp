@@ -76,6 +76,13 @@ TEST(Protect, SmallModelDropsToChanceAndRestoresExactly) {
   EXPECT_FALSE(fs::exists(fs::path(in.out_dir) / "search_state.safetensors"));
   // The obfuscated file differs from the original in exactly the secret entries.
   auto obf = io::load_model(r.obfuscated_path);
+  // The model handed in comes back holding the obfuscated weights (the restored accuracy is
+  // measured through it, with the restored values put in and taken out again).
+  for (size_t i = 0; i < original.size(); ++i)
+    ASSERT_EQ(std::memcmp(obf->state()[i].tensor->raw(), f.model->state()[i].tensor->raw(),
+                          original[i].nbytes()),
+              0)
+        << f.model->state()[i].key;
   auto sec = splitter::read_secrets(r.secrets_path);
   EXPECT_EQ(sec.total(), r.obfuscated_weights);
   splitter::apply_secrets(*obf, sec);

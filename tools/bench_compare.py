@@ -17,7 +17,8 @@ each in a fresh process with the same thread count, batch and data:
 Per workload it reports the median of each side and the median of the pair ratios (ours/PyTorch
 for throughput; PyTorch/ours for times and peak memory, so > 1 always means we are ahead), the
 peak memory (max RSS) of every process, and a parity check of the obfuscation step (the same
-masked weights and batches must give the same loss trajectory on both sides). The JSON records
+masked weights and batches must give the same loss trajectory on both sides, checked on the steps
+where PyTorch's own NCHW and channels_last runs still agree: see parity()). The JSON records
 the date, the machine (CPU model, cores, load average), the versions (our git commit, torch,
 oneDNN and BLAS as loaded) and the threads. --markdown prints the README table.
 
@@ -56,6 +57,8 @@ CPU_KEY = {"training_images_per_second": "training_cpu_seconds_per_batch",
            "search_seconds": "cpu_seconds", "wall_seconds": "cpu_seconds"}
 VICTIM_EPOCHS = {"lenet5": 8, "resnet20": 4}
 PARITY_RTOL = 2e-3
+PARITY_SELF_RTOL = 1e-5   # parity(): steps checked while PyTorch agrees with itself this well
+PARITY_MIN_STEPS = 3
 
 
 class Failure(Exception):
@@ -370,7 +373,15 @@ def summarise(runs):
 
 
 def parity(runs):
-    """Obfuscation step: same mask size and the same CE trajectory (relative PARITY_RTOL) per pair."""
+    """Obfuscation step: same mask size and the same CE trajectory (relative PARITY_RTOL) per pair.
+
+    Checked are the steps on which PyTorch agrees with itself: its NCHW and channels_last runs
+    (same weights, same batches, other summation order) differ by at most PARITY_SELF_RTOL, and
+    always the first PARITY_MIN_STEPS. Beyond that the trajectory is chaotic, not wrong: on an
+    untrained resnet18 an early Adam step moves a weight by about lr * sign(grad) however small
+    the gradient, so rounding that flips a near-zero gradient moves the weight the other way, and
+    PyTorch's own two layouts drift apart x5-15 per step (1e-7, 2e-6, 8e-6, 1e-4, 4e-4 over
+    steps 2-6, 2026-12-05). Later steps are reported, not checked."""
     out = []
     for r in runs:
         if r["side"] != "nnsplitter" or not r["workload"].endswith("/throughput"):
@@ -381,12 +392,23 @@ def parity(runs):
             continue
         lo, lt = r["obfuscation_losses"], t["obfuscation_losses"]
         n = min(len(lo), len(lt))
-        diff = max((abs(x - y) / max(abs(y), 1e-6) for x, y in zip(lo[:n], lt[:n])), default=None)
-        ok = (r["obfuscation_masked_weights"] == t["obfuscation_masked_weights"] and n > 0
+        rel = [abs(x - y) / max(abs(y), 1e-6) for x, y in zip(lo[:n], lt[:n])]
+        traces = [v["obfuscation_losses"] for v in (t.get("layouts") or {}).values()]
+        self_rel = None
+        checked = n
+        if len(traces) >= 2:
+            a, b = traces[0], traces[1]
+            self_rel = [abs(x - y) / max(abs(y), 1e-6) for x, y in zip(a, b)]
+            stable = next((i for i, d in enumerate(self_rel) if d > PARITY_SELF_RTOL), len(self_rel))
+            checked = min(n, max(stable, PARITY_MIN_STEPS))
+        diff = max(rel[:checked], default=None)
+        ok = (r["obfuscation_masked_weights"] == t["obfuscation_masked_weights"] and checked > 0
               and diff is not None and diff <= PARITY_RTOL)
-        out.append({"workload": r["workload"], "pair": r["pair"], "steps": n,
+        out.append({"workload": r["workload"], "pair": r["pair"], "steps": n, "checked_steps": checked,
                     "masked_weights": [r["obfuscation_masked_weights"], t["obfuscation_masked_weights"]],
-                    "losses": {"nnsplitter": lo[:n], "pytorch": lt[:n]}, "max_rel_diff": diff, "ok": ok})
+                    "losses": {"nnsplitter": lo[:n], "pytorch": lt[:n]}, "max_rel_diff": diff,
+                    "max_rel_diff_all_steps": max(rel, default=None),
+                    "pytorch_layout_rel_diff": self_rel, "ok": ok})
     return out
 
 
@@ -427,7 +449,9 @@ def markdown(doc):
     ok = all(p["ok"] for p in doc["parity"]) if doc["parity"] else None
     if doc["parity"]:
         worst = max(p["max_rel_diff"] or 0 for p in doc["parity"])
-        lines += ["", f"Obfuscation-step parity (same mask, same batches, first {doc['parity'][0]['steps']} steps): "
+        checked = ", ".join(sorted({f"{p['workload'].split('/')[0]} {p['checked_steps']}" for p in doc["parity"]}))
+        lines += ["", f"Obfuscation-step parity (same mask, same batches; steps checked, those on which PyTorch's "
+                      f"NCHW and channels_last runs agree to {PARITY_SELF_RTOL:.0e}: {checked}): "
                       f"{'ok' if ok else 'FAILED'}, largest relative loss difference {worst:.1e}."]
     lines += ["", f"Reproduce: `{doc['command']}`"]
     return "\n".join(lines)
@@ -444,7 +468,8 @@ def table(doc):
                    f"{'' if not rng else f'{rng[0]:.2f}–{rng[1]:.2f}'}")
     for p in doc["parity"]:
         out.append(f"parity {p['workload']} pair {p['pair']}: masked {p['masked_weights']}, max rel loss diff "
-                   f"{p['max_rel_diff']:.1e} -> {'ok' if p['ok'] else 'FAILED'}")
+                   f"{p['max_rel_diff']:.1e} over {p['checked_steps']} of {p['steps']} steps "
+                   f"({p['max_rel_diff_all_steps']:.1e} over all) -> {'ok' if p['ok'] else 'FAILED'}")
     return "\n".join(out)
 
 

@@ -43,6 +43,10 @@ void add_groupcover_keys(Schema& s) {
   add("labels", V::String, "victim",
       "query labels: the deployed victim's argmax (API access) or the ground truth", {}, {},
       {"victim", "truth"});
+  add("scope", V::String, "trainable",
+      "what the detectors scan: trainable = every trainable parameter (GroupCover; BatchNorm "
+      "scales included), weights = convolution and linear weights only",
+      {}, {}, detector_scopes());
   add("floor", V::Bool, "true",
       "also the black-box floor: the donor and a fresh model trained on the same queries");
 }
@@ -58,6 +62,7 @@ GroupCoverRun run_groupcover(const Config& cfg, models::Model& obfuscated, model
   o.params.percentile = cfg.get_float(p + "percentile");
   o.params.eps = cfg.get_float(p + "eps");
   o.params.bin_fraction = cfg.get_float(p + "bin_fraction");
+  o.scope = cfg.get_string(p + "scope");
   o.resets = cfg.get_strings(p + "resets");
   o.knockoff.budgets = cfg.get_ints(p + "budgets");
   o.knockoff.epochs = int(cfg.get_int(p + "epochs"));
@@ -139,6 +144,7 @@ void write_groupcover(h5::File& f, const GroupCoverRun& r) {
   f.attr(g, "detector", r.options.detector);
   f.attr(g, "percentile", r.options.params.percentile);
   f.attr(g, "eps", r.options.params.eps);
+  f.attr(g, "scope", r.options.scope);
   f.attr(g, "queries", r.query_source);
   f.attr(g, "labels", r.labels);
   f.attr(g, "epochs", int64_t(r.options.knockoff.epochs));

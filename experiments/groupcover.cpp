@@ -47,6 +47,21 @@ std::vector<std::string> trainable_keys(models::Model& m) {
   return keys;
 }
 
+const std::vector<std::string>& detector_scopes() {
+  static const std::vector<std::string> s = {"trainable", "weights"};
+  return s;
+}
+
+std::vector<std::string> scanned_keys(models::Model& m, const std::string& scope) {
+  if (scope == "trainable") return trainable_keys(m);
+  if (scope != "weights")
+    throw std::invalid_argument("detector scope '" + scope + "': expected trainable or weights");
+  std::vector<std::string> keys;
+  for (auto& [key, p] : m.parameters())
+    if (p->value.dtype() == DType::F32 && p->value.ndim() >= 2) keys.push_back(key);
+  return keys;
+}
+
 // ---------------------------------------------------------------- detectors
 
 ExtremePercentileDetector::ExtremePercentileDetector(double percentile, double eps,
@@ -344,7 +359,7 @@ GroupCoverResult groupcover_attack(models::Model& obfuscated, const splitter::Se
   }
   GroupCoverResult res;
   res.budgets = o.knockoff.budgets;
-  const auto keys = trainable_keys(obfuscated);
+  const auto keys = scanned_keys(obfuscated, o.scope);
   res.flagged = make_detector(o.detector, o.params)->detect(obfuscated, keys);
   if (secrets)
     for (const auto& name : o.scored) {

@@ -81,6 +81,7 @@ struct AttackArgs {
   std::vector<std::string> resets = {"donor"};
   std::vector<int64_t> budgets = {300, 500};
   double percentile = 0.001, eps = 2e-3;
+  std::string scope = "trainable";
   bool no_floor = false;
 };
 
@@ -108,6 +109,7 @@ void run_groupcover(const AttackArgs& a, models::Model& obf, const splitter::Sec
   o.detector = a.detector;
   o.params.percentile = a.percentile;
   o.params.eps = a.eps;
+  o.scope = a.scope;
   o.resets = a.resets;
   o.knockoff.budgets = a.budgets;
   o.knockoff.epochs = a.epochs;
@@ -150,6 +152,7 @@ void run_groupcover(const AttackArgs& a, models::Model& obf, const splitter::Sec
   j["detector"] = o.detector;
   j["percentile"] = o.params.percentile;
   j["eps"] = o.params.eps;
+  j["scope"] = o.scope;
   j["flagged"] = weight_count(r.flagged);
   j["epochs"] = o.knockoff.epochs;
   j["lr"] = o.knockoff.lr;
@@ -265,6 +268,11 @@ Command add_attack_command(CLI::App& root) {
                   "groupcover: extreme_percentile's percentile at each end (percent)")
       ->capture_default_str();
   sub->add_option("--eps", a->eps, "groupcover: flag weights within 2*eps of either end value")
+      ->capture_default_str();
+  sub->add_option("--scope", a->scope,
+                  "groupcover: what the detectors scan: trainable (every trainable parameter, "
+                  "GroupCover's code) or weights (convolution and linear weights only)")
+      ->check(CLI::IsMember(detector_scopes()))
       ->capture_default_str();
   sub->add_option("--resets", a->resets, "groupcover: reset modes to try, e.g. donor,zero,mean")
       ->delimiter(',')

@@ -122,6 +122,34 @@ TEST(GroupCover, GlobalExtremePercentileOnPlantedWeights) {
   EXPECT_DOUBLE_EQ(s2.recall, 40.0 / 45);
 }
 
+TEST(GroupCover, WeightsScopeLeavesOutBiasesThatHideTheUpperBound) {
+  // A bias above the planted upper bound (BatchNorm scales play this part in a ResNet) becomes
+  // the global upper end of the "trainable" scan, which then misses every secret at +0.3;
+  // scanning only the weight tensors finds both bounds.
+  auto m = lenet();
+  background(*m);
+  std::vector<Plant> plants;
+  for (int i = 0; i < 20; ++i) plants.push_back({"conv2.weight", 7 * i, 0.3f, true});
+  for (int i = 0; i < 20; ++i) plants.push_back({"fc1.weight", 11 * i + 1, -0.3f, true});
+  plants.push_back({"fc1.bias", 3, 0.9f, false});
+  auto secrets = plant(*m, plants);
+
+  const auto weights = exp::scanned_keys(*m, "weights");
+  EXPECT_EQ(weights, (std::vector<std::string>{"conv1.weight", "conv2.weight", "fc1.weight",
+                                               "fc2.weight", "fc3.weight"}));
+  EXPECT_EQ(exp::scanned_keys(*m, "trainable"), exp::trainable_keys(*m));
+  EXPECT_THROW(exp::scanned_keys(*m, "buffers"), std::invalid_argument);
+
+  auto d = exp::make_detector("extreme_percentile", {});
+  auto all = exp::score_detection("a", d->detect(*m, exp::trainable_keys(*m)), secrets);
+  EXPECT_EQ(all.true_positives, 20);  // the lower bound only
+  EXPECT_EQ(all.flagged, 21);         // and the bias itself
+  auto w = exp::score_detection("w", d->detect(*m, weights), secrets);
+  EXPECT_EQ(w.true_positives, 40);
+  EXPECT_EQ(w.flagged, 40);
+  EXPECT_DOUBLE_EQ(w.recall, 1.0);
+}
+
 TEST(GroupCover, PercentileEndsFollowGroupCoversIndexing) {
   // lenet5 has 61706 weights; percentile 0.01 (%) -> lower = floor(n·1e-4) = 6, lo = sorted[5],
   // hi = sorted[floor(n·(1 − 1e-4))]: both inside 30 distinct planted values at each end. With

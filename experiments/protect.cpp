@@ -38,8 +38,10 @@ void add_method_keys(Schema& s) {
   using V = ValueType;
   add("splitter.method", V::String, "nnsplitter",
       "how the chosen filters are obfuscated: nnsplitter (the paper: Adam to one shared clamp), "
-      "quantile (the same, each weight bounded inside its own layer's high-density range), or "
-      "permute (values swapped inside the chosen filters; every layer keeps its values)",
+      "quantile (the same, each weight bounded inside its own layer's high-density range), "
+      "permute (values swapped inside the chosen filters; every layer keeps its values), or "
+      "swap (the chosen filters' values swapped with other entries of their layer, chosen by "
+      "the loss gradient; every layer keeps its values, no extreme value moves)",
       {}, {}, splitter::method_names());
   add("splitter.rule", V::String, "spatial",
       "eligible layers: spatial (>=2-D weights whose last dim > 1) or all (every >=2-D weight)",

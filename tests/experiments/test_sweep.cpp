@@ -17,6 +17,7 @@
 #include "core/io/atomic_file.h"
 #include "experiments/experiment.h"
 #include "experiments/h5file.h"
+#include "experiments/protect.h"
 #include "experiments/sweep.h"
 
 namespace fs = std::filesystem;
@@ -573,4 +574,27 @@ TEST(SweepCli, SlurmWritesScriptsAndSubmitWithoutSbatchFails) {
   r = run_cli("sweep " + f.string() + " --slurm --submit", true, "PATH=/nonexistent");
   EXPECT_EQ(r.code, 1) << r.out;
   EXPECT_TRUE(contains(r.out, "sbatch not found")) << r.out;
+}
+
+// Every config the repository ships loads under the schema of the command it is written for:
+// configs/protect and configs/bench are `protect --config` files, the rest experiment or sweep
+// files (every run of a sweep validated, as `sweep` does before running anything). A key renamed
+// in the code and not in a shipped file fails here, not on a user's machine.
+TEST(Sweep, EveryShippedConfigValidates) {
+  const fs::path root = fs::path(NNS_SOURCE_DIR) / "configs";
+  int protect_files = 0, experiment_files = 0;
+  for (const auto& e : fs::recursive_directory_iterator(root)) {
+    if (!e.is_regular_file() || e.path().extension() != ".yaml") continue;
+    const auto dir = e.path().parent_path().filename().string();
+    SCOPED_TRACE(e.path().string());
+    if (dir == "protect" || dir == "bench") {
+      EXPECT_NO_THROW(Config::load(method_schema(), e.path().string(), {}));
+      ++protect_files;
+    } else {
+      EXPECT_NO_THROW(Sweep::load(experiment_schema(), e.path().string()).validate_all());
+      ++experiment_files;
+    }
+  }
+  EXPECT_GE(protect_files, 4);
+  EXPECT_GE(experiment_files, 10);
 }

@@ -1,3 +1,4 @@
+#include <algorithm>
 #include "experiments/config.h"
 
 #include <yaml-cpp/depthguard.h>  // YAML::DeepRecursion (not in yaml.h)
@@ -167,14 +168,19 @@ void walk(const Schema& schema, const std::string& file, const YAML::Node& node,
     } else if (schema.is_section(path)) {
       walk(schema, file, kv.second, path, out);
     } else {
+      // The names allowed at this level, once each, in schema order (a subsection by its name).
       std::string hint;
+      std::vector<std::string> names;
       auto dot = path.rfind('.');
       std::string section = dot == std::string::npos ? "" : path.substr(0, dot);
       for (const auto& k : schema.keys())
         if (k.path.rfind(section.empty() ? "" : section + ".", 0) == 0) {
           std::string rest = section.empty() ? k.path : k.path.substr(section.size() + 1);
-          if (rest.find('.') == std::string::npos || section.empty())
-            hint += (hint.empty() ? "" : ", ") + rest.substr(0, rest.find('.'));
+          std::string name = rest.substr(0, rest.find('.'));
+          if (std::find(names.begin(), names.end(), name) == names.end()) {
+            names.push_back(name);
+            hint += (hint.empty() ? "" : ", ") + name;
+          }
         }
       throw ConfigError(where(file, kv.first.Mark()) + ": unknown key '" + path + "'" +
                         (hint.empty() ? "" : " (known here: " + hint + ")"));

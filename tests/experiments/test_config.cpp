@@ -26,6 +26,17 @@ std::string error_of(const std::string& file, std::vector<std::string> sets = {}
   return "";
 }
 
+TEST(Config, UnknownKeyListsEachNameOfItsLevelOnce) {
+  EXPECT_NE(error_of(write_yaml("unk_top", "bogus: 1\n")).find("(known here: splitter, controller)"),
+            std::string::npos);
+  // A section's own keys and its subsections (splitter.swap.*), each once.
+  const std::string e = error_of(write_yaml("unk_sec", "splitter:\n  bogus: 1\n"));
+  EXPECT_NE(e.find("unknown key 'splitter.bogus' (known here: method, rule, k,"), std::string::npos)
+      << e;
+  EXPECT_NE(e.find(", swap)"), std::string::npos) << e;
+  EXPECT_EQ(e.find("swap, swap"), std::string::npos) << e;
+}
+
 TEST(Config, DefaultsAndOverrides) {
   std::string f = write_yaml("ok", "splitter:\n  k: 2\n  eps: 0.001\ncontroller:\n  cell: rnn\n");
   Config c = Config::load(method_schema(), f, {"splitter.lr=0.2", "controller.updates=3"});

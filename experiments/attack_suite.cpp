@@ -47,6 +47,10 @@ void add_groupcover_keys(Schema& s) {
       "what the detectors scan: trainable = every trainable parameter (GroupCover; BatchNorm "
       "scales included), weights = convolution and linear weights only",
       {}, {}, detector_scopes());
+  add("bn_recalibrate", V::Bool, "true",
+      "also the label-free attack on the same queries: the obfuscated model's BatchNorm "
+      "statistics re-estimated on the first b queries, nothing else changed (models with "
+      "BatchNorm)");
   add("floor", V::Bool, "true",
       "also the black-box floor: the donor and a fresh model trained on the same queries");
 }
@@ -72,6 +76,7 @@ GroupCoverRun run_groupcover(const Config& cfg, models::Model& obfuscated, model
   o.knockoff.seed = uint64_t(cfg.get_int("seed"));
   o.knockoff.pad_to = pad_to;
   o.floor = cfg.get_bool(p + "floor");
+  o.bn_recalibrate = cfg.get_bool(p + "bn_recalibrate");
   if (o.knockoff.budgets.empty()) throw ConfigError(p + "budgets: needs at least one budget");
   run.query_source = cfg.get_string(p + "queries");
   run.labels = cfg.get_string(p + "labels");
@@ -129,6 +134,8 @@ void write_groupcover(h5::File& f, const GroupCoverRun& r) {
           {int64_t(res.recovered.size()), int64_t(res.budgets.size())});
   if (!res.floor_donor.empty()) f.write(g + "/floor_donor", res.floor_donor, "fraction");
   if (!res.floor_scratch.empty()) f.write(g + "/floor_scratch", res.floor_scratch, "fraction");
+  if (!res.bn_recalibrated.empty())
+    f.write(g + "/bn_recalibrated", res.bn_recalibrated, "fraction");
   f.write(g + "/flagged", weight_count(res.flagged), "count");
   f.write(g + "/accuracy_victim_eval", r.accuracy_victim_eval, "fraction");
   f.write(g + "/accuracy_obfuscated_eval", r.accuracy_obfuscated_eval, "fraction");
@@ -171,6 +178,11 @@ std::vector<std::pair<std::string, double>> attack_columns(const h5::File& f) {
       for (size_t b = 0; b < budgets.size(); ++b)
         c.emplace_back("groupcover." + resets[r] + "@" + std::to_string(budgets[b]),
                        rec.at(r * budgets.size() + b));
+    if (f.exists(g + "/bn_recalibrated")) {
+      const auto v = f.read_doubles(g + "/bn_recalibrated");
+      for (size_t b = 0; b < budgets.size() && b < v.size(); ++b)
+        c.emplace_back("bn_recal@" + std::to_string(budgets[b]), v[b]);
+    }
     for (const char* which : {"donor", "scratch"}) {
       const std::string path = g + "/floor_" + which;
       if (!f.exists(path)) continue;

@@ -17,7 +17,7 @@
 namespace nns::exp {
 
 // attacks.groupcover.* (detector, percentile, eps, resets, donor, budgets, epochs, lr, momentum,
-// batch, queries, labels, floor).
+// batch, queries, labels, bn_recalibrate, floor).
 void add_groupcover_keys(Schema& s);
 
 // What the run needs besides the config. `victim` is the deployed model (the obfuscated one
@@ -42,7 +42,7 @@ void write_groupcover(h5::File& f, const GroupCoverRun& r);
 
 // The attack columns of one run's row in `collect`'s table, in a stable order: secrets_bytes;
 // per scored detector precision.NAME and recall.NAME; per reset mode and budget
-// groupcover.MODE@B, then floor.donor@B and floor.scratch@B; boundary_reset (after the reset)
+// groupcover.MODE@B, then bn_recal@B (BatchNorm statistics re-estimated on B queries), floor.donor@B and floor.scratch@B; boundary_reset (after the reset)
 // and boundary_reset+ft (after its fine-tuning). Only what the file holds.
 std::vector<std::pair<std::string, double>> attack_columns(const h5::File& f);
 

@@ -302,6 +302,45 @@ data::Dataset label_queries(const data::Dataset& pool, models::Model* victim,
   return d;
 }
 
+int recalibrate_batchnorm(models::Model& model, const data::Dataset& images, int64_t n,
+                          const data::Normalization& norm, int batch, int pad_to) {
+  if (n < 1 || n > images.size() || batch < 1)
+    throw std::invalid_argument("recalibrate_batchnorm: " + std::to_string(n) + " images of " +
+                                std::to_string(images.size()) + ", batch " +
+                                std::to_string(batch));
+  std::vector<nn::BatchNorm2d*> bns;
+  for (auto& [name, m] : model.modules())
+    if (auto* b = dynamic_cast<nn::BatchNorm2d*>(m); b && !b->bypassed()) bns.push_back(b);
+  if (bns.empty()) return 0;
+  model.set_training(false);
+  std::vector<float> momentum;
+  for (auto* b : bns) {
+    momentum.push_back(b->momentum);
+    b->running_mean.copy_from(Tensor::from_vector(std::vector<float>(size_t(b->c), 0.0f), {b->c}));
+    b->running_var.copy_from(Tensor::from_vector(std::vector<float>(size_t(b->c), 1.0f), {b->c}));
+    Tensor zero(Shape{1}, DType::I64, Device::CPU);
+    zero.i64()[0] = 0;
+    b->num_batches_tracked.copy_from(zero);
+    b->set_training(true);
+  }
+  std::vector<int64_t> first(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) first[size_t(i)] = i;
+  const data::Dataset part = data::subset(images, first);
+  data::BatchOptions bo;
+  bo.pad_to = pad_to;
+  data::Loader loader(part, norm, batch, false, 0, bo);
+  Tensor x, y;
+  int seen = 0;
+  while (loader.next(x, y)) {
+    ++seen;
+    for (auto* b : bns) b->momentum = 1.0f / float(seen);  // running = mean of the batch statistics
+    model.forward(x.to(model.device()));
+  }
+  for (size_t i = 0; i < bns.size(); ++i) bns[i]->momentum = momentum[i];
+  model.set_training(false);
+  return int(bns.size());
+}
+
 std::vector<double> knockoff_train(models::Model& start, const data::Dataset& transfer,
                                    const data::Normalization& norm, const KnockoffOptions& o,
                                    const AccuracyFn& acc) {
@@ -366,6 +405,14 @@ GroupCoverResult groupcover_attack(models::Model& obfuscated, const splitter::Se
       auto flagged = name == o.detector ? res.flagged
                                         : make_detector(name, o.params)->detect(obfuscated, keys);
       res.scores.push_back(score_detection(name, flagged, *secrets));
+    }
+  if (o.bn_recalibrate)
+    for (int64_t b : o.knockoff.budgets) {
+      if (b < 1 || b > transfer.size()) break;  // knockoff_train below reports the bad budget
+      auto copy = models::clone_model(obfuscated);
+      if (recalibrate_batchnorm(*copy, transfer, b, norm, o.knockoff.batch, o.knockoff.pad_to) == 0)
+        break;
+      res.bn_recalibrated.push_back(acc(*copy));
     }
   for (const auto& mode : o.resets) {
     auto copy = models::clone_model(obfuscated);

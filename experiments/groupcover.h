@@ -159,12 +159,26 @@ std::vector<double> knockoff_train(models::Model& start, const data::Dataset& tr
                                    const data::Normalization& norm, const KnockoffOptions& o,
                                    const AccuracyFn& acc);
 
+// ---- BatchNorm recalibration (label-free)
+
+// Re-estimates, in place, every BatchNorm's running mean and variance of `model` from the first
+// n images of `images` (labels unused; AdaBN, Li et al. 2016): statistics reset, forwards with
+// only the BatchNorm layers in training mode, every batch weighted equally (PyTorch's
+// momentum=None), the weights untouched; the model is left in eval mode. Returns how many
+// BatchNorm layers it re-estimated (0: a model without BatchNorm, nothing changed). n outside
+// [1, images.size()] or batch < 1 -> std::invalid_argument.
+int recalibrate_batchnorm(models::Model& model, const data::Dataset& images, int64_t n,
+                          const data::Normalization& norm, int batch, int pad_to);
+
 // ---- the protocol
 
 struct GroupCoverOptions {
   std::string detector = "extreme_percentile";  // drives the reset
   DetectorParams params;
   std::string scope = "trainable";  // scanned_keys(): trainable (GroupCover) or weights
+  // Also the label-free attack on the same queries: the obfuscated model's BatchNorm
+  // statistics re-estimated on the first b queries (no reset, no training).
+  bool bn_recalibrate = true;
   std::vector<std::string> scored = detector_names();  // detectors scored against the secrets
   std::vector<std::string> resets = {"donor"};         // each: reset, then knockoff
   KnockoffOptions knockoff;
@@ -179,6 +193,9 @@ struct GroupCoverResult {
   std::vector<double> accuracy_reset;          // [reset]: after the reset, before training
   std::vector<std::vector<double>> recovered;  // [reset][budget]
   std::vector<double> floor_donor, floor_scratch;  // [budget]; floor_donor empty without donor
+  // [budget]: recalibrate_batchnorm on the obfuscated model with the first b queries; empty when
+  // off or the model has no BatchNorm.
+  std::vector<double> bn_recalibrated;
 };
 
 // detect (o.detector on scanned_keys(o.scope)) -> for each reset mode: reset a copy, measure, knockoff

@@ -82,7 +82,7 @@ struct AttackArgs {
   std::vector<int64_t> budgets = {300, 500};
   double percentile = 0.001, eps = 2e-3;
   std::string scope = "trainable";
-  bool no_floor = false;
+  bool no_floor = false, no_bn_recalibrate = false;
 };
 
 std::unique_ptr<models::Model> load_same_arch(const std::string& path, const models::Model& like,
@@ -120,6 +120,7 @@ void run_groupcover(const AttackArgs& a, models::Model& obf, const splitter::Sec
   o.knockoff.seed = a.seed;
   o.knockoff.pad_to = pad_to;
   o.floor = !a.no_floor;
+  o.bn_recalibrate = !a.no_bn_recalibrate;
   const int64_t n = *std::max_element(a.budgets.begin(), a.budgets.end());
   QuerySplit q;
   try {
@@ -174,6 +175,8 @@ void run_groupcover(const AttackArgs& a, models::Model& obf, const splitter::Sec
   for (const auto& row : r.recovered) j["recovered"].push_back(nan_to_null(row));
   j["floor_donor"] = donor && o.floor ? nan_to_null(r.floor_donor) : nlohmann::json(nullptr);
   j["floor_scratch"] = o.floor ? nan_to_null(r.floor_scratch) : nlohmann::json(nullptr);
+  j["bn_recalibrated"] =
+      r.bn_recalibrated.empty() ? nlohmann::json(nullptr) : nlohmann::json(r.bn_recalibrated);
   if (a.json) return;
 
   std::printf("queries from the %s split, labelled by %s; accuracy on %lld held-out images "
@@ -199,6 +202,8 @@ void run_groupcover(const AttackArgs& a, models::Model& obf, const splitter::Sec
     for (double v : row) std::printf("  %8s", pct(v).c_str());
     std::printf("\n");
   };
+  if (!r.bn_recalibrated.empty())
+    line("BatchNorm statistics re-estimated (no labels)", "", r.bn_recalibrated);
   for (size_t i = 0; i < r.resets.size(); ++i)
     line(o.detector + " -> " + r.resets[i] + " -> knockoff", pct(r.accuracy_reset[i]),
          r.recovered[i]);
@@ -289,6 +294,9 @@ Command add_attack_command(CLI::App& root) {
                   "groupcover: label the queries by the victim's argmax (victim) or the ground "
                   "truth (truth)")
       ->capture_default_str();
+  sub->add_flag("--no-bn-recalibrate", a->no_bn_recalibrate,
+                "groupcover: skip the label-free attack on the same queries (the obfuscated "
+                "model's BatchNorm statistics re-estimated on them; nothing else changed)");
   sub->add_flag("--no-floor", a->no_floor,
                 "groupcover: skip the black-box floor (training the donor and a fresh model on "
                 "the same queries)");

@@ -43,6 +43,11 @@ void add_method_keys(Schema& s) {
       "swap (the chosen filters' values swapped with other entries of their layer, chosen by "
       "the loss gradient; every layer keeps its values, no extreme value moves)",
       {}, {}, splitter::method_names());
+  add("splitter.bn_stats", V::String, "running",
+      "BatchNorm during the search (steps and reward): running = its running statistics (the "
+      "paper), batch = each batch's own statistics with the running ones left untouched, so the "
+      "damage cannot be a shift that re-estimated statistics or fine-tuning undo",
+      {}, {}, {"running", "batch"});
   add("splitter.rule", V::String, "spatial",
       "eligible layers: spatial (>=2-D weights whose last dim > 1) or all (every >=2-D weight)",
       {}, {}, {"spatial", "all"});
@@ -269,6 +274,7 @@ struct ProtectOptions {
     m.obfuscator.patience = int(cfg.get_int("splitter.patience"));
     m.obfuscator.eval_every = cfg.get_int("splitter.eval_every");
     m.obfuscator.max_steps = cfg.get_int("splitter.max_steps");
+    m.obfuscator.bn_batch_stats = cfg.get_string("splitter.bn_stats") == "batch";
     m.quantile_inner = cfg.get_float("splitter.quantile.inner");
     m.quantile_outer = cfg.get_float("splitter.quantile.outer");
     if (m.quantile_inner > m.quantile_outer)

@@ -277,12 +277,15 @@ const Tensor& BatchNorm2d::forward(const Tensor& x) {
     ensure(save_mean_, {c}, device_);
     ensure(save_invstd_, {c}, device_);
     ops::batchnorm_forward_train(ctx(), n, c, hw, x.f32(), weight.value.f32(), bias.value.f32(),
-                                 running_mean.f32(), running_var.f32(), momentum, eps,
+                                 track_stats_ ? running_mean.f32() : nullptr,
+                                 track_stats_ ? running_var.f32() : nullptr, momentum, eps,
                                  out_.f32(), save_mean_.f32(), save_invstd_.f32());
-    // num_batches_tracked lives on the host side of the bookkeeping: copy, bump, copy back.
-    Tensor nbt = num_batches_tracked.to(Device::CPU);
-    nbt.i64()[0] += 1;
-    num_batches_tracked.copy_from(nbt);
+    if (track_stats_) {
+      // num_batches_tracked lives on the host side of the bookkeeping: copy, bump, copy back.
+      Tensor nbt = num_batches_tracked.to(Device::CPU);
+      nbt.i64()[0] += 1;
+      num_batches_tracked.copy_from(nbt);
+    }
   } else {
     ops::batchnorm_forward_eval(ctx(), n, c, hw, x.f32(), weight.value.f32(), bias.value.f32(),
                                 running_mean.f32(), running_var.f32(), eps, out_.f32());

@@ -92,6 +92,11 @@ class BatchNorm2d : public Module {
   // Identity in forward and backward (its transform was folded into the preceding conv).
   void set_bypass(bool v) { bypass_ = v; }
   bool bypassed() const { return bypass_; }
+  // Whether a training-mode forward updates running_mean/var and num_batches_tracked (off: it
+  // normalises with the batch's statistics and leaves every buffer as it is; the obfuscation's
+  // batch-statistics mode, splitter.bn_stats: batch).
+  void set_track_stats(bool v) { track_stats_ = v; }
+  bool tracks_stats() const { return track_stats_; }
 
   int c;
   float eps, momentum;
@@ -103,6 +108,7 @@ class BatchNorm2d : public Module {
   bool forward_was_training_ = true;
   bool param_grad_ = true;
   bool bypass_ = false;
+  bool track_stats_ = true;
 };
 
 // ReLU or ReLU6 (element-wise, backward from the output).

@@ -157,7 +157,7 @@ MaskSet swap_search(models::Model& model, const std::vector<EligibleLayer>& laye
   if (!states.empty()) {
     std::vector<LayerMask> grad_masks;
     for (const auto& s : states) grad_masks.push_back({s.layer, s.grad_filters, s.index});
-    enter_masked_mode(model, layers, grad_masks);
+    enter_masked_mode(model, layers, grad_masks, opt.bn_batch_stats);
     try {
       best = run_rounds(model, layers, states, data, opt, source, out, best_values);
     } catch (...) {

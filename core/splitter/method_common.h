@@ -64,6 +64,7 @@ struct SwapRounds {
   double step = 0.25; // swaps per layer and round, as a fraction of the layer's budget / 2
   int patience = 2;
   const std::atomic<bool>* stop = nullptr;
+  bool bn_batch_stats = false;  // ObfuscatorOptions::bn_batch_stats
 };
 
 // Runs the swap search (above) on `states` and leaves the model holding the lowest-accuracy

@@ -47,7 +47,8 @@ MaskSet PermuteMethod::obfuscate_episode(const FilterChoice& filters, Obfuscatio
     states.push_back(std::move(s));
   }
   detail::SwapRounds rounds{opt_.permute_rounds, opt_.permute_batches, opt_.permute_step,
-                            opt_.obfuscator.patience, opt_.obfuscator.stop};
+                            opt_.obfuscator.patience, opt_.obfuscator.stop,
+                            opt_.obfuscator.bn_batch_stats};
   return detail::swap_search(model_, layers_, std::move(states), budget_masks, data, rounds,
                              [](size_t, const detail::SwapLayer& s) { return all_pairs(s); }, out);
 }

@@ -110,7 +110,8 @@ MaskSet SwapMethod::obfuscate_episode(const FilterChoice& filters, ObfuscationDa
     sides.push_back(std::move(side));
   }
   detail::SwapRounds rounds{opt_.swap_rounds, opt_.swap_batches, opt_.swap_step,
-                            opt_.obfuscator.patience, opt_.obfuscator.stop};
+                            opt_.obfuscator.patience, opt_.obfuscator.stop,
+                            opt_.obfuscator.bn_batch_stats};
   const size_t pool = size_t(opt_.swap_pool);
   return detail::swap_search(
       model_, layers_, std::move(states), budget_masks, data, rounds,

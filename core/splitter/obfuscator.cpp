@@ -11,13 +11,19 @@
 namespace nns::splitter {
 
 void enter_masked_mode(models::Model& model, const std::vector<EligibleLayer>& layers,
-                       const std::vector<LayerMask>& masks) {
+                       const std::vector<LayerMask>& masks, bool bn_batch_stats) {
   model.set_training(false);
-  nn::fold_batchnorm(model.net());
+  if (!bn_batch_stats) nn::fold_batchnorm(model.net());
   for (auto& [name, m] : model.modules()) {
     if (auto* c = dynamic_cast<nn::Conv2d*>(m)) c->set_weight_grad(nn::WeightGrad::None);
     if (auto* l = dynamic_cast<nn::Linear*>(m)) l->set_weight_grad(nn::WeightGrad::None);
-    if (auto* b = dynamic_cast<nn::BatchNorm2d*>(m)) b->set_param_grad(false);
+    if (auto* b = dynamic_cast<nn::BatchNorm2d*>(m)) {
+      b->set_param_grad(false);
+      if (bn_batch_stats) {
+        b->set_track_stats(false);
+        b->set_training(true);
+      }
+    }
   }
   for (const auto& mask : masks) {
     if (mask.index.empty()) continue;
@@ -37,7 +43,13 @@ void leave_masked_mode(models::Model& model) {
   for (auto& [name, m] : model.modules()) {
     if (auto* c = dynamic_cast<nn::Conv2d*>(m)) c->set_weight_grad(nn::WeightGrad::All);
     if (auto* l = dynamic_cast<nn::Linear*>(m)) l->set_weight_grad(nn::WeightGrad::All);
-    if (auto* b = dynamic_cast<nn::BatchNorm2d*>(m)) b->set_param_grad(true);
+    if (auto* b = dynamic_cast<nn::BatchNorm2d*>(m)) {
+      b->set_param_grad(true);
+      if (!b->tracks_stats()) {
+        b->set_track_stats(true);
+        b->set_training(false);  // as the rest of the model (enter_masked_mode: eval)
+      }
+    }
   }
 }
 
@@ -108,7 +120,7 @@ ObfuscationResult obfuscate(models::Model& model, const std::vector<EligibleLaye
     return r;
   }
 
-  enter_masked_mode(model, layers, masks);
+  enter_masked_mode(model, layers, masks, o.bn_batch_stats);
   auto save_best = [&] {
     for (auto& s : slots) ops::gather(ctx, s.n, s.idx.i64(), s.w, s.best.f32());
   };

@@ -26,6 +26,11 @@ struct ObfuscatorOptions {
   int patience = 2;           // evaluations without a new minimum before stopping
   int64_t eval_every = 0;     // steps between evaluations (0 = once per epoch)
   int64_t max_steps = 0;      // hard cap on steps (0 = none)
+  // BatchNorm during the obfuscation (its steps and its accuracy measurements): false = the
+  // running statistics (the paper: eval mode, BN folded); true = each batch's own statistics,
+  // the running ones left untouched, so that what the search optimises and measures is what an
+  // attacker who re-estimates the statistics (or fine-tunes in training mode) gets.
+  bool bn_batch_stats = false;
   // Checked before every step: when set, the obfuscation stops at once (the caller discards
   // the episode; the best weights so far are still put in place).
   const std::atomic<bool>* stop = nullptr;
@@ -71,10 +76,11 @@ ObfuscationResult obfuscate(models::Model& model, const std::vector<EligibleLaye
 void cross_entropy_backward(models::Model& model, const Tensor& x, const Tensor& y, Tensor& probs,
                             Tensor& dlogits);
 
-// Puts the model in (or out of) the obfuscation mode: eval mode, BN folded, weight gradients
-// only for the masked filters. Exposed for tests and benchmarks.
+// Puts the model in (or out of) the obfuscation mode: eval mode, BN folded (with
+// bn_batch_stats: BN in training mode without updating its statistics, not folded), weight
+// gradients only for the masked filters. Exposed for tests and benchmarks.
 void enter_masked_mode(models::Model& model, const std::vector<EligibleLayer>& layers,
-                       const std::vector<LayerMask>& masks);
+                       const std::vector<LayerMask>& masks, bool bn_batch_stats = false);
 void leave_masked_mode(models::Model& model);
 
 }  // namespace nns::splitter

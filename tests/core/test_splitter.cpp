@@ -148,6 +148,77 @@ TEST(MaskedAdam, FusedSparseUpdateEqualsDenseAdamOnTheMask) {
 
 // Masked mode (eval, BN folded, weight gradients only for the selected filters) gives the same
 // logits and the same gradients for the selected filters as the plain eval-mode backward.
+TEST(MaskedBackward, BatchStatisticsModeIsTrainingModeBatchNormThatKeepsItsBuffers) {
+  // splitter.bn_stats: batch. Logits and the masked filters' gradients equal a training-mode
+  // pass of a copy (BatchNorm on the batch's statistics), and no buffer changes: the running
+  // statistics and num_batches_tracked stay bit-identical (the obfuscated file may differ from
+  // the original in the secret entries only). Afterwards BatchNorm is back in eval mode.
+  for (std::string arch : {"resnet20", "vgg11_bn"}) {
+    auto m = small_model(arch);
+    auto layers = splitter::eligible(*m, "spatial");
+    Tensor x = random_input(*m, 3, 12);
+    std::vector<int32_t> labels = {2, 5, 9};
+    ops::Context ctx;
+    const int k = 10;
+    std::vector<splitter::LayerMask> masks(layers.size());
+    for (size_t l = 0; l < layers.size(); ++l) {
+      masks[l].layer = int(l);
+      masks[l].filters = {int32_t(l % layers[l].filters)};
+      masks[l].index = {int64_t(masks[l].filters[0]) * layers[l].filter_size};
+    }
+    auto pass = [&](models::Model& model) {
+      for (auto& [key, p] : model.parameters()) {
+        p->ensure_grad();
+        p->grad.fill(0.0f);
+      }
+      Tensor logits = model.forward(x).clone();
+      Tensor probs({3, k}), dl({3, k});
+      float loss;
+      ops::softmax_cross_entropy_forward(ctx, 3, k, logits.f32(), labels.data(), probs.f32(), &loss);
+      ops::softmax_cross_entropy_backward(ctx, 3, k, probs.f32(), labels.data(), 1.0f, dl.f32());
+      model.backward(dl);
+      return logits;
+    };
+    // The reference: a copy with its BatchNorm layers (only: VGG's dropout stays off) in
+    // ordinary training mode.
+    auto ref = models::clone_model(*m);
+    ref->set_training(false);
+    for (auto& [name, mod] : ref->modules())
+      if (dynamic_cast<nn::BatchNorm2d*>(mod)) mod->set_training(true);
+    const Tensor ref_logits = pass(*ref);
+    auto ref_layers = splitter::eligible(*ref, "spatial");
+
+    std::vector<Tensor> buffers;
+    for (auto& e : m->state()) buffers.push_back(e.tensor->clone());
+    splitter::enter_masked_mode(*m, layers, masks, /*bn_batch_stats=*/true);
+    const Tensor logits = pass(*m);
+    for (int64_t i = 0; i < logits.numel(); ++i)
+      ASSERT_NEAR(logits.f32()[i], ref_logits.f32()[i], 1e-4 * (1 + std::fabs(ref_logits.f32()[i])))
+          << arch;
+    for (size_t l = 0; l < layers.size(); ++l) {
+      const int64_t fs = layers[l].filter_size, f = masks[l].filters[0];
+      const float* g = layers[l].param->grad.f32();
+      const float* r = ref_layers[l].param->grad.f32();
+      double scale = 1e-6;
+      for (int64_t j = 0; j < fs; ++j) scale = std::max(scale, double(std::fabs(r[f * fs + j])));
+      for (int64_t j = 0; j < fs; ++j)
+        ASSERT_NEAR(g[f * fs + j], r[f * fs + j], 1e-4 * scale) << arch << " " << layers[l].key;
+    }
+    splitter::leave_masked_mode(*m);
+    size_t i = 0;
+    for (auto& e : m->state()) {
+      ASSERT_EQ(std::memcmp(e.tensor->raw(), buffers[i].raw(), buffers[i].nbytes()), 0)
+          << arch << " " << e.key;
+      ++i;
+    }
+    for (auto& [name, mod] : m->modules())
+      if (auto* b = dynamic_cast<nn::BatchNorm2d*>(mod)) {
+        EXPECT_FALSE(b->training()) << name;
+        EXPECT_TRUE(b->tracks_stats()) << name;
+      }
+  }
+}
+
 TEST(MaskedBackward, SelectedFilterGradientsEqualTheFullBackward) {
   for (std::string arch : {"resnet20", "lenet5", "mobilenet_v2", "vgg11_bn"}) {
     auto m = small_model(arch);

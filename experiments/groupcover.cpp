@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdio>
 #include <limits>
+#include <numeric>
 #include <stdexcept>
 
 #include "experiments/attacks.h"
@@ -24,6 +25,13 @@ std::pair<double, double> percentile_ends(std::vector<float> v, double percentil
   return {v[lower > 0 ? lower - 1 : 0], v[upper < n ? upper : n - 1]};
 }
 
+// The first n samples of d (the first n queries of a transfer set).
+data::Dataset first_samples(const data::Dataset& d, int64_t n) {
+  std::vector<int64_t> first(static_cast<size_t>(n));
+  std::iota(first.begin(), first.end(), int64_t(0));
+  return data::subset(d, first);
+}
+
 std::vector<float> finite_values(const std::vector<float>& v) {
   std::vector<float> out;
   out.reserve(v.size());
@@ -40,12 +48,7 @@ int64_t weight_count(const WeightSet& w) {
   return n;
 }
 
-std::vector<std::string> trainable_keys(models::Model& m) {
-  std::vector<std::string> keys;
-  for (auto& [key, p] : m.parameters())
-    if (p->value.dtype() == DType::F32) keys.push_back(key);
-  return keys;
-}
+std::vector<std::string> trainable_keys(models::Model& m) { return scanned_keys(m, "trainable"); }
 
 const std::vector<std::string>& detector_scopes() {
   static const std::vector<std::string> s = {"trainable", "weights"};
@@ -53,12 +56,12 @@ const std::vector<std::string>& detector_scopes() {
 }
 
 std::vector<std::string> scanned_keys(models::Model& m, const std::string& scope) {
-  if (scope == "trainable") return trainable_keys(m);
-  if (scope != "weights")
+  if (scope != "trainable" && scope != "weights")
     throw std::invalid_argument("detector scope '" + scope + "': expected trainable or weights");
   std::vector<std::string> keys;
   for (auto& [key, p] : m.parameters())
-    if (p->value.dtype() == DType::F32 && p->value.ndim() >= 2) keys.push_back(key);
+    if (p->value.dtype() == DType::F32 && (scope == "trainable" || p->value.ndim() >= 2))
+      keys.push_back(key);
   return keys;
 }
 
@@ -316,16 +319,12 @@ int recalibrate_batchnorm(models::Model& model, const data::Dataset& images, int
   std::vector<float> momentum;
   for (auto* b : bns) {
     momentum.push_back(b->momentum);
-    b->running_mean.copy_from(Tensor::from_vector(std::vector<float>(size_t(b->c), 0.0f), {b->c}));
-    b->running_var.copy_from(Tensor::from_vector(std::vector<float>(size_t(b->c), 1.0f), {b->c}));
-    Tensor zero(Shape{1}, DType::I64, Device::CPU);
-    zero.i64()[0] = 0;
-    b->num_batches_tracked.copy_from(zero);
+    b->running_mean.fill(0.0f);
+    b->running_var.fill(1.0f);
+    b->num_batches_tracked.zero();
     b->set_training(true);
   }
-  std::vector<int64_t> first(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) first[size_t(i)] = i;
-  const data::Dataset part = data::subset(images, first);
+  const data::Dataset part = first_samples(images, n);
   data::BatchOptions bo;
   bo.pad_to = pad_to;
   data::Loader loader(part, norm, batch, false, 0, bo);
@@ -364,9 +363,7 @@ std::vector<double> knockoff_train(models::Model& start, const data::Dataset& tr
     if (b < 1 || b > transfer.size())
       throw std::invalid_argument("knockoff: budget " + std::to_string(b) + " not in [1, " +
                                   std::to_string(transfer.size()) + "] (the transfer set)");
-    std::vector<int64_t> first(static_cast<size_t>(b));
-    for (int64_t i = 0; i < b; ++i) first[size_t(i)] = i;
-    const data::Dataset part = data::subset(transfer, first);
+    const data::Dataset part = first_samples(transfer, b);
     auto copy = models::clone_model(start);
     double a = kNaN;
     try {

@@ -72,6 +72,14 @@ splitter::Secrets plant(models::Model& m, const std::vector<Plant>& plants) {
   return s;
 }
 
+// The NNSplitter spike: 20 secrets at each shared bound ±0.3 (conv2 and fc1).
+std::vector<Plant> bound_spike() {
+  std::vector<Plant> plants;
+  for (int i = 0; i < 20; ++i) plants.push_back({"conv2.weight", 7 * i, 0.3f, true});
+  for (int i = 0; i < 20; ++i) plants.push_back({"fc1.weight", 11 * i + 1, -0.3f, true});
+  return plants;
+}
+
 }  // namespace
 
 TEST(GroupCover, TrainableKeysAreTheParameters) {
@@ -88,9 +96,7 @@ TEST(GroupCover, GlobalExtremePercentileOnPlantedWeights) {
   // 20 secrets at each bound ±0.3 (the NNSplitter spike), 5 secrets hidden at 0.2 (not at an
   // end: missed), 3 innocent weights within 2·eps = 4e-3 of the upper end (false positives) and
   // 2 just outside it (not flagged).
-  std::vector<Plant> plants;
-  for (int i = 0; i < 20; ++i) plants.push_back({"conv2.weight", 7 * i, 0.3f, true});
-  for (int i = 0; i < 20; ++i) plants.push_back({"fc1.weight", 11 * i + 1, -0.3f, true});
+  std::vector<Plant> plants = bound_spike();
   for (int i = 0; i < 5; ++i) plants.push_back({"fc2.weight", 13 * i, 0.2f, true});
   for (int i = 0; i < 3; ++i) plants.push_back({"fc1.weight", 5000 + i, 0.2965f, false});
   for (int i = 0; i < 2; ++i) plants.push_back({"fc1.weight", 6000 + i, 0.2955f, false});
@@ -129,9 +135,7 @@ TEST(GroupCover, WeightsScopeLeavesOutBiasesThatHideTheUpperBound) {
   // scanning only the weight tensors finds both bounds.
   auto m = lenet();
   background(*m);
-  std::vector<Plant> plants;
-  for (int i = 0; i < 20; ++i) plants.push_back({"conv2.weight", 7 * i, 0.3f, true});
-  for (int i = 0; i < 20; ++i) plants.push_back({"fc1.weight", 11 * i + 1, -0.3f, true});
+  std::vector<Plant> plants = bound_spike();
   plants.push_back({"fc1.bias", 3, 0.9f, false});
   auto secrets = plant(*m, plants);
 

@@ -22,6 +22,8 @@ class Conv2d : public Module {
 
   // Weight gradients: all filters (default), none, or only the listed output filters.
   void set_weight_grad(WeightGrad mode, std::vector<int32_t> filters = {});
+  WeightGrad weight_grad() const { return wgrad_; }
+  const std::vector<int32_t>& weight_grad_filters() const { return filters_; }
   // Initialisation: PyTorch's default (kaiming_uniform with a = sqrt(5), i.e.
   // U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias) or torchvision's
   // kaiming_normal(fan_out, relu) with zero bias.
@@ -63,6 +65,8 @@ class Linear : public Module {
   const Tensor& backward(const Tensor& dy) override;
   std::string describe() const override;
   void set_weight_grad(WeightGrad mode, std::vector<int32_t> rows = {});
+  WeightGrad weight_grad() const { return wgrad_; }
+  const std::vector<int32_t>& weight_grad_rows() const { return rows_; }
   void init_default(Rng& rng);
 
   // See Conv2d::post_forward.
@@ -89,6 +93,7 @@ class BatchNorm2d : public Module {
   std::string describe() const override;
   // Whether backward computes gamma/beta gradients (off while obfuscating).
   void set_param_grad(bool v) { param_grad_ = v; }
+  bool param_grad() const { return param_grad_; }
   // Identity in forward and backward (its transform was folded into the preceding conv).
   void set_bypass(bool v) { bypass_ = v; }
   bool bypassed() const { return bypass_; }
@@ -135,6 +140,9 @@ class MaxPool2d : public Module {
   const Tensor& forward(const Tensor& x) override;
   const Tensor& backward(const Tensor& dy) override;
   std::string describe() const override;
+  int kernel() const { return kernel_; }
+  int stride() const { return stride_; }
+  int padding() const { return padding_; }
 
  private:
   ops::Pool2dShape shape_;
@@ -149,6 +157,9 @@ class AvgPool2d : public Module {
   const Tensor& forward(const Tensor& x) override;
   const Tensor& backward(const Tensor& dy) override;
   std::string describe() const override;
+  int kernel() const { return kernel_; }
+  int stride() const { return stride_; }
+  int padding() const { return padding_; }
 
  private:
   ops::Pool2dShape shape_;
@@ -191,6 +202,8 @@ class Dropout : public Module {
   // Forces identity even in training mode (used to compare with PyTorch fixtures).
   void set_enabled(bool v) { enabled_ = v; }
   void reseed(uint64_t seed) { seed_ = seed; calls_ = 0; }
+  float p() const { return p_; }
+  bool enabled() const { return enabled_; }
 
  private:
   float p_;

@@ -50,11 +50,22 @@ Tensor::Storage::Storage(size_t b, Device d) : bytes(b), device(d) {
 }
 
 Tensor::Storage::~Storage() {
+  if (!owned) return;
   try {
     ops::device_free(device, ptr);
   } catch (...) {
     // Freeing must not throw from a destructor; a failed CUDA free is reported elsewhere.
   }
+}
+
+Tensor Tensor::wrap(void* ptr, Shape shape, DType dtype, Device device) {
+  Tensor t;
+  t.shape_ = std::move(shape);
+  t.numel_ = shape_numel(t.shape_);
+  t.dtype_ = dtype;
+  t.device_ = device;
+  t.storage_ = std::make_shared<Storage>(ptr, t.nbytes(), device);
+  return t;
 }
 
 Tensor::Tensor(Shape shape, DType dtype, Device device)

@@ -31,6 +31,9 @@ class Tensor {
     return Tensor(std::move(shape), dtype, device);
   }
   static Tensor from_vector(const std::vector<float>& v, Shape shape);
+  // A tensor over memory it does not own (an execution plan's arena): valid while that memory
+  // is (a resize() that grows it gives it storage of its own).
+  static Tensor wrap(void* ptr, Shape shape, DType dtype = DType::F32, Device device = Device::CPU);
 
   bool defined() const { return storage_ != nullptr; }
   const Shape& shape() const { return shape_; }
@@ -75,7 +78,9 @@ class Tensor {
     void* ptr = nullptr;
     size_t bytes = 0;
     Device device = Device::CPU;
+    bool owned = true;
     Storage(size_t b, Device d);
+    Storage(void* p, size_t b, Device d) : ptr(p), bytes(b), device(d), owned(false) {}
     ~Storage();
     Storage(const Storage&) = delete;
     Storage& operator=(const Storage&) = delete;

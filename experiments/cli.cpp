@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <iostream>
 
+#include "core/engine/plan.h"
 #include "core/io/model_io.h"
 #include "kernels/ops.h"
 
@@ -19,12 +20,18 @@ void add_engine_options(CLI::App* sub, EngineArgs& e) {
   sub->add_option("--gemm-engine", e.gemm, "CUDA matrix products: native (our kernels) or cublas")
       ->check(CLI::IsMember({"native", "cublas"}))
       ->capture_default_str();
+  sub->add_option("--cpu-engine", e.cpu,
+                  "CPU passes: auto (an execution plan per batch and mode; each convolution on "
+                  "oneDNN or our blocked kernels, whichever measured faster), onednn, native, or "
+                  "layers (module by module, the reference path). Default: $NNS_CPU_ENGINE or auto")
+      ->check(CLI::IsMember({"auto", "onednn", "native", "layers"}));
 }
 
 void apply_engines(const EngineArgs& e, Device dev) {
   if ((e.conv != "native" || e.gemm != "native") && !cuda_compiled())
     throw UsageError("--conv-engine/--gemm-engine select CUDA libraries, but this build has no CUDA");
   (void)dev;
+  if (!e.cpu.empty()) engine::set_cpu_engine(engine::parse_cpu_engine(e.cpu));
   ops::set_conv_engine(e.conv == "cudnn" ? ops::ConvEngine::Cudnn : ops::ConvEngine::Native);
   ops::set_gemm_engine(e.gemm == "cublas" ? ops::GemmEngine::Cublas : ops::GemmEngine::Native);
 }

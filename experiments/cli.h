@@ -40,9 +40,11 @@ Command add_config_reference_command(CLI::App& root);
 // --conv-engine native|cudnn and --gemm-engine native|cublas (CUDA only; the CPU ignores them).
 struct EngineArgs {
   std::string conv = "native", gemm = "native";
+  std::string cpu;  // --cpu-engine; empty: NNS_CPU_ENGINE or auto
 };
 void add_engine_options(CLI::App* sub, EngineArgs& e);
-// Applies the engine choice; UsageError when cudnn/cublas is asked for on a build without CUDA.
+// Applies the engine choice; UsageError when cudnn/cublas is asked for on a build without CUDA
+// or the CPU engine is unknown.
 void apply_engines(const EngineArgs& e, Device dev);
 
 // Prints a JSON document on stdout (one line).

@@ -9,6 +9,8 @@ PACKAGES=(
   libopenblas-openmp-dev libopenblas0-openmp
   libyaml-cpp-dev libhdf5-dev nlohmann-json3-dev libsodium-dev libcli11-dev
   libspdlog-dev libfmt-dev zlib1g-dev
+  libdnnl-dev                                            # the CPU engine's oneDNN convolutions
+  linux-perf                                             # page faults and profiles (bench notes)
   googletest libgtest-dev libgmock-dev libbenchmark-dev
   clang-14 libclang-rt-14-dev libfuzzer-14-dev libomp-14-dev   # the `sanitize` preset, fuzzing
   python3 python3-numpy python3-torch python3-h5py python3-matplotlib

@@ -5,6 +5,9 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "core/engine/plan.h"
+#include "core/graph/graph.h"
+#include "core/graph/lower.h"
 #include "core/nn/blocks.h"
 
 namespace nns::models {
@@ -265,6 +268,80 @@ std::unique_ptr<Model> clone_model(Model& m) {
 Model::Model(ModelSpec spec, std::unique_ptr<nn::Module> net)
     : spec_(std::move(spec)), net_(std::move(net)) {}
 
+Model::~Model() = default;
+
+const graph::Graph& Model::graph() {
+  if (!graph_)
+    graph_ = std::make_unique<graph::Graph>(
+        graph::lower_module_tree(*net_, spec_.in_channels, spec_.input_size));
+  return *graph_;
+}
+
+bool Model::use_plan() {
+  auto no = [&](std::string why) {
+    last_reason_ = std::move(why);
+    return false;
+  };
+  if (device() != Device::CPU) return no("not on the CPU");
+  if (engine::cpu_engine() == engine::CpuEngine::Layers) return no("--cpu-engine layers");
+  if (input_grad_enabled_) return no("the input gradient is wanted");
+  if (!graph_checked_) {
+    graph_checked_ = true;
+    try {
+      no_plan_reason_ = engine::Plan::unsupported(graph());
+    } catch (const std::exception& e) {
+      no_plan_reason_ = e.what();
+    }
+  }
+  if (!no_plan_reason_.empty()) return no(no_plan_reason_);
+  for (auto& [name, m] : modules()) {
+    auto* c = dynamic_cast<nn::Conv2d*>(m);
+    auto* l = dynamic_cast<nn::Linear*>(m);
+    if ((c && c->post_forward) || (l && l->post_forward))
+      return no("'" + name + "' has a post_forward hook (split inference)");
+  }
+  return true;
+}
+
+engine::Plan& Model::plan_for(int64_t batch) {
+  const engine::CpuEngine e = engine::cpu_engine();
+  const std::string key = engine::Plan::signature(graph(), batch, grad_enabled_, e);
+  engine::Plan* plan = nullptr;
+  for (size_t i = 0; i < plans_.size(); ++i) {
+    if (plans_[i].first != key) continue;
+    auto hit = std::move(plans_[i]);
+    plans_.erase(plans_.begin() + std::ptrdiff_t(i));
+    plans_.push_back(std::move(hit));
+    plan = plans_.back().second.get();
+    break;
+  }
+  if (!plan) {
+    // Few plans live at once (training step, evaluation batch, its last partial batch): each
+    // holds its arena.
+    constexpr size_t kMaxPlans = 3;
+    if (plans_.size() >= kMaxPlans) {
+      if (last_used_ == plans_.front().second.get()) last_used_ = nullptr;
+      plans_.erase(plans_.begin());
+    }
+    plans_.emplace_back(key, std::make_unique<engine::Plan>(graph(), batch, grad_enabled_, e));
+    plan = plans_.back().second.get();
+  } else if (plan != last_used_) {
+    // Weights may have moved while another plan (or the modules) ran.
+    plan->weights_changed();
+  }
+  last_used_ = plan;
+  return *plan;
+}
+
+void Model::weights_changed() {
+  for (auto& [k, p] : plans_) p->weights_changed();
+}
+
+std::string Model::engine_status() const {
+  if (fwd_plan_) return "plan\n" + fwd_plan_->describe();
+  return "layers: " + last_reason_;
+}
+
 const Tensor& Model::forward(const Tensor& x) {
   if (x.ndim() != 4 || x.dim(1) != spec_.in_channels || x.dim(2) != spec_.input_size ||
       x.dim(3) != spec_.input_size)
@@ -273,10 +350,23 @@ const Tensor& Model::forward(const Tensor& x) {
                                 std::to_string(spec_.input_size) + ", " +
                                 std::to_string(spec_.input_size) + "], got " +
                                 shape_str(x.shape()));
+  if (use_plan()) {
+    engine::Plan& p = plan_for(x.dim(0));
+    fwd_plan_ = &p;
+    return p.forward(x);
+  }
+  fwd_plan_ = nullptr;
+  last_used_ = nullptr;
   return net_->forward(x);
 }
 
 void Model::backward(const Tensor& dlogits) {
+  if (!grad_enabled_)
+    throw std::logic_error(spec_.arch + ": backward with gradients turned off (NoGrad)");
+  if (fwd_plan_) {
+    fwd_plan_->backward(dlogits);
+    return;
+  }
   const Tensor& dx = net_->backward(dlogits);
   if (stem_ && input_grad_enabled_) input_grad_ = dx;
 }

@@ -7,6 +7,13 @@
 
 #include "core/nn/layers.h"
 
+namespace nns::graph {
+class Graph;
+}
+namespace nns::engine {
+class Plan;
+}
+
 namespace nns::models {
 
 struct ModelSpec {
@@ -33,9 +40,16 @@ inline constexpr float kMaxWidthMult = 4.0f;   // vgg19_bn at 4: ~2.5 GB of para
 std::string spec_bounds_error(const ModelSpec& spec);
 
 // A whole network: the module tree plus what it was built for.
+//
+// On the CPU, forward and backward run through an execution plan of the CPU engine
+// (core/engine/plan.h) built for the batch and the modes the modules are in, cached, and rebuilt
+// when either changes; module by module (the reference path) where the engine is `layers`, on
+// CUDA, and for what a plan does not run (input gradients, post_forward hooks, ops outside the
+// engine: engine_status() says which).
 class Model {
  public:
   Model(ModelSpec spec, std::unique_ptr<nn::Module> net);
+  ~Model();
   const ModelSpec& spec() const { return spec_; }
   nn::Module& net() { return *net_; }
 
@@ -43,6 +57,22 @@ class Model {
   const Tensor& forward(const Tensor& x);
   // Backward from dlogits; fills parameter gradients.
   void backward(const Tensor& dlogits);
+
+  // Whether a backward may follow the next forwards (default true). Off, an inference plan
+  // runs: BatchNorm folded, no activation kept, less memory; backward() then throws.
+  // Evaluation loops turn it off (NoGrad).
+  void set_grad_enabled(bool enabled) { grad_enabled_ = enabled; }
+  bool grad_enabled() const { return grad_enabled_; }
+  // "plan" (with the plan's summary) or "layers: <why>" for the last forward.
+  std::string engine_status() const;
+  // The plan that ran the last forward (null when the modules ran it).
+  engine::Plan* last_plan() const { return fwd_plan_; }
+  // The graph the engine runs (lowered from the module tree once).
+  const graph::Graph& graph();
+  // Tells the cached plans that weights changed outside an optimiser step of the current mode
+  // (they re-pack everything at their next forward). Plans re-pack by themselves except frozen
+  // layers of a masked (obfuscation) plan.
+  void weights_changed();
 
   void set_training(bool t) { net_->set_training(t); }
   void to(Device d) { net_->to(d); }
@@ -73,6 +103,31 @@ class Model {
   nn::Module* stem_ = nullptr;
   Tensor input_grad_;
   bool input_grad_enabled_ = false;
+
+  // The CPU engine.
+  bool use_plan();
+  engine::Plan& plan_for(int64_t batch);
+  bool grad_enabled_ = true;
+  std::unique_ptr<graph::Graph> graph_;
+  std::string no_plan_reason_;  // why the graph cannot run as a plan ("" = it can)
+  bool graph_checked_ = false;
+  std::vector<std::pair<std::string, std::unique_ptr<engine::Plan>>> plans_;  // most recent last
+  engine::Plan* fwd_plan_ = nullptr;
+  engine::Plan* last_used_ = nullptr;
+  std::string last_reason_;
+};
+
+// Turns gradients off for a scope (evaluation loops): Model::set_grad_enabled(false).
+class NoGrad {
+ public:
+  explicit NoGrad(Model& m) : m_(m), was_(m.grad_enabled()) { m.set_grad_enabled(false); }
+  ~NoGrad() { m_.set_grad_enabled(was_); }
+  NoGrad(const NoGrad&) = delete;
+  NoGrad& operator=(const NoGrad&) = delete;
+
+ private:
+  Model& m_;
+  bool was_;
 };
 
 // Builds and initialises a model (deterministic by seed). Unknown arch → std::invalid_argument

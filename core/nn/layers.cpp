@@ -427,12 +427,14 @@ std::string Dropout::describe() const {
   return o.str();
 }
 
+uint64_t Dropout::next_seed() { return Rng::derive(seed_, calls_++); }
+
 const Tensor& Dropout::forward(const Tensor& x) {
-  active_ = training_ && enabled_ && p_ > 0.0f;
+  active_ = active();
   if (!active_) return x;
   ensure(out_, x.shape(), device_);
   ensure(mask_, x.shape(), device_, DType::U8);
-  uint64_t seed = Rng::derive(seed_, calls_++);
+  uint64_t seed = next_seed();
   ops::dropout_forward(ctx(), x.numel(), p_, seed, x.f32(), out_.f32(), mask_.u8());
   return out_;
 }

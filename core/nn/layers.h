@@ -204,6 +204,11 @@ class Dropout : public Module {
   void reseed(uint64_t seed) { seed_ = seed; calls_ = 0; }
   float p() const { return p_; }
   bool enabled() const { return enabled_; }
+  // Whether a forward now applies a mask (training, enabled, p > 0), and the seed of the next
+  // forward's mask (advances the sequence as forward does: an execution plan running this
+  // layer draws the same masks).
+  bool active() const { return training_ && enabled_ && p_ > 0.0f; }
+  uint64_t next_seed();
 
  private:
   float p_;

@@ -134,13 +134,15 @@ SpinDecision spin_decision(const char* omp_wait_policy, const char* gomp_spincou
   const std::string v = nns_spin;
   if (v == "libgomp") return {};
   if (auto n = io::parse_strict_int(v, 0, int64_t(1) << 40)) return {std::to_string(*n), ""};
-  return {"", "NNS_SPIN='" + v + "': expected a spin count (a whole number, 0 = sleep at once) "
-              "or 'libgomp' (its own default)"};
+  return {"", "NNS_SPIN='" + v +
+                  "': expected a spin count (a whole number, 0 = sleep at once) "
+                  "or 'libgomp' (its own default)"};
 }
 
 void bounded_spin_reexec(char** argv) {
-  const SpinDecision d = spin_decision(std::getenv("OMP_WAIT_POLICY"), std::getenv("GOMP_SPINCOUNT"),
-                                       std::getenv("NNS_SPIN"), std::getenv("NNS_SPIN_REEXEC"));
+  const SpinDecision d =
+      spin_decision(std::getenv("OMP_WAIT_POLICY"), std::getenv("GOMP_SPINCOUNT"),
+                    std::getenv("NNS_SPIN"), std::getenv("NNS_SPIN_REEXEC"));
   if (!d.error.empty()) {
     std::fprintf(stderr, "nnsplitter: usage error: %s\n", d.error.c_str());
     std::exit(2);

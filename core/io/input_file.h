@@ -21,8 +21,8 @@
 namespace nns::io {
 
 // The bounds of the files read through read_input_file (documented in the README).
-inline constexpr uint64_t kMaxConfigBytes = uint64_t(1) << 20;    // YAML configs, sweep files
-inline constexpr uint64_t kMaxRecordBytes = uint64_t(1) << 20;    // JSON settings records we write
+inline constexpr uint64_t kMaxConfigBytes = uint64_t(1) << 20;  // YAML configs, sweep files
+inline constexpr uint64_t kMaxRecordBytes = uint64_t(1) << 20;  // JSON settings records we write
 inline constexpr uint64_t kMaxRunsTableBytes = uint64_t(256) << 20;  // runs.tsv (1,000,000 runs)
 
 struct InputFileError : std::runtime_error {

@@ -38,7 +38,8 @@ std::optional<double> parse_strict_double(std::string_view s) {
   errno = 0;
   char* end = nullptr;
   const double v = std::strtod(text.c_str(), &end);
-  if (end != text.c_str() + text.size() || errno == ERANGE || !std::isfinite(v)) return std::nullopt;
+  if (end != text.c_str() + text.size() || errno == ERANGE || !std::isfinite(v))
+    return std::nullopt;
   return v;
 }
 

@@ -21,8 +21,8 @@ TEST(Threads, CpuMaxTextIsQuotaOverPeriod) {
   EXPECT_EQ(cpu_max_limit("150000 100000"), 1.5);
   EXPECT_EQ(cpu_max_limit("50000 100000\n"), 0.5);
   EXPECT_EQ(cpu_max_limit("300000\n"), 3.0);  // period left at the kernel's 100000
-  for (const char* none : {"max 100000\n", "max", "", "\n", "2junk 100000", "0 100000",
-                           "-1 100000", "100000 0", "1 2 3", "100000 1e5"})
+  for (const char* none : {"max 100000\n", "max", "", "\n", "2junk 100000", "0 100000", "-1 100000",
+                           "100000 0", "1 2 3", "100000 1e5"})
     EXPECT_FALSE(cpu_max_limit(none).has_value()) << "'" << none << "'";
 }
 
@@ -37,10 +37,10 @@ TEST(Threads, CgroupV1QuotaOverPeriod) {
 TEST(Threads, DefaultIsTheAffinityCappedByTheQuotaRoundedUp) {
   EXPECT_EQ(threads_for(8, std::nullopt), 8);
   EXPECT_EQ(threads_for(8, 2.0), 2);
-  EXPECT_EQ(threads_for(8, 1.5), 2);     // rounded up
-  EXPECT_EQ(threads_for(8, 2.00001), 2); // 200001/100000 means 2
-  EXPECT_EQ(threads_for(8, 0.25), 1);    // at least 1
-  EXPECT_EQ(threads_for(2, 16.0), 2);    // the quota never adds CPUs
+  EXPECT_EQ(threads_for(8, 1.5), 2);      // rounded up
+  EXPECT_EQ(threads_for(8, 2.00001), 2);  // 200001/100000 means 2
+  EXPECT_EQ(threads_for(8, 0.25), 1);     // at least 1
+  EXPECT_EQ(threads_for(2, 16.0), 2);     // the quota never adds CPUs
   EXPECT_EQ(threads_for(0, std::nullopt), 1);
 }
 
@@ -93,7 +93,8 @@ TEST(Threads, SpinDecision) {
 nlohmann::json bench_env(const std::string& env, int* code = nullptr) {
   auto r = nns::test::run_cli("bench --models , --json", false,
                               "env -u OMP_WAIT_POLICY -u GOMP_SPINCOUNT -u NNS_SPIN "
-                              "-u NNS_SPIN_REEXEC " + env);
+                              "-u NNS_SPIN_REEXEC " +
+                                  env);
   if (code) *code = r.code;
   if (r.code != 0) return nullptr;
   return nlohmann::json::parse(r.out);
@@ -108,7 +109,8 @@ TEST(Threads, BinaryStartsLibgompWithABoundedSpinUnlessTheUserChose) {
   EXPECT_EQ(bench_env("GOMP_SPINCOUNT=123")["gomp_spincount"], "123");
   EXPECT_EQ(bench_env("NNS_SPIN=500")["gomp_spincount"], "500");
   EXPECT_TRUE(bench_env("NNS_SPIN=libgomp")["gomp_spincount"].is_null());
-  auto r = nns::test::run_cli("bench --models , --json", true, "env -u GOMP_SPINCOUNT -u OMP_WAIT_POLICY NNS_SPIN=lots");
+  auto r = nns::test::run_cli("bench --models , --json", true,
+                              "env -u GOMP_SPINCOUNT -u OMP_WAIT_POLICY NNS_SPIN=lots");
   EXPECT_EQ(r.code, 2) << r.out;
   EXPECT_NE(r.out.find("NNS_SPIN='lots'"), std::string::npos) << r.out;
 }

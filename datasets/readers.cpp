@@ -1,5 +1,7 @@
 #include "datasets/readers.h"
 
+#include "core/io/input_file.h"
+
 #include <zlib.h>
 
 #include <algorithm>
@@ -30,6 +32,9 @@ uint32_t be32(const uint8_t* p) {
 }
 
 std::vector<uint8_t> read_raw(const std::string& path) {
+  // Regular files only, checked before opening: open() of a FIFO waits for a writer.
+  if (const std::string kind = nns::io::non_regular_kind(path); !kind.empty() && kind != "not found")
+    fail(path, "is " + kind + ", not a dataset file (a dataset file must be a regular file)");
   std::ifstream f(path, std::ios::binary | std::ios::ate);
   if (!f) fail(path, std::string("cannot open: ") + std::strerror(errno));
   std::streamoff n = f.tellg();

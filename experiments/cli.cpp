@@ -2,11 +2,13 @@
 
 #include <omp.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <iostream>
 
 #include "core/engine/plan.h"
 #include "core/io/model_io.h"
+#include "experiments/threads.h"
 #include "kernels/ops.h"
 
 extern "C" void openblas_set_num_threads(int);
@@ -140,7 +142,10 @@ Device require_device(const std::string& name) {
 }
 
 void set_threads(int threads) {
-  if (threads <= 0) return;
+  if (threads <= 0) {
+    if (std::getenv("OMP_NUM_THREADS")) return;  // the user's choice, read by OpenMP itself
+    threads = default_threads();  // affinity mask and cgroup quota (experiments/threads.h)
+  }
   omp_set_num_threads(threads);
   openblas_set_num_threads(threads);
 }

@@ -89,7 +89,8 @@ void refuse_overwriting_inputs(const std::vector<PathOption>& outputs,
 // parse_device with an unknown name turned into a UsageError (exit 2); "cuda" without a
 // usable device stays a runtime failure (exit 1).
 Device require_device(const std::string& name);
-// Sets OpenMP/OpenBLAS threads (0 = leave the default).
+// Sets OpenMP/OpenBLAS threads; 0: OMP_NUM_THREADS when the user set it, else the CPUs this
+// process is granted (default_threads(), experiments/threads.h: affinity mask, cgroup quota).
 void set_threads(int threads);
 int current_threads();
 // The version string, e.g. "0.1.0".

@@ -5,9 +5,10 @@
 #include <yaml-cpp/yaml.h>
 
 #include <cmath>
-#include <filesystem>
-#include <fstream>
 #include <sstream>
+
+#include "core/io/input_file.h"
+#include "core/io/strict_number.h"
 
 namespace nns::exp {
 
@@ -33,28 +34,17 @@ std::string where(const std::string& file, const YAML::Mark& m) {
   return file + ":" + std::to_string(m.line + 1);
 }
 
+// Numbers are strict (core/io/strict_number.h): the whole scalar, finite, no white space.
 bool parse_double(const std::string& s, double* out) {
-  try {
-    size_t pos = 0;
-    double v = std::stod(s, &pos);
-    if (pos != s.size()) return false;
-    *out = v;
-    return true;
-  } catch (...) {
-    return false;
-  }
+  auto v = io::parse_strict_double(s);
+  if (v) *out = *v;
+  return v.has_value();
 }
 
 bool parse_int(const std::string& s, int64_t* out) {
-  try {
-    size_t pos = 0;
-    long long v = std::stoll(s, &pos);
-    if (pos != s.size()) return false;
-    *out = v;
-    return true;
-  } catch (...) {
-    return false;
-  }
+  auto v = io::parse_strict_int(s);
+  if (v) *out = *v;
+  return v.has_value();
 }
 
 std::string emit(const YAML::Node& n) {
@@ -244,14 +234,16 @@ std::string Schema::reference_markdown(const std::string& title) const {
 Config Config::load(const Schema& schema, const std::string& file,
                     const std::vector<std::string>& sets) {
   if (file.empty()) return load_text(schema, "", "", sets);
-  if (!std::filesystem::exists(file)) throw ConfigError(file + ": config file not found");
-  if (std::filesystem::is_directory(file))
-    throw ConfigError(file + ": is a folder, not a config file (give the YAML file itself)");
-  std::ifstream in(file, std::ios::binary);
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (!in) throw ConfigError(file + ": cannot read the config file");
-  return load_text(schema, text.str(), file, sets);
+  return load_text(schema, read_config_file(file, "config file"), file, sets);
+}
+
+std::string read_config_file(const std::string& file, const std::string& what) {
+  try {
+    return io::read_input_file(file, io::kMaxConfigBytes, what);
+  } catch (const io::InputFileError& e) {
+    const bool folder = io::non_regular_kind(file) == "a folder";
+    throw ConfigError(std::string(e.what()) + (folder ? " (give the YAML file itself)" : ""));
+  }
 }
 
 Config Config::load_text(const Schema& schema, const std::string& yaml_text,
@@ -259,6 +251,10 @@ Config Config::load_text(const Schema& schema, const std::string& yaml_text,
   Config c;
   c.schema_ = schema;
   c.source_ = file;
+  if (yaml_text.size() > io::kMaxConfigBytes)
+    throw ConfigError((file.empty() ? std::string("config") : file) + ": " +
+                      std::to_string(yaml_text.size()) + " bytes, more than the limit of " +
+                      io::byte_size_text(io::kMaxConfigBytes) + " for a config file");
   if (!yaml_text.empty()) {
     YAML::Node root;
     try {
@@ -275,6 +271,9 @@ Config Config::load_text(const Schema& schema, const std::string& yaml_text,
     std::string path = s.substr(0, eq), text = s.substr(eq + 1);
     const KeySpec* k = schema.find(path);
     if (!k) throw ConfigError("--set: unknown key '" + path + "'");
+    if (text.size() > kMaxSetValueBytes)
+      throw ConfigError("--set " + path + ": the value is " + std::to_string(text.size()) +
+                        " bytes, more than the limit of " + io::byte_size_text(kMaxSetValueBytes));
     YAML::Node v;
     try {
       v = YAML::Load(text);

@@ -22,6 +22,14 @@ struct ConfigError : UsageError {
   using UsageError::UsageError;
 };
 
+// A config or sweep file is read through core/io/input_file.h: a regular file of at most
+// io::kMaxConfigBytes (1 MiB; ours are a few KB), else a ConfigError naming the file ("P: is a
+// character device, not a config file ...", "P: 52428800 bytes, more than the limit of 1 MiB
+// for a config file"). `what` names the kind of file in errors.
+std::string read_config_file(const std::string& file, const std::string& what);
+// The longest value a `--set key=value` may give (the kernel allows 128 KiB per argument).
+inline constexpr size_t kMaxSetValueBytes = size_t(64) << 10;
+
 // The ConfigError for YAML that yaml-cpp refused: "file:line: invalid YAML: what", where a
 // document nested too deep (yaml-cpp's DeepRecursion, which it words "bad file") says so.
 [[noreturn]] void throw_invalid_yaml(const std::string& file, const YAML::Exception& e);

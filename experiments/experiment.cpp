@@ -13,6 +13,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/io/json_bounded.h"
 #include "core/io/model_io.h"
 #include "core/splitter/mask.h"
 #include "core/splitter/secrets.h"
@@ -40,7 +41,10 @@ const Schema& experiment_schema() {
     add("name", V::String, "run", "run name: results go to <output.dir>/<name>/");
     add("seed", V::Int, "0", "seed of every random choice (init, shuffling, search)", 0, {});
     add("device", V::String, "cpu", "cpu, cuda or auto", {}, {}, {"cpu", "cuda", "auto"});
-    add("threads", V::Int, "0", "CPU threads (0 = all cores)", 0, 4096);
+    add("threads", V::Int, "0",
+        "CPU threads (0 = OMP_NUM_THREADS when set, else the CPUs this process may use: "
+        "affinity mask and cgroup CPU quota)",
+        0, 4096);
     add("dataset.name", V::String, "fashion-mnist",
         "fashion-mnist, mnist, cifar10, cifar100 or synthetic");
     add("dataset.data_dir", V::String, "\"\"", "folder holding the dataset files (\"\" = search)");
@@ -173,7 +177,8 @@ TrainResult curves_from_metadata(const std::map<std::string, std::string>& meta,
   if (it == meta.end()) return r;
   try {
     int epoch = 0;
-    for (const auto& e : nlohmann::json::parse(it->second))
+    const std::string what = "metadata '" + std::string(kVictimCurves) + "'";
+    for (const auto& e : io::parse_json_bounded(it->second, path, what))
       r.epochs.push_back({++epoch, e.at(0).get<double>(), e.at(1).get<double>(),
                           e.at(2).get<double>(), 0, 0, 0});
   } catch (const nlohmann::json::exception& e) {

@@ -11,9 +11,14 @@
 #include "experiments/commands/attack_command.h"
 #include "experiments/commands/driver_commands.h"
 #include "experiments/commands/secrets_commands.h"
+#include "experiments/threads.h"
 
 int main(int argc, char** argv) {
   using namespace nns::exp;
+  // Before anything else: libgomp read its spin setting when it was loaded, so a bounded spin
+  // needs a fresh start of the binary (once; experiments/threads.h).
+  bounded_spin_reexec(argv);
+  set_threads(0);  // the default for every command: the CPUs granted to this process
   // A write past `ulimit -f` then fails with EFBIG, reported naming the file, instead of
   // SIGXFSZ killing the process without a word (core/io/atomic_file.h).
   nns::io::ignore_file_size_signal();

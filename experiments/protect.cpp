@@ -11,6 +11,8 @@
 #include <optional>
 
 #include "core/io/atomic_file.h"
+#include "core/io/input_file.h"
+#include "core/io/json_bounded.h"
 #include "core/io/model_io.h"
 #include "core/io/safetensors.h"
 #include "core/random.h"
@@ -339,8 +341,9 @@ void guard_output(const ProtectInputs& in, const json& settings) {
                        "another --out or delete it");
     json old_s;
     try {
-      std::ifstream f(record);
-      old_s = json::parse(f);
+      old_s = io::parse_json_bounded(
+          io::read_input_file(record.string(), io::kMaxRecordBytes, "settings record"),
+          record.string(), "settings record");
     } catch (const std::exception& e) {
       throw UsageError(record.string() + ": unreadable (" + e.what() +
                        "): refusing to overwrite the finished result beside it");
@@ -413,21 +416,35 @@ class Search {
   void maybe_resume() {
     if (!in_.resume || !fs::exists(state_path_)) return;
     auto f = io::read_safetensors(state_path_);
-    json meta = json::parse(f.metadata.at("search"));
-    if (meta["config"] != cfg_.effective_yaml() || meta["seed"] != in_.seed)
-      throw UsageError(state_path_ + ": saved search used another configuration or seed; "
-                       "delete it or rerun with the same settings");
-    S_.next_update = meta["next_update"];
-    S_.since_improved = meta["since_improved"];
-    for (auto& e : meta["trajectory"]) S_.trajectory.push_back(episode_from_json(e));
-    for (auto& u : meta["updates"]) S_.updates.push_back({u["update"], u["loss"], u["mean_reward"]});
-    if (o_.use_rl) controller_->load_state(f.tensors);
-    if (meta["best"].is_object()) {
-      S_.best_reward = meta["best"]["reward"];
-      S_.best_record = episode_from_json(meta["best"]["record"]);
-      std::map<std::string, const Tensor*> tensors;
-      for (auto& [name, t] : f.tensors) tensors[name] = &t;
-      method_.import_best(S_.best_record.filters, tensors, state_path_);
+    auto search = f.metadata.find("search");
+    if (search == f.metadata.end())
+      throw std::runtime_error(state_path_ + ": not a saved search (metadata lacks 'search'); "
+                               "delete it to start afresh");
+    try {
+      json meta = io::parse_json_bounded(search->second, state_path_, "metadata 'search'");
+      if (meta["config"] != cfg_.effective_yaml() || meta["seed"] != in_.seed)
+        throw UsageError(state_path_ + ": saved search used another configuration or seed; "
+                         "delete it or rerun with the same settings");
+      S_.next_update = meta.at("next_update").get<int>();
+      if (S_.next_update < 0 || S_.next_update > o_.updates)
+        throw std::runtime_error(state_path_ + ": metadata next_update = " +
+                                 std::to_string(S_.next_update) + " is outside [0, " +
+                                 std::to_string(o_.updates) + "]");
+      S_.since_improved = meta.at("since_improved").get<int>();
+      for (auto& e : meta.at("trajectory")) S_.trajectory.push_back(episode_from_json(e));
+      for (auto& u : meta.at("updates"))
+        S_.updates.push_back({u.at("update"), u.at("loss"), u.at("mean_reward")});
+      if (o_.use_rl) controller_->load_state(f.tensors);
+      if (meta["best"].is_object()) {
+        S_.best_reward = meta["best"].at("reward");
+        S_.best_record = episode_from_json(meta["best"].at("record"));
+        std::map<std::string, const Tensor*> tensors;
+        for (auto& [name, t] : f.tensors) tensors[name] = &t;
+        method_.import_best(S_.best_record.filters, tensors, state_path_);
+      }
+    } catch (const json::exception& e) {
+      throw std::runtime_error(state_path_ + ": metadata 'search' is malformed (" + e.what() +
+                               "); delete it to start afresh");
     }
     std::fprintf(stderr, "resuming the search from %s at update %d (%zu episodes done)\n",
                  state_path_.c_str(), S_.next_update + 1, S_.trajectory.size());

@@ -23,6 +23,7 @@
 
 #include "experiments/attack_suite.h"
 #include "core/io/atomic_file.h"
+#include "core/io/input_file.h"
 #include "experiments/h5file.h"
 
 extern char** environ;
@@ -49,12 +50,14 @@ std::string emit_flow(const YAML::Node& n) {
   return e.c_str();
 }
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw ConfigError(path + ": cannot read the file");
-  std::ostringstream o;
-  o << in.rdbuf();
-  return o.str();
+// A file of the sweep's own folder (runs.tsv, the copy of the sweep file), bounded like the
+// sweep file it came from.
+std::string read_file(const std::string& path, uint64_t max_bytes, const std::string& what) {
+  try {
+    return io::read_input_file(path, max_bytes, what);
+  } catch (const io::InputFileError& e) {
+    throw ConfigError(e.what());
+  }
 }
 
 // Keys of a top-level mapping, as text.
@@ -234,12 +237,10 @@ std::string SweepRun::overrides_text() const {
 
 Sweep Sweep::load(const Schema& schema, const std::string& file,
                   const std::vector<std::string>& sets) {
-  if (!fs::exists(file)) throw ConfigError(file + ": sweep file not found");
-  if (fs::is_directory(file)) throw ConfigError(file + ": is a folder, not a sweep file");
   Sweep s;
   s.schema_ = &schema;
+  s.text_ = read_config_file(file, "sweep file");
   s.file_ = fs::absolute(file).lexically_normal().string();
-  s.text_ = read_file(file);
   s.sets_ = sets;
 
   YAML::Node root;
@@ -412,7 +413,7 @@ void Sweep::write_files() const {
   const std::string tsv = runs_tsv();
   const fs::path tsv_path = d / "runs.tsv";
   if (fs::exists(tsv_path)) {
-    std::string old = read_file(tsv_path.string());
+    std::string old = read_file(tsv_path.string(), io::kMaxRunsTableBytes, "sweep index");
     if (old != tsv)
       throw UsageError(d.string() + " holds another sweep: its runs.tsv numbers different runs "
                        "than " + file_ + " (the run files would not match their index); give "
@@ -425,7 +426,16 @@ void Sweep::write_files() const {
   copy += text_;
   if (!copy.empty() && copy.back() != '\n') copy += '\n';
   const fs::path yaml_path = d / "sweep.yaml";
-  if (!fs::exists(yaml_path) || read_file(yaml_path.string()) != copy)
+  // Rewritten unless it holds the copy already; anything that cannot (a larger file, one that
+  // is unreadable or not a regular file) is replaced, or named by the writer's error.
+  auto holds_copy = [&] {
+    try {
+      return io::read_input_file(yaml_path.string(), copy.size(), "copy of the sweep file") == copy;
+    } catch (const io::InputFileError&) {
+      return false;
+    }
+  };
+  if (!holds_copy())
     io::write_file_atomically(yaml_path.string(), copy);
 }
 
@@ -475,8 +485,9 @@ std::string sweep_listing(const Sweep& s) {
 // runs.tsv
 
 RunsTable read_runs_tsv(const fs::path& file) {
-  std::ifstream in(file);
-  if (!in) throw UsageError(file.string() + " not found: not a sweep folder (nnsplitter sweep writes it)");
+  if (io::non_regular_kind(file.string()) == "not found")
+    throw UsageError(file.string() + " not found: not a sweep folder (nnsplitter sweep writes it)");
+  std::istringstream in(read_file(file.string(), io::kMaxRunsTableBytes, "sweep index"));
   RunsTable t;
   std::string line;
   if (!std::getline(in, line) || split(line, '\t').at(0) != "index")

@@ -3,11 +3,14 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <limits>
 #include <stdexcept>
 
 #include <nlohmann/json.hpp>
 
 #include "core/io/safetensors.h"
+#include "core/io/json_bounded.h"
+#include "core/io/strict_number.h"
 #include "core/optim/optimizer.h"
 #include "experiments/progress.h"
 #include "kernels/ops.h"
@@ -31,7 +34,7 @@ nlohmann::json history_json(const std::vector<EpochRecord>& epochs) {
 std::vector<EpochRecord> history_from_json(const std::string& text, const std::string& path) {
   std::vector<EpochRecord> out;
   try {
-    for (const auto& r : nlohmann::json::parse(text))
+    for (const auto& r : io::parse_json_bounded(text, path, "checkpoint metadata 'history'"))
       out.push_back({r.at(0).get<int>(), r.at(1).get<double>(), r.at(2).get<double>(),
                      r.at(3).get<double>(), r.at(4).get<double>(), r.at(5).get<double>(),
                      r.at(6).get<double>()});
@@ -92,9 +95,19 @@ int load_checkpoint(const std::string& path, models::Model& model, optim::Optimi
   };
   for (auto& e : model.state()) restore("model." + e.key, e.tensor);
   for (auto& [k, t] : opt.state()) restore("optim." + k, t);
-  opt.set_steps(std::stoll(get("optimizer_steps")));
+  // Strict numbers (core/io/strict_number.h): "3junk" is not 3, and a bare std::stoi error
+  // would not name the file.
+  auto count = [&](const std::string& k, int64_t hi) {
+    auto v = io::parse_strict_int(get(k), 0, hi);
+    if (!v)
+      throw std::runtime_error(path + ": checkpoint metadata " + k + " = '" + get(k) +
+                               "' is not an integer in [0, " + std::to_string(hi) + "]");
+    return *v;
+  };
+  opt.set_steps(count("optimizer_steps", std::numeric_limits<int64_t>::max()));
+  const int epochs_done = int(count("epochs_done", o.epochs));
   if (f.metadata.count("history")) history = history_from_json(f.metadata.at("history"), path);
-  return std::stoi(get("epochs_done"));
+  return epochs_done;
 }
 
 }  // namespace

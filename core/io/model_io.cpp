@@ -1,6 +1,9 @@
 #include "core/io/model_io.h"
 
+#include "core/io/strict_number.h"
+
 #include <cmath>
+#include <limits>
 #include <set>
 #include <sstream>
 #include <stdexcept>
@@ -79,21 +82,22 @@ void save_model(models::Model& model, const std::string& path,
   write_safetensors(path, tensors, meta);
 }
 
+// Metadata numbers are strict (core/io/strict_number.h): "2junk", " 3", "3.0" and "1e2" are
+// refused, not read as their first digits. The ranges are checked by spec_bounds_error.
 static int meta_int(const SafetensorsFile& f, const std::string& path, const std::string& key) {
   auto it = f.metadata.find(key);
   if (it == f.metadata.end())
     throw std::runtime_error(path + ": metadata lacks '" + key +
                              "' (convert PyTorch files with tools/torch_to_safetensors.py "
                              "--arch ... --dataset ...)");
-  try {
-    size_t pos = 0;
-    int v = std::stoi(it->second, &pos);
-    if (pos != it->second.size()) throw std::invalid_argument("trailing");
-    return v;
-  } catch (const std::exception&) {
-    throw std::runtime_error(path + ": metadata '" + key + "' = '" + it->second +
+  auto v = parse_strict_int(it->second);
+  if (!v)
+    throw std::runtime_error(path + ": metadata " + key + " = '" + it->second +
                              "' is not an integer");
-  }
+  if (*v < std::numeric_limits<int>::min() || *v > std::numeric_limits<int>::max())
+    throw std::runtime_error(path + ": metadata " + key + " = " + it->second +
+                             " is out of range (the bounds of core/models/zoo.h)");
+  return int(*v);
 }
 
 models::ModelSpec spec_from_metadata(const SafetensorsFile& f, const std::string& path) {
@@ -110,12 +114,11 @@ models::ModelSpec spec_from_metadata(const SafetensorsFile& f, const std::string
   s.num_classes = meta_int(f, path, "num_classes");
   auto w = f.metadata.find("width_mult");
   if (w != f.metadata.end()) {
-    try {
-      s.width_mult = std::stof(w->second);
-    } catch (const std::exception&) {
-      throw std::runtime_error(path + ": metadata 'width_mult' = '" + w->second +
-                               "' is not a number");
-    }
+    auto v = parse_strict_double(w->second);
+    if (!v)
+      throw std::runtime_error(path + ": metadata width_mult = '" + w->second +
+                               "' is not a finite number");
+    s.width_mult = float(*v);
   }
   if (std::string e = models::spec_bounds_error(s); !e.empty())
     throw std::runtime_error(path + ": metadata " + e + " (the bounds of core/models/zoo.h)");

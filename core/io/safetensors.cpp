@@ -1,5 +1,7 @@
 #include "core/io/safetensors.h"
 
+#include "core/io/input_file.h"
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -376,7 +378,13 @@ SafetensorsFile parse_safetensors(const std::string& bytes, const std::string& n
 }
 
 SafetensorsFile read_safetensors(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // Regular files only, refused by kind before opening: open() of a FIFO waits for a writer,
+  // and /dev/zero or /dev/urandom would be read until memory runs out.
+  const std::string kind = non_regular_kind(path);
+  if (kind == "a folder") fail(path, "is a directory, not a safetensors file");
+  if (!kind.empty() && kind != "not found")
+    fail(path, "is " + kind + ", not a safetensors file (weights must be a regular file)");
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) {
     int e = errno;
     if (e == ENOENT) fail(path, "file not found");
@@ -388,8 +396,9 @@ SafetensorsFile read_safetensors(const std::string& path) {
   struct stat st {};
   if (::fstat(fd, &st) != 0) fail(path, "cannot stat: " + errno_str(errno));
   if (S_ISDIR(st.st_mode)) fail(path, "is a directory, not a safetensors file");
+  if (!S_ISREG(st.st_mode)) fail(path, "not a regular file (weights must be a regular file)");
   std::string buf;
-  if (S_ISREG(st.st_mode)) buf.reserve(static_cast<size_t>(st.st_size));
+  buf.reserve(static_cast<size_t>(st.st_size));
   char chunk[1 << 16];
   for (;;) {
     ssize_t r = ::read(fd, chunk, sizeof chunk);

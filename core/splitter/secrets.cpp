@@ -24,6 +24,8 @@
 
 #include "core/io/json_bounded.h"
 #include "core/io/atomic_file.h"
+#include "core/io/input_file.h"
+#include "core/io/strict_number.h"
 #include "core/io/safetensors.h"
 #include "kernels/ops.h"
 
@@ -145,9 +147,13 @@ std::string counts_json(const Secrets& s) {
 }
 
 std::string read_all(const std::string& path, const char* what) {
-  std::error_code ec;
-  if (std::filesystem::is_directory(path, ec))
-    throw std::runtime_error(path + ": is a folder, not a " + what);
+  // Regular files only, checked before opening: a FIFO would block in open() and /dev/zero
+  // would be read until memory runs out.
+  const std::string kind = io::non_regular_kind(path);
+  if (kind == "a folder") throw std::runtime_error(path + ": is a folder, not a " + what);
+  if (!kind.empty() && kind != "not found")
+    throw std::runtime_error(path + ": is " + kind + ", not a " + what + " (a " + what +
+                             " must be a regular file)");
   std::ifstream f(path, std::ios::binary);
   if (!f) throw std::runtime_error(path + ": cannot open " + what + ": " + errno_str(errno));
   std::string s((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
@@ -334,15 +340,9 @@ Secrets parse_unsealed(const std::string& bytes, const std::string& name) {
   validate_secrets(s, name);
   auto tot = s.metadata.find("total");
   if (tot != s.metadata.end()) {
-    long long v = -1;
-    try {
-      size_t pos = 0;
-      v = std::stoll(tot->second, &pos);
-      if (pos != tot->second.size()) v = -1;
-    } catch (const std::exception&) {
-      v = -1;
-    }
-    if (v != s.total())
+    // Strict (core/io/strict_number.h): "12junk" is not 12.
+    const auto v = io::parse_strict_int(tot->second);
+    if (!v || *v != s.total())
       throw std::runtime_error(name + ": metadata total = '" + tot->second + "' but the file holds " +
                                std::to_string(s.total()) + " secret entries");
   }
@@ -685,7 +685,8 @@ std::vector<uint8_t> parse_key(const std::string& bytes, const std::string& name
 }
 
 std::vector<uint8_t> read_key(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: a FIFO given as the key does not block open() (fstat then refuses it).
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0)
     throw std::runtime_error(path + ": cannot open key file: " + errno_str(errno) +
                              " (create one with 'nnsplitter keygen --out " + path + "')");

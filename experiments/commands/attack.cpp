@@ -10,6 +10,7 @@
 #include <memory>
 
 #include "core/io/model_io.h"
+#include "core/io/strict_number.h"
 #include "core/splitter/secrets.h"
 #include "experiments/attacks.h"
 #include "experiments/commands/attack_command.h"
@@ -33,29 +34,20 @@ std::pair<double, double> parse_range(const std::string& s) {
   auto comma = s.find(',');
   if (comma == std::string::npos)
     throw UsageError("--global-range must be auto, none or lo,hi (got '" + s + "')");
-  double lo = 0, hi = 0;
-  try {
-    size_t p1 = 0, p2 = 0;
-    std::string a = s.substr(0, comma), b = s.substr(comma + 1);
-    lo = std::stod(a, &p1);
-    hi = std::stod(b, &p2);
-    if (p1 != a.size() || p2 != b.size()) throw std::invalid_argument("trailing characters");
-  } catch (const std::exception&) {
-    throw UsageError("--global-range must be auto, none or lo,hi (got '" + s + "')");
-  }
-  if (!(lo < hi) || !std::isfinite(lo) || !std::isfinite(hi))
+  const auto a = io::parse_strict_double(std::string_view(s).substr(0, comma));
+  const auto b = io::parse_strict_double(std::string_view(s).substr(comma + 1));
+  if (!a || !b) throw UsageError("--global-range must be auto, none or lo,hi (got '" + s + "')");
+  const double lo = *a, hi = *b;
+  if (!(lo < hi))
     throw UsageError("--global-range: lo must be smaller than hi (got '" + s + "')");
   return {lo, hi};
 }
 
+// Strict (core/io/strict_number.h): secrets metadata such as clamp_lo = "0.1junk" is no number.
 bool parse_double(const std::string& s, double& out) {
-  try {
-    size_t p = 0;
-    out = std::stod(s, &p);
-    return p == s.size() && std::isfinite(out);
-  } catch (const std::exception&) {
-    return false;
-  }
+  const auto v = io::parse_strict_double(s);
+  if (v) out = *v;
+  return v.has_value();
 }
 
 nlohmann::json nan_to_null(const std::vector<double>& v) {
@@ -307,7 +299,7 @@ Command add_attack_command(CLI::App& root) {
   sub->add_option("--seed", a->seed, "Seed (data subsets, shuffling, scratch init)")
       ->capture_default_str();
   sub->add_option("--device", a->device, "cpu, cuda or auto")->capture_default_str();
-  sub->add_option("--threads", a->threads, "CPU threads (default: all cores)");
+  sub->add_option("--threads", a->threads, "CPU threads (default: the CPUs this process may use)");
   sub->add_flag("--json", a->json, "Print a JSON result on stdout");
 
   Command c;
@@ -442,6 +434,14 @@ Command add_attack_command(CLI::App& root) {
       auto original = models::clone_model(*model);
       splitter::apply_secrets(*original, *secrets);
       double lo = 0, hi = 0;
+      // Given in the metadata (a number, else an error naming the file), or the default.
+      for (const char* key : {"clamp_lo", "clamp_hi"}) {
+        auto it = secrets->metadata.find(key);
+        double unused = 0;
+        if (it != secrets->metadata.end() && !parse_double(it->second, unused))
+          throw std::runtime_error(a->secrets + ": metadata " + key + " = '" + it->second +
+                                   "' is not a finite number");
+      }
       bool have = secrets->metadata.count("clamp_lo") && secrets->metadata.count("clamp_hi") &&
                   parse_double(secrets->metadata.at("clamp_lo"), lo) &&
                   parse_double(secrets->metadata.at("clamp_hi"), hi);

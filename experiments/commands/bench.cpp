@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
@@ -262,7 +263,7 @@ Command add_bench_command(CLI::App& root) {
                   "Record the loss of this many first obfuscation steps in the JSON")
       ->capture_default_str();
   sub->add_option("--device", a->device, "cpu, cuda or auto")->capture_default_str();
-  sub->add_option("--threads", a->threads, "CPU threads (default: all cores)");
+  sub->add_option("--threads", a->threads, "CPU threads (default: the CPUs this process may use)");
   sub->add_option("--out", a->out, "Also write the JSON result to this file");
   add_engine_options(sub, a->engines);
   sub->add_flag("--json", a->json, "Print a JSON result on stdout");
@@ -304,6 +305,11 @@ Command add_bench_command(CLI::App& root) {
     nlohmann::json j;
     j["device"] = device_name(dev);
     j["threads"] = current_threads();
+    // The OpenMP wait setting the run had (experiments/threads.h): null = libgomp's default.
+    const char* spin = std::getenv("GOMP_SPINCOUNT");
+    const char* policy = std::getenv("OMP_WAIT_POLICY");
+    j["gomp_spincount"] = spin ? nlohmann::json(spin) : nlohmann::json(nullptr);
+    j["omp_wait_policy"] = policy ? nlohmann::json(policy) : nlohmann::json(nullptr);
     j["batch"] = a->batch;
     j["images"] = a->images;
     j["results"] = results;

@@ -25,7 +25,7 @@ Command add_eval_command(CLI::App& root) {
       ->check(CLI::IsMember({"test", "train"}))->capture_default_str();
   sub->add_option("--batch", a->batch, "Batch size")->capture_default_str();
   sub->add_option("--device", a->device, "cpu, cuda or auto")->capture_default_str();
-  sub->add_option("--threads", a->threads, "CPU threads (default: all cores)");
+  sub->add_option("--threads", a->threads, "CPU threads (default: the CPUs this process may use)");
   add_engine_options(sub, a->engines);
   sub->add_flag("--json", a->json, "Print a JSON result on stdout");
   Command c;

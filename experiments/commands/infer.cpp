@@ -49,7 +49,7 @@ Command add_infer_command(CLI::App& root) {
   add_arch_option(sub, a->arch);
   sub->add_option("--batch", a->batch, "Batch size")->capture_default_str();
   sub->add_option("--device", a->device, "cpu, cuda or auto")->capture_default_str();
-  sub->add_option("--threads", a->threads, "CPU threads (default: all cores)");
+  sub->add_option("--threads", a->threads, "CPU threads (default: the CPUs this process may use)");
   sub->add_option("--min-agreement", a->min_agreement,
                   "Fail (exit 1) when split and restored predictions agree on fewer test images")
       ->capture_default_str();

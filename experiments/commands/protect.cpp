@@ -34,7 +34,7 @@ Command add_protect_command(CLI::App& root) {
   sub->add_option("--seed", a->seed, "Seed of the search")->capture_default_str();
   sub->add_option("--seal-key", a->seal_key, "Seal the secrets with this key file (nnsplitter keygen)");
   sub->add_option("--device", a->device, "cpu, cuda or auto")->capture_default_str();
-  sub->add_option("--threads", a->threads, "CPU threads (default: all cores)");
+  sub->add_option("--threads", a->threads, "CPU threads (default: the CPUs this process may use)");
   sub->add_flag("--resume", a->resume, "Continue an interrupted search in --out");
   sub->add_flag("--print-config", a->print_config, "Print the effective configuration and exit");
   add_engine_options(sub, a->engines);

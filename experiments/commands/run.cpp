@@ -15,11 +15,15 @@ namespace nns::exp {
 
 namespace {
 
+// Asked only after Config::load refused the file; read the same bounded way (a folder, a
+// device or an oversized file is not read here either: its error from Config::load stands).
 bool has_sweep_block(const std::string& file) {
   try {
-    YAML::Node root = YAML::LoadFile(file);
+    YAML::Node root = YAML::Load(read_config_file(file, "config file"));
     return root.IsMap() && root["sweep"].IsDefined();
   } catch (const YAML::Exception&) {
+    return false;
+  } catch (const ConfigError&) {
     return false;
   }
 }

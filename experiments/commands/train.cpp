@@ -54,7 +54,7 @@ Command add_train_command(CLI::App& root) {
   sub->add_option("--width-mult", a->width_mult, "Channel multiplier (1 = published widths)")
       ->capture_default_str();
   sub->add_option("--device", a->device, "cpu, cuda or auto")->capture_default_str();
-  sub->add_option("--threads", a->threads, "CPU threads (default: all cores)");
+  sub->add_option("--threads", a->threads, "CPU threads (default: the CPUs this process may use)");
   sub->add_flag("--resume", a->resume,
                 "Continue from OUT.ckpt left by an interrupted run with the same settings");
   add_engine_options(sub, a->engines);

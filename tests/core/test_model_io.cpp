@@ -2,6 +2,7 @@
 // errors naming the file and the key instead of a bare std::bad_alloc (the probe's
 // `in_channels: 2147483647` and `input_size: 100000`).
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -100,6 +101,56 @@ TEST(ModelSpecBounds, LoadModelNamesTheFileForSpecsTheArchitectureRefuses) {
     EXPECT_EQ(std::string(e.what()).rfind(path + ": metadata input_size = 100000 is out of range", 0), 0u)
         << e.what();
   }
+  std::filesystem::remove_all(dir);
+}
+
+
+// The probe's `width_mult: "2junk"` was read as 2 (std::stof stops at the first character it
+// cannot use; std::stoi likewise skipped " 3" and cut "3.0"). Every numeric metadata field is
+// now the whole string or an error naming the file, the key and the value.
+TEST(ModelSpecBounds, MetadataNumbersAreStrict) {
+  auto with = [](const std::string& key, const std::string& value) {
+    auto m = lenet_meta();
+    m[key] = value;
+    return m;
+  };
+  for (const std::string key : {"in_channels", "input_size", "num_classes"})
+    for (const std::string v : {"2junk", " 3", "3 ", "3.0", "1e1", "0x1c", "", "+"})
+      EXPECT_EQ(spec_error(with(key, v)),
+                "w.safetensors: metadata " + key + " = '" + v + "' is not an integer")
+          << key << " = '" << v << "'";
+  for (const std::string v : {"2junk", " 1", "1 ", "", "nan", "inf", "1,5", "0.5x"})
+    EXPECT_EQ(spec_error(with("width_mult", v)),
+              "w.safetensors: metadata width_mult = '" + v + "' is not a finite number")
+        << "'" << v << "'";
+  EXPECT_EQ(spec_error(with("num_classes", "99999999999")),
+            "w.safetensors: metadata num_classes = 99999999999 is out of range (the bounds of "
+            "core/models/zoo.h)");
+  // What save_model writes reads back.
+  EXPECT_EQ(spec_error(with("width_mult", "0.25")), "<no error>");
+  EXPECT_EQ(spec_error(with("in_channels", "+1")), "<no error>");
+}
+
+// Weights given as a device, a FIFO or a folder: refused by what they are, at once (a FIFO
+// used to block in open(), /dev/zero to be read until memory ran out).
+TEST(ModelSpecBounds, WeightsMustBeARegularFile) {
+  const auto dir = std::filesystem::temp_directory_path() / ("nns-mio-dev-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const std::string fifo = (dir / "w.safetensors").string();
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  auto error_of = [](const std::string& p) -> std::string {
+    try {
+      io::load_model(p);
+    } catch (const std::runtime_error& e) {
+      return e.what();
+    }
+    return "<no error>";
+  };
+  EXPECT_EQ(error_of("/dev/zero"), "/dev/zero: is a character device, not a safetensors file "
+                                   "(weights must be a regular file)");
+  EXPECT_EQ(error_of(fifo), fifo + ": is a FIFO, not a safetensors file (weights must be a "
+                                   "regular file)");
+  EXPECT_EQ(error_of(dir.string()), dir.string() + ": is a directory, not a safetensors file");
   std::filesystem::remove_all(dir);
 }
 

@@ -492,6 +492,15 @@ TEST(Secrets, DamagedSealedMagicAndFoldersAreNamed) {
   spit(dir.file("dm"), bytes.replace(0, 8, std::string("\x00\x01\x02\x03\x04\x05\x06\x07", 8)));
   EXPECT_THROW_HAS(splitter::peek_secrets(dir.file("dm")), "damaged header");
   EXPECT_THROW_HAS(splitter::read_secrets(dir.path.string()), ": is a folder, not a secrets file");
+  // A device or a FIFO: refused by what it is, before it is opened (a FIFO blocked in open(),
+  // /dev/zero was read until memory ran out); the same for key files.
+  EXPECT_THROW_HAS(splitter::read_secrets("/dev/zero"),
+                   "/dev/zero: is a character device, not a secrets file");
+  const std::string fifo = dir.file("fifo");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  EXPECT_THROW_HAS(splitter::read_secrets(fifo), fifo + ": is a FIFO, not a secrets file");
+  EXPECT_THROW_HAS(splitter::read_key(fifo), fifo + ": key file is not a regular file");
+  EXPECT_THROW_HAS(splitter::read_key("/dev/zero"), "/dev/zero: key file is not a regular file");
 }
 
 TEST(Secrets, SealedFileWithAnyFlippedByteIsRefused) {
@@ -655,6 +664,19 @@ TEST(Secrets, MalformedSecretsAreRefused) {
                        "tot", {{"conv1.weight.index", i64({1})}, {"conv1.weight.original", f32({1})}},
                        meta_total)),
                    "metadata total");
+  // Strict: "1junk" and " 1" are not the 1 entry the file holds (std::stoll read "1junk" as 1).
+  for (const std::string v : {"1junk", " 1", "1.0", "+1x", ""}) {
+    meta_total["total"] = v;
+    EXPECT_THROW_HAS(splitter::read_secrets(write_raw(
+                         "tot", {{"conv1.weight.index", i64({1})}, {"conv1.weight.original", f32({1})}},
+                         meta_total)),
+                     "metadata total = '" + v + "' but the file holds 1 secret entries");
+  }
+  meta_total["total"] = "1";
+  EXPECT_EQ(splitter::read_secrets(write_raw(
+                "tot", {{"conv1.weight.index", i64({1})}, {"conv1.weight.original", f32({1})}},
+                meta_total)).total(),
+            1);
   auto meta_nofmt = meta;
   meta_nofmt.erase("format");
   EXPECT_THROW_HAS(splitter::read_secrets(write_raw(

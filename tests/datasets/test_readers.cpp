@@ -1,5 +1,6 @@
 // IDX and CIFAR readers: round trips (gzipped and raw) and every malformed-file error.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <filesystem>
 #include <fstream>
@@ -262,6 +263,18 @@ TEST(Idx, MissingAndCorruptFiles) {
   write_bytes(dir.file("junk.gz"), junk, false);
   EXPECT_CONTAINS(runtime_error_of([&] { read_idx_images(dir.file("junk.gz")); }),
               dir.file("junk.gz") + ": corrupt gzip data");
+}
+
+// A FIFO or a device in place of a dataset file: refused by what it is (open() of a FIFO used
+// to wait for a writer forever).
+TEST(Idx, FifosAndDevicesAreRefusedByKind) {
+  ScratchDir dir;
+  const std::string fifo = dir.file("train-images-idx3-ubyte");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  EXPECT_CONTAINS(runtime_error_of([&] { read_idx_images(fifo); }),
+                  fifo + ": is a FIFO, not a dataset file");
+  EXPECT_CONTAINS(runtime_error_of([&] { read_idx_labels("/dev/zero"); }),
+                  "/dev/zero: is a character device, not a dataset file");
 }
 
 Dataset cifar_shell(int classes) {

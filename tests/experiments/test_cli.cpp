@@ -1,15 +1,23 @@
 // The nnsplitter binary: exit codes, JSON output and error messages of train/eval/info/bench.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include <array>
+#include <chrono>
+#include <cstdlib>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "cli_runner.h"
+#include "core/io/model_io.h"
+#include "core/io/safetensors.h"
+#include "core/models/zoo.h"
 
 namespace fs = std::filesystem;
 
@@ -97,6 +105,77 @@ TEST(Cli, CorruptWeightsFileIsAClearError) {
   auto r = run("eval --weights " + w + " --dataset synthetic");
   EXPECT_EQ(r.code, 1);
   EXPECT_TRUE(contains(r.out, w)) << r.out;
+}
+
+
+// Issue 17's probe, as a hostile user would try it: `run /dev/zero` and `run /dev/urandom` never
+// returned, a 50 MB config took 33 s, a folder said "basic_filebuf::underflow" without its name.
+// Each is now a usage error (exit 2) naming the file, at once (the bound: 1 MiB, checked before
+// reading). `timeout` keeps a regression from hanging the suite.
+TEST(Cli, HostileConfigsAreRefusedAtOnceNamingTheFile) {
+  auto d = temp_dir("hostile");
+  const std::string big = (d / "big.yaml").string(), fifo = (d / "fifo.yaml").string();
+  std::ofstream(big).close();
+  fs::resize_file(big, 50'000'000);  // sparse
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"/dev/zero", "/dev/zero: is a character device, not a config file"},
+      {"/dev/urandom", "/dev/urandom: is a character device, not a config file"},
+      {d.string(), d.string() + ": is a folder, not a config file"},
+      {big, big + ": 50000000 bytes, more than the limit of 1 MiB for a config file"},
+      {fifo, fifo + ": is a FIFO, not a config file"}};
+  for (const auto& [file, message] : cases)
+    for (const std::string cmd : {"run ", "sweep --list "}) {
+      if (cmd != "run " && file != "/dev/zero" && file != big) continue;  // the same reader
+      const auto t0 = std::chrono::steady_clock::now();
+      auto r = nns::test::run_cli(cmd + "'" + file + "'", true, "timeout 60");
+      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      EXPECT_EQ(r.code, 2) << cmd << file << ": " << r.out;
+      const std::string want = cmd == "run " ? message
+                               : message.substr(0, message.rfind("config file")) + "sweep file" +
+                                     message.substr(message.rfind("config file") + 11);
+      EXPECT_TRUE(contains(r.out, want)) << want << " in " << r.out;
+      EXPECT_FALSE(contains(r.out, "underflow")) << r.out;
+      // Refused by kind or size: the time is the process's start. (Within a second on a quiet
+      // machine; the bound leaves room for a loaded one.)
+      EXPECT_LT(s, 5.0) << cmd << file;
+    }
+  // protect --config takes the same way in; weights are refused by kind too (exit 1, as every
+  // malformed weights file).
+  auto r = nns::test::run_cli("protect --weights /dev/null --dataset synthetic --out '" +
+                              (d / "p").string() + "' --config /dev/zero", true, "timeout 60");
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_TRUE(contains(r.out, "/dev/zero: is a character device, not a config file")) << r.out;
+  for (const std::string& w : {std::string("/dev/zero"), fifo}) {
+    r = nns::test::run_cli("eval --weights '" + w + "' --dataset synthetic", true, "timeout 60");
+    EXPECT_EQ(r.code, 1) << r.out;
+    EXPECT_TRUE(contains(r.out, w + ": is a")) << r.out;
+  }
+}
+
+// Weights metadata numbers are strict: `width_mult: "2junk"` was read as 2.
+TEST(Cli, WeightsMetadataNumbersAreStrict) {
+  auto d = temp_dir("strict_meta");
+  nns::models::ModelSpec spec;
+  spec.arch = "lenet5";
+  spec.in_channels = 1;
+  spec.input_size = 28;
+  spec.num_classes = 10;
+  auto model = nns::models::build_model(spec);
+  const std::string good = (d / "w.safetensors").string();
+  nns::io::save_model(*model, good);
+  const nns::io::SafetensorsFile f = nns::io::read_safetensors(good);
+  std::vector<std::pair<std::string, const nns::Tensor*>> tensors;
+  for (const auto& [name, t] : f.tensors) tensors.emplace_back(name, &t);
+  for (const std::string key : {"width_mult", "in_channels", "input_size", "num_classes"}) {
+    const std::string bad = (d / (key + ".safetensors")).string();
+    auto meta = f.metadata;
+    meta[key] = "2junk";
+    nns::io::write_safetensors(bad, tensors, meta);
+    auto r = run("eval --weights '" + bad + "' --dataset fashion-mnist");
+    EXPECT_EQ(r.code, 1) << r.out;
+    EXPECT_TRUE(contains(r.out, bad + ": metadata " + key + " = '2junk' is not")) << r.out;
+  }
 }
 
 TEST(Cli, InfoJsonForResnet20) {

@@ -1,13 +1,20 @@
 // Config validation: every error names file:line and the key; overrides apply; defaults fill.
 #include <gtest/gtest.h>
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 
+#include "core/io/input_file.h"
 #include "experiments/config.h"
+#include "experiments/experiment.h"
 #include "experiments/protect.h"
+#include "experiments/sweep.h"
 
 using namespace nns::exp;
 
@@ -95,9 +102,10 @@ TEST(Config, WrongTypeAndOutOfRange) {
 
 // Found by fuzz_config: validation accepted numbers that yaml-cpp's as<double> refuses (hex floats,
 // a quoted leading space), and reading the validated config then threw YAML::TypedBadConversion.
-// The getters now parse with the validator's own functions: what loads, reads back.
+// The getters now parse with the validator's own functions: what loads, reads back. Numbers are
+// strict (core/io/strict_number.h): a quoted ' 0.5' or '2junk' is refused by validation itself.
 TEST(Config, EveryValidatedNumberReadsBack) {
-  std::string f = write_yaml("hexfloat", "splitter:\n  lr: 0x1p-3\n  l1: ' 0.5'\n  clamp: [-0x1p-2, ' 0.25']\n");
+  std::string f = write_yaml("hexfloat", "splitter:\n  lr: 0x1p-3\n  l1: '0.5'\n  clamp: [-0x1p-2, '0.25']\n");
   Config c = Config::load(method_schema(), f, {});
   EXPECT_DOUBLE_EQ(c.get_float("splitter.lr"), 0.125);
   EXPECT_DOUBLE_EQ(c.get_float("splitter.l1"), 0.5);
@@ -106,6 +114,22 @@ TEST(Config, EveryValidatedNumberReadsBack) {
   Config s = Config::load(method_schema(), "", {"controller.updates= 7", "splitter.eps=0x1p-10"});
   EXPECT_EQ(s.get_int("controller.updates"), 7);
   EXPECT_DOUBLE_EQ(s.get_float("splitter.eps"), 1.0 / 1024);
+}
+
+TEST(Config, NumbersAreStrict) {
+  for (const std::string v : {"' 0.5'", "'0.5 '", "2junk", "'1e999'", ".inf", "-.inf", "inf"}) {
+    const std::string e = error_of(write_yaml("strict", "splitter:\n  lr: " + v + "\n"));
+    EXPECT_NE(e.find("key 'splitter.lr': expected a number"), std::string::npos) << v << ": " << e;
+  }
+  for (const std::string v : {"' 3'", "3junk", "3.0", "0x3"}) {
+    const std::string e = error_of(write_yaml("strict_int", "splitter:\n  k: " + v + "\n"));
+    EXPECT_NE(e.find("key 'splitter.k': expected an integer"), std::string::npos) << v << ": " << e;
+  }
+  // A pair's ends are finite too ([-inf, 1] used to pass: only lo < hi was checked).
+  EXPECT_NE(error_of(write_yaml("strict_pair", "splitter:\n  clamp: [-inf, 1]\n"))
+                .find("expected two numbers [lo, hi]"),
+            std::string::npos);
+  EXPECT_NE(error_of("", {"splitter.lr=2junk"}).find("expected a number"), std::string::npos);
 }
 
 TEST(Config, MissingFileBadYamlAndBadOverrides) {
@@ -131,11 +155,6 @@ TEST(Config, NestedTooDeepSaysSoAndNamesTheFile) {
           std::string y;
           for (int i = 0; i < 5000; ++i) y += "{a: ";
           return y + "1" + std::string(5000, '}') + "\n";
-        }(),
-        [] {  // block mappings, one more indentation per level
-          std::string y;
-          for (int i = 0; i < 3000; ++i) y += std::string(size_t(i), ' ') + "a:\n";
-          return y;
         }()}) {
     std::string f = write_yaml("deep", deep);
     std::string e = error_of(f);
@@ -143,11 +162,81 @@ TEST(Config, NestedTooDeepSaysSoAndNamesTheFile) {
     EXPECT_NE(e.find(": invalid YAML: nested too deep (more than "), std::string::npos) << e;
     EXPECT_EQ(e.find("bad file"), std::string::npos) << e;
   }
+  // Block mappings nested 3,000 deep take 4.5 MB (one more indentation per level): refused by
+  // the size bound before yaml-cpp sees them; 1 MiB holds at most ~1,450 levels, within
+  // yaml-cpp's depth guard.
+  std::string block;
+  for (int i = 0; i < 3000; ++i) block += std::string(size_t(i), ' ') + "a:\n";
+  std::string f = write_yaml("deep_block", block);
+  EXPECT_EQ(error_of(f), f + ": " + std::to_string(block.size()) +
+                             " bytes, more than the limit of 1 MiB for a config file");
   // A folder is not an empty config.
   std::string dir = std::filesystem::temp_directory_path().string();
   EXPECT_EQ(error_of(dir), dir + ": is a folder, not a config file (give the YAML file itself)");
 }
 
+
+// The probe of issue 17: `run /dev/zero` and `run /dev/urandom` never returned (the config was
+// read without a bound), a 50 MB config took 33 s, a folder said "basic_filebuf::underflow"
+// without the file's name. Each is now refused at once, naming the file (ConfigError: exit 2);
+// so are sweep files and a sweep folder's runs.tsv.
+TEST(Config, DevicesFifosAndHugeFilesAreRefusedAtOnceNamingTheFile) {
+  const auto dir = std::filesystem::temp_directory_path() / ("nns_cfg_hostile_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  const std::string fifo = (dir / "fifo.yaml").string(), big = (dir / "big.yaml").string();
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  std::ofstream(big).close();
+  std::filesystem::resize_file(big, 50'000'000);  // sparse: made at once
+  const auto t0 = std::chrono::steady_clock::now();
+  for (const std::string dev : {"/dev/zero", "/dev/urandom"})
+    EXPECT_EQ(error_of(dev), dev + ": is a character device, not a config file (a config file "
+                                   "must be a regular file)");
+  EXPECT_EQ(error_of(fifo), fifo + ": is a FIFO, not a config file (a config file must be a "
+                                   "regular file)");
+  EXPECT_EQ(error_of(big), big + ": 50000000 bytes, more than the limit of 1 MiB for a config file");
+  auto sweep_error = [](const std::string& f) -> std::string {
+    try {
+      Sweep::load(experiment_schema(), f);
+    } catch (const ConfigError& e) {
+      return e.what();
+    }
+    return "<no error>";
+  };
+  EXPECT_EQ(sweep_error("/dev/zero"), "/dev/zero: is a character device, not a sweep file (a "
+                                      "sweep file must be a regular file)");
+  EXPECT_EQ(sweep_error(big), big + ": 50000000 bytes, more than the limit of 1 MiB for a sweep file");
+  EXPECT_EQ(sweep_error(dir.string()), dir.string() + ": is a folder, not a sweep file (give the "
+                                                      "YAML file itself)");
+  const auto tsv = dir / "runs.tsv";
+  ASSERT_EQ(::mkfifo(tsv.c_str(), 0600), 0);
+  try {
+    read_runs_tsv(tsv);
+    ADD_FAILURE() << "no error";
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(std::string(e.what()), tsv.string() + ": is a FIFO, not a sweep index (a sweep "
+                                                    "index must be a regular file)");
+  }
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 1.0);
+  std::filesystem::remove_all(dir);
+}
+
+// The same bound on text given directly (the fuzz harness's way in) and on a --set value.
+TEST(Config, TextAndSetValuesAreBounded) {
+  const std::string text = "name: " + std::string(nns::io::kMaxConfigBytes, 'x') + "\n";
+  try {
+    Config::load_text(experiment_schema(), text, "t.yaml", {});
+    ADD_FAILURE() << "no error";
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(std::string(e.what()), "t.yaml: " + std::to_string(text.size()) +
+                                         " bytes, more than the limit of 1 MiB for a config file");
+  }
+  const std::string set = "splitter.method=" + std::string(kMaxSetValueBytes + 1, 'x');
+  EXPECT_EQ(error_of("", {set}),
+            "--set splitter.method: the value is 65537 bytes, more than the limit of 64 KiB");
+  Config c = Config::load(experiment_schema(), "", {"name=" + std::string(1000, 'y')});
+  EXPECT_EQ(c.get_string("name"), std::string(1000, 'y'));
+}
 }  // namespace
 
 namespace {

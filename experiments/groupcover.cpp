@@ -330,6 +330,7 @@ int recalibrate_batchnorm(models::Model& model, const data::Dataset& images, int
   data::Loader loader(part, norm, batch, false, 0, bo);
   Tensor x, y;
   int seen = 0;
+  models::NoGrad no_grad(model);  // statistics only: no activation kept for a backward
   while (loader.next(x, y)) {
     ++seen;
     for (auto* b : bns) b->momentum = 1.0f / float(seen);  // running = mean of the batch statistics

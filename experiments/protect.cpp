@@ -185,6 +185,7 @@ struct PreparedSet {
     int k = m.spec().num_classes;
     int64_t correct = 0;
     Tensor pred(Shape{batch}, DType::I32, m.device());
+    models::NoGrad no_grad(m);
     for (size_t b = 0; b < x.size(); ++b) {
       const Tensor& logits = m.forward(x[b]);
       correct += ops::argmax_accuracy(ctx, int(x[b].dim(0)), k, logits.f32(), y[b].i32(), pred.i32());

@@ -116,6 +116,7 @@ EvalResult evaluate(models::Model& model, const data::Dataset& d, const data::No
                     int batch, int pad_to, bool keep_predictions, bool progress) {
   if (d.size() == 0) throw std::runtime_error("evaluate: dataset '" + d.name + "' is empty");
   model.set_training(false);
+  models::NoGrad no_grad(model);  // the engine's inference plan: BN folded, nothing kept
   data::BatchOptions bo;
   bo.pad_to = pad_to;
   data::Loader loader(d, norm, batch, false, 0, bo);

@@ -99,17 +99,27 @@ def run_json(cmd, env=None):
 PASSIVE = False   # --passive: OMP_WAIT_POLICY=PASSIVE for both sides
 
 
-def our_env():
+def our_env(isa=None):
     env = dict(os.environ)
     if PASSIVE:
         env["OMP_WAIT_POLICY"] = "PASSIVE"
+    if isa == "avx2":
+        # Our kernels (the blocked layout becomes nChw8c) and our oneDNN convolutions.
+        env["NNS_CPU_ISA"] = "avx2"
+        env["ONEDNN_MAX_CPU_ISA"] = "AVX2"
     return env
 
 
-def torch_env(threads):
-    env = our_env()
+def torch_env(threads, isa=None):
+    env = dict(os.environ)
+    if PASSIVE:
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
     env.update(FAIR_MALLOC)
     env["OMP_NUM_THREADS"] = str(threads)
+    if isa == "avx2":
+        # PyTorch's oneDNN (ATen's own kernels already say 'CPU capability AVX2' on Debian's build).
+        env["ONEDNN_MAX_CPU_ISA"] = "AVX2"
+        env["ATEN_CPU_CAPABILITY"] = "avx2"
     return env
 
 
@@ -293,18 +303,19 @@ class Session:
         self.runs.append(rec)
         return rec
 
-    def throughput(self, arch, weights, data_dir, pair):
+    def throughput(self, arch, weights, data_dir, pair, isa=None):
         a = self.a
         common = ["--batch", str(a.batch), "--data-batches", str(a.data_batches), "--min-time", str(a.min_time),
                   "--min-iters", str(a.min_iters), "--threads", str(a.threads), "--data-dir", data_dir]
+        workload = f"{arch}/throughput" + (f"-{isa}" if isa else "")
         doc, rss, wall = run_json([self.binary, "bench", "--weights", weights, "--images", "real", "--json"] + common,
-                                  env=our_env())
+                                  env=our_env(isa))
         ours = doc["results"][0]
-        self.record(f"{arch}/throughput", "nnsplitter", pair, ours, rss, wall)
+        self.record(workload, "nnsplitter", pair, ours, rss, wall)
         doc, rss, wall = run_json([PY, os.path.join(TOOLS, "bench_pytorch.py"), "throughput", "--weights", weights,
-                                   "--layouts", a.layouts] + common, env=torch_env(a.threads))
-        self.record(f"{arch}/throughput", "pytorch", pair, doc, rss, wall)
-        log(f"  pair {pair} {arch}: " + ", ".join(
+                                   "--layouts", a.layouts] + common, env=torch_env(a.threads, isa))
+        self.record(workload, "pytorch", pair, doc, rss, wall)
+        log(f"  pair {pair} {arch}{' ' + isa if isa else ''}: " + ", ".join(
             f"{k.split('_')[0]} {ours[k]:.0f} vs {doc[k]:.0f}" for k, _ in THROUGHPUT))
 
     def search(self, arch, weights, pair):
@@ -359,9 +370,13 @@ def summarise(runs):
 
     for w in workloads:
         arch, kind = w.split("/")
-        if kind == "throughput":
+        if kind.startswith("throughput"):
+            isa = kind[len("throughput-"):] if "-" in kind else ""
+            name = f"{arch} ({isa.upper()})" if isa else arch
             for key, label in THROUGHPUT:
-                rows.append({"workload": f"{arch} {label}", "key": key, **paired(w, key, False, CPU_KEY[key])})
+                rows.append({"workload": f"{name} {label}", "key": key, **paired(w, key, False, CPU_KEY[key])})
+            if isa:
+                continue  # the memory rows are the full-ISA run's
         else:
             rows.append({"workload": f"{arch} fixed search, s (ratio: PyTorch/ours)", "key": "search_seconds",
                          **paired(w, "search_seconds", True)})
@@ -485,6 +500,9 @@ def parse(argv):
     ap.add_argument("--min-iters", type=int, default=5)
     ap.add_argument("--models", default="lenet5,resnet20,resnet18", help="throughput models ('' for none)")
     ap.add_argument("--search", default="resnet20,lenet5", help="fixed-search models ('' for none)")
+    ap.add_argument("--avx2", default=None,
+                    help="throughput models measured again with both sides held to AVX2 (our NNS_CPU_ISA=avx2, "
+                         "ONEDNN_MAX_CPU_ISA=AVX2 for both oneDNNs; '' for none; default: --models)")
     ap.add_argument("--search-set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a key of configs/bench/search-*.yaml on both sides (repeatable)")
     ap.add_argument("--layouts", default="nchw,channels_last", help="PyTorch memory formats tried")
@@ -518,6 +536,12 @@ def parse(argv):
         if getattr(a, name) < 1:
             ap.error(f"--{name.replace('_', '-')} must be at least 1")
     a.model_list = [m for m in a.models.split(",") if m]
+    if a.avx2 is None:
+        a.avx2 = "" if a.tiny else a.models
+    a.avx2_list = [m for m in a.avx2.split(",") if m]
+    for m in a.avx2_list:
+        if m not in a.model_list:
+            ap.error(f"--avx2: {m} is not among --models")
     a.search_list = [m for m in a.search.split(",") if m]
     for m in a.model_list:
         if m not in ("lenet5", "resnet20", "resnet18"):
@@ -576,6 +600,8 @@ def measure(a, argv):
             log(f"pair {pair}/{a.pairs} (load average {loadavg()[0]})")
             for arch in a.model_list:
                 s.throughput(arch, weights[arch], cifar if arch == "resnet18" else a.data_dir, pair)
+            for arch in a.avx2_list:
+                s.throughput(arch, weights[arch], cifar if arch == "resnet18" else a.data_dir, pair, "avx2")
             for arch in a.search_list:
                 s.search(arch, weights[arch], pair)
             finish(pair)

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <climits>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -16,6 +17,7 @@
 #include "core/nn/layers.h"
 #include "kernels/cpu/blocked/eltwise.h"
 #include "kernels/cpu/cpu_isa.h"
+#include "kernels/cpu/onednn/conv.h"
 #include "kernels/ops.h"
 
 namespace nns::engine {
@@ -137,7 +139,10 @@ struct Plan::Impl {
   std::vector<ConvChoice> choices;
   bool forward_done = false;
 
-  ~Impl() { std::free(arena); }
+  ~Impl() {
+    if (profile && prof_passes) print_profile();
+    std::free(arena);
+  }
 
   // Buffers and lifetimes.
   int new_buf(int64_t bytes, int step) {
@@ -189,6 +194,12 @@ struct Plan::Impl {
   static constexpr unsigned char kGuardByte = 0xA5;
   bool guards = std::getenv("NNS_PLAN_GUARDS") != nullptr;
   void check_guards(const std::string& after) const;
+  // Profiling (NNS_PLAN_PROFILE=1): seconds per step, forward and backward, printed to stderr
+  // when the plan is destroyed.
+  bool profile = std::getenv("NNS_PLAN_PROFILE") != nullptr;
+  std::vector<double> prof_f, prof_b;
+  int64_t prof_passes = 0;
+  void print_profile() const;
 
   void build();
   void allocate();
@@ -1032,6 +1043,13 @@ void Plan::Impl::fuse_and_make_units() {
 }
 
 void Plan::Impl::build() {
+  // NNS_CPU_ISA=avx2 holds oneDNN to AVX2 too (the AVX2 line of the comparison; clusters
+  // without AVX-512), before its first primitive. A run-time set_cpu_isa (tests) does not.
+  static const bool onednn_limited = [] {
+    const char* env = std::getenv("NNS_CPU_ISA");
+    return env && std::string(env) == "avx2" && ops::cpu::onednn::limit_isa_to_avx2();
+  }();
+  (void)onednn_limited;
   lanes = lanes_now();
   place_values();
   // masked: a weight gradient restricted to a subset (the obfuscation step).
@@ -1232,6 +1250,18 @@ void Plan::Impl::allocate() {
       if (b.last >= 0) std::memset(arena + b.offset + b.bytes, kGuardByte, kGuardBytes);
 }
 
+void Plan::Impl::print_profile() const {
+  double tf = 0, tb = 0;
+  for (size_t i = 0; i < units.size(); ++i) tf += prof_f[i], tb += prof_b[i];
+  std::fprintf(stderr, "plan profile: batch %lld, %lld passes, %.3f ms forward + %.3f ms backward per pass\n",
+               (long long)batch, (long long)prof_passes, 1e3 * tf / double(prof_passes),
+               1e3 * tb / double(prof_passes));
+  for (size_t i = 0; i < units.size(); ++i)
+    std::fprintf(stderr, "  %-28s %-40s fwd %8.3f ms  bwd %8.3f ms\n", units[i]->name.c_str(),
+                 units[i]->what().c_str(), 1e3 * prof_f[i] / double(prof_passes),
+                 1e3 * prof_b[i] / double(prof_passes));
+}
+
 void Plan::Impl::check_guards(const std::string& after) const {
   for (size_t i = 0; i < bufs.size(); ++i) {
     const Buf& b = bufs[i];
@@ -1269,9 +1299,13 @@ const Tensor& Plan::forward(const Tensor& x) {
     throw std::invalid_argument("engine: plan for input " + shape_str(want) + " given " +
                                 shape_str(x.shape()));
   p.input = x.f32();
-  for (auto& u : p.units) {
-    u->forward(p);
-    if (p.guards) p.check_guards(u->name + " forward");
+  if (p.profile) p.prof_f.resize(p.units.size()), p.prof_b.resize(p.units.size()), ++p.prof_passes;
+  for (size_t i = 0; i < p.units.size(); ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    p.units[i]->forward(p);
+    if (p.profile)
+      p.prof_f[i] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (p.guards) p.check_guards(p.units[i]->name + " forward");
   }
   p.packed_once = true;
   p.forward_done = true;
@@ -1288,7 +1322,10 @@ void Plan::backward(const Tensor& dy) {
                                 ", expected " + shape_str(ov.shape));
   std::memcpy(p.f(ov.grad), dy.f32(), size_t(ov.floats) * 4);
   for (size_t i = p.units.size(); i-- > 0;) {
+    const auto t0 = std::chrono::steady_clock::now();
     p.units[i]->backward(p);
+    if (p.profile)
+      p.prof_b[i] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (p.guards) p.check_guards(p.units[i]->name + " backward");
   }
   p.forward_done = false;

@@ -229,6 +229,7 @@ SplitInference::SplitInference(models::Model& m, const Secrets& s) {
     try {
       Tensor probe({1, spec.in_channels, spec.input_size, spec.input_size}, DType::F32,
                    m.device());
+      models::NoGrad no_grad(m);
       m.forward(probe);
     } catch (...) {
       for (size_t i = 0; i < layers_.size(); ++i) layers_[i]->hook() = saved[i];

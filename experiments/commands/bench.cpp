@@ -14,6 +14,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "core/engine/plan.h"
 #include "core/io/atomic_file.h"
 #include "core/io/model_io.h"
 #include "core/optim/optimizer.h"
@@ -159,7 +160,11 @@ nlohmann::json bench_one(models::Model& model, const std::string& ds, const Benc
     return loss;
   };
   model.set_training(false);
-  Timing t_inf = time_median([&] { model.forward(xs[batch()]); }, a.min_time, a.min_iters, ctx);
+  Timing t_inf;
+  {
+    models::NoGrad no_grad(model);  // inference as an evaluation loop runs it
+    t_inf = time_median([&] { model.forward(xs[batch()]); }, a.min_time, a.min_iters, ctx);
+  }
 
   // Training changes the weights: keep the loaded ones for the obfuscation step.
   std::vector<Tensor> saved;
@@ -217,6 +222,15 @@ nlohmann::json bench_one(models::Model& model, const std::string& ds, const Benc
         }
       },
       a.min_time, a.min_iters, ctx);
+  // What the CPU engine decided for the obfuscation step's plan (the last one run).
+  nlohmann::json plan = nullptr;
+  if (const engine::Plan* p = model.last_plan()) {
+    nlohmann::json convs = nlohmann::json::array();
+    for (const auto& c : p->conv_choices())
+      convs.push_back({{"node", c.node}, {"engine", c.engine}, {"impl", c.impl},
+                       {"native_ms", c.native_ms}, {"onednn_ms", c.onednn_ms}});
+    plan = {{"arena_bytes", p->arena_bytes()}, {"convolutions", convs}};
+  }
   splitter::leave_masked_mode(model);
   std::string shape = std::to_string(spec.in_channels) + "x" + std::to_string(spec.input_size) +
                       "x" + std::to_string(spec.input_size);
@@ -232,6 +246,8 @@ nlohmann::json bench_one(models::Model& model, const std::string& ds, const Benc
           {"training_cpu_seconds_per_batch", t_train.cpu},
           {"obfuscation_cpu_seconds_per_batch", t_obf.cpu},
           {"obfuscation_masked_weights", masked},
+          {"cpu_engine", dev == Device::CPU ? engine::cpu_engine_name(engine::cpu_engine()) : "-"},
+          {"obfuscation_plan", plan},
           {"obfuscation_losses", trace}};
 }
 

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 
 #include "kernels/common/activation.h"
 #include "kernels/common/batchnorm.h"
@@ -23,53 +24,94 @@ constexpr int kMaxLanes = 16;
 
 bool parallel_for(int64_t elements) { return elements >= kParallelElements; }
 
-// Sums over N*HW of f(n, cb, p, lane) per channel, in double, into out[cpad]. The per-thread
-// partials live in `partial` (threads x cpad doubles).
-template <class F>
-void channel_sums(const Dims& d, double* partial, double* out, F&& value_of_plane) {
-  const int cpad = d.cpad(), cb = d.cb(), L = d.lanes;
-  const int threads = omp_get_max_threads();
-  std::fill(partial, partial + int64_t(threads) * cpad, 0.0);
-#pragma omp parallel if (parallel_for(d.size()))
-  {
-    double* mine = partial + int64_t(omp_get_thread_num()) * cpad;
-#pragma omp for schedule(static) collapse(2)
-    for (int n = 0; n < d.n; ++n)
-      for (int b = 0; b < cb; ++b) {
-        float acc[kMaxLanes] = {};
-        value_of_plane(n, b, acc);
-        for (int l = 0; l < L; ++l) mine[b * L + l] += acc[l];
-      }
-  }
-  std::fill(out, out + cpad, 0.0);
-  for (int t = 0; t < threads; ++t)
-    for (int c = 0; c < cpad; ++c) out[c] += partial[int64_t(t) * cpad + c];
-}
-
 inline int64_t plane_offset(const Dims& d, int n, int b) {
   return (int64_t(n) * d.cb() + b) * d.hw * d.lanes;
 }
 
+// Compile-time activation: with A a constant, common::act_forward's switch folds away and the
+// lane loops vectorise (a run-time switch per element kept them scalar: BatchNorm backward was
+// the slowest step of a resnet20 training pass).
+template <Activation A>
+struct Act {
+  static float fwd(float x) { return common::act_forward(A, x); }
+  static float bwd(float y, float dy) { return common::act_backward(A, y, dy); }
+};
+template <class F>
+void with_act(Activation a, F&& f) {
+  switch (a) {
+    case Activation::None: return f(Act<Activation::None>{});
+    case Activation::ReLU: return f(Act<Activation::ReLU>{});
+    case Activation::ReLU6: return f(Act<Activation::ReLU6>{});
+    case Activation::Tanh: return f(Act<Activation::Tanh>{});
+    case Activation::Sigmoid: return f(Act<Activation::Sigmoid>{});
+  }
+}
+// Compile-time lane counts for the block widths (8, 16); any other (NHWC) at run time.
+template <class F>
+void with_lanes(int lanes, F&& f) {
+  if (lanes == 16) return f(std::integral_constant<int, 16>{});
+  if (lanes == 8) return f(std::integral_constant<int, 8>{});
+  return f(0);
+}
+template <class LC>
+int lanes_of(LC lc, const Dims& d) {
+  if constexpr (std::is_same_v<LC, int>) {
+    (void)lc;
+    return d.lanes;
+  } else {
+    return LC::value;
+  }
+}
+
+// Per-channel sums over N*HW, in double, into out[k][cpad] for K sums at once: each
+// (image, channel block) plane is summed in float by `plane(n, b, acc)` (acc[K][kMaxLanes]),
+// the planes combined per thread in double, the threads at the end. `partial` holds
+// threads x K x cpad doubles.
+template <int K, class F>
+void channel_sums(const Dims& d, double* partial, double* out, F&& plane) {
+  const int cpad = d.cpad(), cb = d.cb(), L = d.lanes;
+  const int threads = omp_get_max_threads();
+  std::fill(partial, partial + int64_t(threads) * K * cpad, 0.0);
+#pragma omp parallel if (parallel_for(d.size()))
+  {
+    double* mine = partial + int64_t(omp_get_thread_num()) * K * cpad;
+#pragma omp for schedule(static) collapse(2)
+    for (int n = 0; n < d.n; ++n)
+      for (int b = 0; b < cb; ++b) {
+        float acc[K][kMaxLanes] = {};
+        plane(n, b, acc);
+        for (int k = 0; k < K; ++k)
+          for (int l = 0; l < L; ++l) mine[k * cpad + b * L + l] += acc[k][l];
+      }
+  }
+  std::fill(out, out + int64_t(K) * cpad, 0.0);
+  for (int t = 0; t < threads; ++t)
+    for (int i = 0; i < K * cpad; ++i) out[i] += partial[int64_t(t) * K * cpad + i];
+}
 
 }  // namespace
 
-// Layout of `partial`: threads x cpad per-thread sums, two cpad sums, then per-channel float
-// constants (up to 6 x cpad floats = 3 x cpad doubles).
-int64_t partial_doubles(const Dims& d, int threads) { return int64_t(threads + 5) * d.cpad(); }
+// Layout of `partial`: threads x 2 x cpad per-thread sums, 2 x cpad sums, then per-channel
+// float constants (up to 8 x cpad floats = 4 x cpad doubles).
+int64_t partial_doubles(const Dims& d, int threads) {
+  return int64_t(2 * threads + 6) * d.cpad();
+}
 
 namespace {
 float* channel_floats(const Dims& d, double* partial, int which) {
-  return reinterpret_cast<float*>(partial + int64_t(omp_get_max_threads() + 2) * d.cpad()) +
+  return reinterpret_cast<float*>(partial + int64_t(2 * omp_get_max_threads() + 2) * d.cpad()) +
          int64_t(which) * d.cpad();
 }
-}  // namespace
+double* channel_sums_out(const Dims& d, double* partial) {
+  return partial + int64_t(2 * omp_get_max_threads()) * d.cpad();
+}
 
-namespace {
 // y = act(a[c] * x + b[c] + residual) with a, b given for every padded channel (zero on the
 // padding lanes).
-void affine_forward_padded(const Dims& d, const float* x, const float* a, const float* b,
-                           const float* residual, Activation act, float* y) {
-  const int L = d.lanes, cb = d.cb();
+template <class LC, class A>
+void affine_forward_impl(LC lc, A, const Dims& d, const float* x, const float* a, const float* b,
+                         const float* residual, float* y) {
+  const int L = lanes_of(lc, d), cb = d.cb();
 #pragma omp parallel for schedule(static) collapse(2) if (parallel_for(d.size()))
   for (int n = 0; n < d.n; ++n)
     for (int blk = 0; blk < cb; ++blk) {
@@ -83,16 +125,23 @@ void affine_forward_padded(const Dims& d, const float* x, const float* a, const 
         const int64_t o = int64_t(i) * L;
         if (rp) {
 #pragma omp simd
-          for (int l = 0; l < L; ++l)
-            yp[o + l] = common::act_forward(act, xp[o + l] * av[l] + bv[l] + rp[o + l]);
+          for (int l = 0; l < L; ++l) yp[o + l] = A::fwd(xp[o + l] * av[l] + bv[l] + rp[o + l]);
         } else {
 #pragma omp simd
-          for (int l = 0; l < L; ++l) yp[o + l] = common::act_forward(act, xp[o + l] * av[l] + bv[l]);
+          for (int l = 0; l < L; ++l) yp[o + l] = A::fwd(xp[o + l] * av[l] + bv[l]);
         }
       }
     }
   // act(0) = 0 for None, ReLU and ReLU6: zero padding in x and residual stays zero.
 }
+
+void affine_forward_padded(const Dims& d, const float* x, const float* a, const float* b,
+                           const float* residual, Activation act, float* y) {
+  with_lanes(d.lanes, [&](auto lc) {
+    with_act(act, [&](auto A) { affine_forward_impl(lc, A, d, x, a, b, residual, y); });
+  });
+}
+
 }  // namespace
 
 void to_blocked(const Dims& d, const float* nchw, float* blk) {
@@ -127,28 +176,34 @@ void bn_train_forward(const Dims& d, const float* x, const float* gamma, const f
                       const float* residual, Activation act, float momentum, float eps,
                       float* running_mean, float* running_var, float* save_mean,
                       float* save_invstd, float* y, double* partial) {
-  const int L = d.lanes, cpad = d.cpad(), threads = omp_get_max_threads();
+  const int L = d.lanes, cpad = d.cpad();
   const int64_t m = int64_t(d.n) * d.hw;
-  double* sums = partial + int64_t(threads) * cpad;
-  // Pass 1: mean.
-  channel_sums(d, partial, sums, [&](int n, int b, float* acc) {
-    const float* p = x + plane_offset(d, n, b);
+  // One pass for mean and variance, shifted by the first image's mean per channel (K): the
+  // sums of (x - K) and (x - K)^2 lose nothing to cancellation while K is within a few
+  // standard deviations of the batch mean, which one image's mean is. Float within a plane,
+  // double across planes, as ops::batchnorm_forward_train.
+  float* shift = channel_floats(d, partial, 0);
+  for (int b = 0; b < d.cb(); ++b) {
+    float acc[kMaxLanes] = {};
+    const float* p = x + plane_offset(d, 0, b);
     for (int i = 0; i < d.hw; ++i)
-#pragma omp simd
       for (int l = 0; l < L; ++l) acc[l] += p[int64_t(i) * L + l];
-  });
-  float* mean = channel_floats(d, partial, 0);
-  for (int c = 0; c < cpad; ++c) mean[c] = c < d.c ? float(sums[c] / double(m)) : 0.0f;
-  // Pass 2: squared deviations.
-  channel_sums(d, partial, sums, [&](int n, int b, float* acc) {
-    const float* p = x + plane_offset(d, n, b);
-    const float* mu = mean + b * L;
-    for (int i = 0; i < d.hw; ++i)
+    for (int l = 0; l < L; ++l) shift[b * L + l] = acc[l] / float(d.hw);
+  }
+  double* sums = channel_sums_out(d, partial);  // [0, cpad): sum(x - K), [cpad, 2cpad): squares
+  with_lanes(L, [&](auto lc) {
+    channel_sums<2>(d, partial, sums, [&](int n, int b, float (*acc)[kMaxLanes]) {
+      const int LL = lanes_of(lc, d);
+      const float* p = x + plane_offset(d, n, b);
+      const float* k = shift + b * LL;
+      for (int i = 0; i < d.hw; ++i)
 #pragma omp simd
-      for (int l = 0; l < L; ++l) {
-        const float dv = p[int64_t(i) * L + l] - mu[l];
-        acc[l] += dv * dv;
-      }
+        for (int l = 0; l < LL; ++l) {
+          const float v = p[int64_t(i) * LL + l] - k[l];
+          acc[0][l] += v;
+          acc[1][l] += v * v;
+        }
+    });
   });
   // Per channel: statistics, running update, affine constants.
   float* a = channel_floats(d, partial, 1);
@@ -158,24 +213,24 @@ void bn_train_forward(const Dims& d, const float* x, const float* gamma, const f
       a[c] = sh[c] = 0.0f;
       continue;
     }
-    const double var = sums[c] / double(m);
+    const double dm = sums[c] / double(m);
+    const double var = std::max(0.0, sums[cpad + c] / double(m) - dm * dm);
+    const float mu = float(double(shift[c]) + dm);
     const float invstd = common::bn_invstd(float(var), eps);
-    const float mu = mean[c];
     save_mean[c] = mu;
     save_invstd[c] = invstd;
     if (running_mean) running_mean[c] = common::bn_running_update(running_mean[c], mu, momentum);
     if (running_var)
-      running_var[c] = common::bn_running_update(running_var[c], float(sums[c] / double(m - 1)),
-                                                 momentum);
+      running_var[c] = common::bn_running_update(
+          running_var[c], float(var * double(m) / double(m - 1)), momentum);
     const common::BnAffine t =
         common::bn_affine(mu, invstd, gamma ? gamma[c] : 1.0f, beta ? beta[c] : 0.0f);
     a[c] = t.a;
     sh[c] = t.b;
   }
-  // Pass 3: normalise, add, activate (padding lanes: a = b = 0 and residual 0 -> 0).
+  // Pass 2: normalise, add, activate (padding lanes: a = b = 0 and residual 0 -> 0).
   affine_forward_padded(d, x, a, sh, residual, act, y);
 }
-
 
 void affine_forward(const Dims& d, const float* x, const float* scale, const float* shift,
                     const float* residual, Activation act, float* y, double* partial) {
@@ -188,152 +243,148 @@ void affine_forward(const Dims& d, const float* x, const float* scale, const flo
   affine_forward_padded(d, x, a, b, residual, act, y);
 }
 
-void bn_train_backward(const Dims& d, const float* x, const float* y, const float* dy,
-                       Activation act, const float* gamma, const float* save_mean,
-                       const float* save_invstd, float* dx, float* dresidual,
-                       bool add_to_dresidual, float* dgamma, float* dbeta, double* partial) {
-  const int L = d.lanes, cpad = d.cpad(), threads = omp_get_max_threads();
+namespace {
+
+// The shared backward of bn_train and affine: g = dy * act'(y) per element; sums of g and of
+// g * (x - mean) per channel (when wanted), then a pass writing dx = k * (g - mg - xhat * mgx)
+// (k = gamma * invstd; mg, mgx the means of g and g * xhat; for the eval-mode affine only
+// k = scale, mg = mgx = 0) and dresidual = g.
+template <class LC, class A>
+void norm_backward_impl(LC lc, A, const Dims& d, const float* x, const float* y, const float* dy,
+                        const float* mean, const float* invstd, bool batch_stats,
+                        const float* gamma_or_scale, float* dx, float* dresidual,
+                        bool add_to_dresidual, float* dgamma, float* dbeta, double* partial) {
+  const int L = lanes_of(lc, d), cpad = d.cpad(), cb = d.cb();
   const int64_t m = int64_t(d.n) * d.hw;
-  double* sdy = partial + int64_t(threads) * cpad;
-  double* sdyx = sdy + cpad;
-  // g = dy * act'(y) is recomputed in both passes instead of stored.
-  channel_sums(d, partial, sdy, [&](int n, int b, float* acc) {
-    const int64_t off = plane_offset(d, n, b);
-    for (int i = 0; i < d.hw; ++i) {
-      const int64_t o = off + int64_t(i) * L;
-#pragma omp simd
-      for (int l = 0; l < L; ++l) acc[l] += common::act_backward(act, y[o + l], dy[o + l]);
-    }
-  });
-  float* mean = channel_floats(d, partial, 0);
-  float* inv = channel_floats(d, partial, 1);
+  float* mu = channel_floats(d, partial, 0);
+  float* is = channel_floats(d, partial, 1);
   float* kk = channel_floats(d, partial, 2);
-  float* mdy = channel_floats(d, partial, 3);
-  float* mdyx = channel_floats(d, partial, 4);
+  float* mg = channel_floats(d, partial, 3);
+  float* mgx = channel_floats(d, partial, 4);
   for (int c = 0; c < cpad; ++c) {
-    mean[c] = c < d.c ? save_mean[c] : 0.0f;
-    inv[c] = c < d.c ? save_invstd[c] : 0.0f;
+    mu[c] = c < d.c && mean ? mean[c] : 0.0f;
+    is[c] = c < d.c && invstd ? invstd[c] : 0.0f;
   }
-  channel_sums(d, partial, sdyx, [&](int n, int b, float* acc) {
-    const int64_t off = plane_offset(d, n, b);
-    const float* mu = mean + b * L;
-    for (int i = 0; i < d.hw; ++i) {
-      const int64_t o = off + int64_t(i) * L;
-#pragma omp simd
-      for (int l = 0; l < L; ++l)
-        acc[l] += common::act_backward(act, y[o + l], dy[o + l]) * (x[o + l] - mu[l]);
-    }
-  });
-  for (int c = 0; c < cpad; ++c) {
-    if (c >= d.c) {
-      kk[c] = mdy[c] = mdyx[c] = 0.0f;
-      continue;
-    }
-    const double sdy_xhat = sdyx[c] * save_invstd[c];
-    if (dgamma) dgamma[c] = float(sdy_xhat);
-    if (dbeta) dbeta[c] = float(sdy[c]);
-    kk[c] = (gamma ? gamma[c] : 1.0f) * save_invstd[c];
-    mdy[c] = float(sdy[c] / double(m));
-    mdyx[c] = float(sdy_xhat / double(m));
-  }
-  const int cb = d.cb();
-#pragma omp parallel for schedule(static) collapse(2) if (parallel_for(d.size()))
-  for (int n = 0; n < d.n; ++n)
-    for (int b = 0; b < cb; ++b) {
+  const bool want_sums = batch_stats || dgamma || dbeta;
+  if (want_sums) {
+    double* sums = channel_sums_out(d, partial);  // sum g, sum g * (x - mean)
+    channel_sums<2>(d, partial, sums, [&](int n, int b, float (*acc)[kMaxLanes]) {
       const int64_t off = plane_offset(d, n, b);
-      const float *k = kk + b * L, *md = mdy + b * L, *mx = mdyx + b * L, *mu = mean + b * L,
-                  *is = inv + b * L;
+      const float* mb = mu + b * L;
       for (int i = 0; i < d.hw; ++i) {
         const int64_t o = off + int64_t(i) * L;
 #pragma omp simd
         for (int l = 0; l < L; ++l) {
-          const float g = common::act_backward(act, y[o + l], dy[o + l]);
-          if (dresidual) dresidual[o + l] = add_to_dresidual ? dresidual[o + l] + g : g;
-          if (dx) {
-            common::BnBackwardConsts bc{k[l], md[l], mx[l]};
-            dx[o + l] = common::bn_backward_dx(x[o + l], g, mu[l], is[l], bc);
+          const float g = A::bwd(y[o + l], dy[o + l]);
+          acc[0][l] += g;
+          acc[1][l] += g * (x[o + l] - mb[l]);
+        }
+      }
+    });
+    for (int c = 0; c < d.c; ++c) {
+      const double sdy_xhat = sums[cpad + c] * is[c];
+      if (dgamma) dgamma[c] = float(sdy_xhat);
+      if (dbeta) dbeta[c] = float(sums[c]);
+      mg[c] = batch_stats ? float(sums[c] / double(m)) : 0.0f;
+      mgx[c] = batch_stats ? float(sdy_xhat / double(m)) : 0.0f;
+    }
+  } else {
+    for (int c = 0; c < d.c; ++c) mg[c] = mgx[c] = 0.0f;
+  }
+  for (int c = 0; c < cpad; ++c) {
+    if (c >= d.c) {
+      kk[c] = mg[c] = mgx[c] = 0.0f;
+      continue;
+    }
+    kk[c] = batch_stats ? (gamma_or_scale ? gamma_or_scale[c] : 1.0f) * is[c]
+                        : (gamma_or_scale ? gamma_or_scale[c] : 0.0f);
+  }
+  if (!dx && !dresidual) return;
+#pragma omp parallel for schedule(static) collapse(2) if (parallel_for(d.size()))
+  for (int n = 0; n < d.n; ++n)
+    for (int b = 0; b < cb; ++b) {
+      const int64_t off = plane_offset(d, n, b);
+      const float *k = kk + b * L, *m1 = mg + b * L, *m2 = mgx + b * L, *mb = mu + b * L,
+                  *ib = is + b * L;
+      for (int i = 0; i < d.hw; ++i) {
+        const int64_t o = off + int64_t(i) * L;
+        if (dresidual) {
+          if (add_to_dresidual) {
+#pragma omp simd
+            for (int l = 0; l < L; ++l) dresidual[o + l] += A::bwd(y[o + l], dy[o + l]);
+          } else {
+#pragma omp simd
+            for (int l = 0; l < L; ++l) dresidual[o + l] = A::bwd(y[o + l], dy[o + l]);
+          }
+        }
+        if (dx) {
+          if (batch_stats) {
+#pragma omp simd
+            for (int l = 0; l < L; ++l) {
+              const float g = A::bwd(y[o + l], dy[o + l]);
+              common::BnBackwardConsts bc{k[l], m1[l], m2[l]};
+              dx[o + l] = common::bn_backward_dx(x[o + l], g, mb[l], ib[l], bc);
+            }
+          } else {
+#pragma omp simd
+            for (int l = 0; l < L; ++l) dx[o + l] = A::bwd(y[o + l], dy[o + l]) * k[l];
           }
         }
       }
     }
 }
 
+}  // namespace
+
+void bn_train_backward(const Dims& d, const float* x, const float* y, const float* dy,
+                       Activation act, const float* gamma, const float* save_mean,
+                       const float* save_invstd, float* dx, float* dresidual,
+                       bool add_to_dresidual, float* dgamma, float* dbeta, double* partial) {
+  with_lanes(d.lanes, [&](auto lc) {
+    with_act(act, [&](auto A) {
+      norm_backward_impl(lc, A, d, x, y, dy, save_mean, save_invstd, true, gamma, dx, dresidual,
+                         add_to_dresidual, dgamma, dbeta, partial);
+    });
+  });
+}
+
 void affine_backward(const Dims& d, const float* x, const float* y, const float* dy,
                      Activation act, const float* scale, const float* mean, const float* invstd,
                      float* dx, float* dresidual, bool add_to_dresidual, float* dgamma,
                      float* dbeta, double* partial) {
-  const int L = d.lanes, cb = d.cb(), cpad = d.cpad(), threads = omp_get_max_threads();
-  if (dgamma || dbeta) {
-    double* sg = partial + int64_t(threads) * cpad;
-    double* sgx = sg + cpad;
-    channel_sums(d, partial, sg, [&](int n, int b, float* acc) {
-      const int64_t off = plane_offset(d, n, b);
-      for (int i = 0; i < d.hw; ++i) {
-        const int64_t o = off + int64_t(i) * L;
-#pragma omp simd
-        for (int l = 0; l < L; ++l) acc[l] += common::act_backward(act, y[o + l], dy[o + l]);
-      }
+  with_lanes(d.lanes, [&](auto lc) {
+    with_act(act, [&](auto A) {
+      norm_backward_impl(lc, A, d, x, y, dy, mean, invstd, false, scale, dx, dresidual,
+                         add_to_dresidual, dgamma, dbeta, partial);
     });
-    float* mus = channel_floats(d, partial, 0);
-    float* iss = channel_floats(d, partial, 1);
-    for (int c = 0; c < cpad; ++c) {
-      mus[c] = c < d.c ? mean[c] : 0.0f;
-      iss[c] = c < d.c ? invstd[c] : 0.0f;
-    }
-    channel_sums(d, partial, sgx, [&](int n, int b, float* acc) {
-      const int64_t off = plane_offset(d, n, b);
-      const float *mu = mus + b * L, *is = iss + b * L;
-      for (int i = 0; i < d.hw; ++i) {
-        const int64_t o = off + int64_t(i) * L;
-#pragma omp simd
-        for (int l = 0; l < L; ++l)
-          acc[l] += common::act_backward(act, y[o + l], dy[o + l]) * (x[o + l] - mu[l]) * is[l];
-      }
-    });
-    for (int c = 0; c < d.c; ++c) {
-      if (dgamma) dgamma[c] = float(sgx[c]);
-      if (dbeta) dbeta[c] = float(sg[c]);
-    }
-  }
-  if (!dx && !dresidual) return;
-  float* sc = channel_floats(d, partial, 2);
-  for (int c = 0; c < cpad; ++c) sc[c] = c < d.c && scale ? scale[c] : 0.0f;
-#pragma omp parallel for schedule(static) collapse(2) if (parallel_for(d.size()))
-  for (int n = 0; n < d.n; ++n)
-    for (int b = 0; b < cb; ++b) {
-      const int64_t off = plane_offset(d, n, b);
-      const float* s = sc + b * L;
-      for (int i = 0; i < d.hw; ++i) {
-        const int64_t o = off + int64_t(i) * L;
-#pragma omp simd
-        for (int l = 0; l < L; ++l) {
-          const float g = common::act_backward(act, y[o + l], dy[o + l]);
-          if (dresidual) dresidual[o + l] = add_to_dresidual ? dresidual[o + l] + g : g;
-          if (dx) dx[o + l] = g * s[l];
-        }
-      }
-    }
+  });
 }
 
 void add_act(int64_t count, const float* a, const float* b, Activation act, float* y) {
-  if (b) {
+  with_act(act, [&](auto A) {
+    using AA = decltype(A);
+    if (b) {
 #pragma omp parallel for simd schedule(static) if (parallel_for(count))
-    for (int64_t i = 0; i < count; ++i) y[i] = common::act_forward(act, a[i] + b[i]);
-  } else {
+      for (int64_t i = 0; i < count; ++i) y[i] = AA::fwd(a[i] + b[i]);
+    } else {
 #pragma omp parallel for simd schedule(static) if (parallel_for(count))
-    for (int64_t i = 0; i < count; ++i) y[i] = common::act_forward(act, a[i]);
-  }
+      for (int64_t i = 0; i < count; ++i) y[i] = AA::fwd(a[i]);
+    }
+  });
 }
 
 void act_backward(int64_t count, Activation act, const float* y, const float* dy, float* dx,
                   bool accumulate) {
-  if (accumulate) {
+  with_act(act, [&](auto A) {
+    using AA = decltype(A);
+    if (accumulate) {
 #pragma omp parallel for simd schedule(static) if (parallel_for(count))
-    for (int64_t i = 0; i < count; ++i) dx[i] += common::act_backward(act, y[i], dy[i]);
-  } else {
+      for (int64_t i = 0; i < count; ++i) dx[i] += AA::bwd(y[i], dy[i]);
+    } else {
 #pragma omp parallel for simd schedule(static) if (parallel_for(count))
-    for (int64_t i = 0; i < count; ++i) dx[i] = common::act_backward(act, y[i], dy[i]);
-  }
+      for (int64_t i = 0; i < count; ++i) dx[i] = AA::bwd(y[i], dy[i]);
+    }
+  });
 }
 
 void accumulate(int64_t count, const float* x, float* y) {

@@ -186,6 +186,7 @@ struct PreparedSet {
     int64_t correct = 0;
     Tensor pred(Shape{batch}, DType::I32, m.device());
     models::NoGrad no_grad(m);
+    m.weights_changed();  // an inference plan packs the weights once per evaluation
     for (size_t b = 0; b < x.size(); ++b) {
       const Tensor& logits = m.forward(x[b]);
       correct += ops::argmax_accuracy(ctx, int(x[b].dim(0)), k, logits.f32(), y[b].i32(), pred.i32());

@@ -117,6 +117,7 @@ EvalResult evaluate(models::Model& model, const data::Dataset& d, const data::No
   if (d.size() == 0) throw std::runtime_error("evaluate: dataset '" + d.name + "' is empty");
   model.set_training(false);
   models::NoGrad no_grad(model);  // the engine's inference plan: BN folded, nothing kept
+  model.weights_changed();        // which packs the weights once per evaluation
   data::BatchOptions bo;
   bo.pad_to = pad_to;
   data::Loader loader(d, norm, batch, false, 0, bo);

@@ -246,7 +246,8 @@ struct ConvUnit : Impl::Unit {
     return s;
   }
 
-  void refresh(Impl& p, bool full) {
+  // Packs the weights (scaled by the folded BatchNorm) and the bias of this layer.
+  void refresh(Impl& p) {
     const int c_out = conv->c_out;
     const float* w = conv->weight.value.f32();
     const int64_t per = conv->weight.value.numel() / c_out;
@@ -263,7 +264,6 @@ struct ConvUnit : Impl::Unit {
     } else if (conv->has_bias) {
       std::memcpy(p.f(bias), conv->bias.value.f32(), sizeof(float) * size_t(c_out));
     }
-    if (!full) return;
     if (bn) {
       float* ws = p.f(w_scaled);
       for (int o = 0; o < c_out; ++o)
@@ -274,9 +274,11 @@ struct ConvUnit : Impl::Unit {
   }
 
   void forward(Impl& p) override {
-    // In a masked plan the layers without weight gradients are frozen: packed once.
-    const bool full = !p.masked || !p.packed_once || module_wgrad != nn::WeightGrad::None;
-    refresh(p, full);
+    // When weights are re-read (plan.h): always in a training plan; in a masked plan (the
+    // obfuscation) the layers whose weights move; in an inference plan when it starts serving.
+    bool full = !p.packed_once;
+    if (!full) full = p.masked ? module_wgrad != nn::WeightGrad::None : p.grad;
+    if (full) refresh(p);
     const float* res = residual >= 0 ? p.act_ptr(residual) : nullptr;
     kernel->forward(p.act_ptr(x), p.raw(w_fwd), spec.bias ? p.f(bias) : nullptr, res,
                     p.f(p.vals[size_t(y)].act), p.raw(scratch_f));

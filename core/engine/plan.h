@@ -21,9 +21,13 @@
 // BatchNorm, which weight gradients are wanted). Gradients land in the modules' Parameter::grad
 // exactly as the module-by-module path writes them (the same filter-subset rule), running
 // statistics and num_batches_tracked are updated the same way, dropout draws the same masks.
-// Weights are re-read (re-packed) at every forward, except in a plan whose convolutions compute
-// gradients for a subset of filters only (the obfuscation step): there only the layers with a
-// subset are re-packed after the first pass, the others being frozen by contract.
+// Weights (and the folded BatchNorm constants) are re-read (re-packed) at the first forward of a
+// plan and after weights_changed(); then at every forward of a training plan; in a plan whose
+// convolutions compute gradients for a subset of filters only (the obfuscation step, and its
+// evaluations) at every forward for the layers with a subset, the others being frozen by
+// contract; in an inference plan (no gradients) not again: Model re-arms a plan whenever another
+// plan or the layers ran in between, and evaluation loops call Model::weights_changed() first.
+// Code that changes weights between two no-grad forwards of one plan must call it too.
 #pragma once
 
 #include <cstdint>

@@ -69,9 +69,10 @@ class Model {
   engine::Plan* last_plan() const { return fwd_plan_; }
   // The graph the engine runs (lowered from the module tree once).
   const graph::Graph& graph();
-  // Tells the cached plans that weights changed outside an optimiser step of the current mode
-  // (they re-pack everything at their next forward). Plans re-pack by themselves except frozen
-  // layers of a masked (obfuscation) plan.
+  // Tells the cached plans that weights or BatchNorm statistics changed (they re-pack at their
+  // next forward). Needed between two no-grad forwards of the same batch and mode when the
+  // weights changed in between (an inference plan packs once; core/engine/plan.h says when
+  // plans re-read by themselves): evaluation loops call it first.
   void weights_changed();
 
   void set_training(bool t) { net_->set_training(t); }

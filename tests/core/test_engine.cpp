@@ -291,6 +291,30 @@ TEST(EnginePlanCache, EvaluationAfterTrainingSeesNewWeights) {
   expect_close(la, lb, 2e-4, "evaluation after training");
 }
 
+TEST(EnginePlanCache, InferencePlanPacksOnceUntilToldWeightsChanged) {
+  // The contract of plan.h: a no-grad plan serving consecutive passes keeps its packed weights;
+  // Model::weights_changed() makes it re-read them (evaluation loops call it first).
+  EngineGuard guard;
+  engine::set_cpu_engine(CpuEngine::Onednn);
+  models::ModelSpec spec{"resnet20", 1, 28, 10, 1.0f};
+  auto m = models::build_model(spec, 1);
+  m->set_training(false);
+  const Tensor x = random_input(spec, 4, 2);
+  models::NoGrad ng(*m);
+  const Tensor before = m->forward(x).clone();
+  for (auto& [k, p] : m->parameters())
+    if (k == "layer1.0.conv1.weight") p->value.fill(0.0f);
+  expect_close(m->forward(x), before, 0.0, "packed once");  // stale by contract
+  m->weights_changed();
+  const Tensor after = m->forward(x).clone();
+  auto a = after.to_vector(), b = before.to_vector();
+  double diff = 0;
+  for (size_t i = 0; i < a.size(); ++i) diff = std::max(diff, double(std::fabs(a[i] - b[i])));
+  EXPECT_GT(diff, 1e-3) << "weights_changed() did not re-read the weights";
+  engine::set_cpu_engine(CpuEngine::Layers);
+  expect_close(after, m->forward(x), 2e-4, "re-read weights");
+}
+
 TEST(EngineSettings, ParsesEngineNames) {
   EXPECT_EQ(engine::parse_cpu_engine("onednn"), CpuEngine::Onednn);
   EXPECT_EQ(engine::parse_cpu_engine("native"), CpuEngine::Native);

@@ -1,6 +1,13 @@
 #include "core/engine/conv_kernel.h"
 
+#include <algorithm>
+#include <chrono>
 #include <cstring>
+#include <map>
+#include <mutex>
+#include <vector>
+
+#include "core/engine/plan.h"
 
 #include "kernels/cpu/onednn/conv.h"
 
@@ -44,8 +51,8 @@ class OnednnConv : public ConvKernel {
     conv_.backward_data(dy, w, dx, scratch);
   }
   void backward_weights(const float* src, const float* dy, void* diff_w, float* dw_oihw,
-                        float* db, void* scratch) const override {
-    conv_.backward_weights(src, dy, diff_w, dw_oihw, db, scratch);
+                        float* db, const int32_t*, int, void* scratch) const override {
+    conv_.backward_weights(src, dy, diff_w, dw_oihw, db, scratch);  // every filter
   }
 
  private:
@@ -77,6 +84,96 @@ class OnednnConv : public ConvKernel {
 
 std::unique_ptr<ConvKernel> make_onednn_conv(const ConvSpec& s) {
   return std::make_unique<OnednnConv>(s);
+}
+
+namespace {
+
+// Median seconds of `reps` runs of f after one warm-up.
+template <class F>
+double time_of(F&& f, int reps = 3) {
+  f();
+  std::vector<double> t;
+  for (int i = 0; i < reps; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    f();
+    t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+// One kernel's time on this spec: forward plus the backward passes the spec asks for (the
+// weight gradient for n_filters filters when > 0), on zero-filled buffers.
+double measure(const ConvKernel& k, const ConvSpec& s, int n_filters) {
+  auto layout_floats = [&](int lanes, int c, int h, int w) {
+    const int64_t L = lanes <= 0 ? 1 : lanes;
+    const int64_t cp = lanes <= 0 ? c : (c + L - 1) / L * L;
+    return size_t(s.n) * size_t(cp) * size_t(h) * size_t(w);
+  };
+  const size_t xs = layout_floats(s.src_lanes == kNhwc ? 0 : s.src_lanes, s.c_in, s.h, s.w);
+  const size_t ys = layout_floats(s.dst_lanes == kNhwc ? 0 : s.dst_lanes, s.c_out, s.out_h(), s.out_w());
+  const size_t ws = size_t(s.c_out) * size_t(s.c_in / s.groups) * size_t(s.kh) * size_t(s.kw);
+  std::vector<float> x(xs), y(ys), dy(ys, 0.5f), dx(xs), w(ws, 0.01f), dw(ws), b(size_t(s.c_out)),
+      db(size_t(s.c_out));
+  std::vector<char> wf(k.fwd_weights_bytes() + 64), wb(k.bwd_weights_bytes() + 64),
+      dwi(k.diff_weights_bytes() + 64), scratch(k.scratch_bytes() + 64);
+  std::vector<int32_t> filters;
+  for (int f = 0; f < n_filters && f < s.c_out; ++f) filters.push_back(f);
+  k.pack(w.data(), wf.data(), s.backward_data ? wb.data() : nullptr);
+  double t = time_of([&] {
+    k.forward(x.data(), wf.data(), s.bias ? b.data() : nullptr, s.residual ? y.data() : nullptr,
+              y.data(), scratch.data());
+  });
+  if (s.backward_data)
+    t += time_of([&] { k.backward_data(dy.data(), wb.data(), dx.data(), scratch.data()); });
+  if (s.backward_weights)
+    t += time_of([&] {
+      k.backward_weights(x.data(), dy.data(), dwi.data(), dw.data(),
+                         s.backward_bias ? db.data() : nullptr,
+                         filters.empty() ? nullptr : filters.data(), int(filters.size()),
+                         scratch.data());
+    });
+  return t;
+}
+
+std::mutex g_measured_mutex;
+std::map<std::string, std::pair<double, double>> g_measured;  // spec key -> (native, onednn) s
+
+}  // namespace
+
+std::unique_ptr<ConvKernel> choose_conv_kernel(const ConvSpec& s, bool want_native, bool measure_both,
+                                               int n_filters, ConvChoice& choice) {
+  std::unique_ptr<ConvKernel> native = want_native ? make_native_conv(s) : nullptr;
+  if (!native) {
+    auto k = make_onednn_conv(s);
+    choice.engine = k->engine();
+    choice.impl = k->impl();
+    return k;
+  }
+  if (!measure_both) {
+    choice.engine = native->engine();
+    choice.impl = native->impl();
+    return native;
+  }
+  auto onednn = make_onednn_conv(s);
+  const std::string key = s.key() + std::to_string(n_filters);
+  std::pair<double, double> t;
+  {
+    std::lock_guard<std::mutex> lock(g_measured_mutex);
+    auto it = g_measured.find(key);
+    if (it != g_measured.end()) {
+      t = it->second;
+    } else {
+      t = {measure(*native, s, n_filters), measure(*onednn, s, n_filters)};
+      g_measured[key] = t;
+    }
+  }
+  choice.native_ms = 1e3 * t.first;
+  choice.onednn_ms = 1e3 * t.second;
+  std::unique_ptr<ConvKernel>& pick = t.first <= t.second ? native : onednn;
+  choice.engine = pick->engine();
+  choice.impl = pick->impl();
+  return std::move(pick);
 }
 
 std::unique_ptr<ConvKernel> make_native_conv(const ConvSpec&) {

@@ -48,11 +48,21 @@ class ConvKernel {
   virtual void forward(const float* src, const void* w, const float* bias, const float* residual,
                        float* dst, void* scratch) const = 0;
   virtual void backward_data(const float* dy, const void* w, float* dx, void* scratch) const = 0;
-  // dw_oihw: every filter's gradient in PyTorch's layout; db [C_out] or null. diff_w: the
+  // dw_oihw, db [C_out] (or null): the gradient in PyTorch's layout of at least the listed
+  // output filters (all when filters is null; an engine may compute more). diff_w: the
   // intermediate buffer (diff_weights_bytes()).
   virtual void backward_weights(const float* src, const float* dy, void* diff_w, float* dw_oihw,
-                                float* db, void* scratch) const = 0;
+                                float* db, const int32_t* filters, int n_filters,
+                                void* scratch) const = 0;
 };
+
+// The engine of one convolution: the one asked for (native falls back to oneDNN where our
+// kernels do not run the spec), or with `measure` the faster of the two on this spec, timed
+// once per process (forward, and the backward passes the spec needs) on scratch buffers:
+// cuDNN's benchmark mode. `choice` receives the engine, its implementation and the timings.
+struct ConvChoice;
+std::unique_ptr<ConvKernel> choose_conv_kernel(const ConvSpec& s, bool want_native, bool measure,
+                                               int n_filters, ConvChoice& choice);
 
 // The oneDNN kernel; throws std::runtime_error when oneDNN cannot make the primitives.
 std::unique_ptr<ConvKernel> make_onednn_conv(const ConvSpec& s);

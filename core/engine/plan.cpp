@@ -325,7 +325,10 @@ struct ConvUnit : Impl::Unit {
     if (wgrad != nn::WeightGrad::None) {
       float* dwp = p.f(dw_plain);
       float* dbp = db >= 0 ? p.f(db) : nullptr;
-      kernel->backward_weights(p.act_ptr(x), g, p.raw(diff_w), dwp, dbp, p.raw(scratch_b));
+      const bool subset = wgrad == nn::WeightGrad::Subset;
+      kernel->backward_weights(p.act_ptr(x), g, p.raw(diff_w), dwp, dbp,
+                               subset ? filters.data() : nullptr,
+                               subset ? int(filters.size()) : 0, p.raw(scratch_b));
       const int c_out = conv->c_out;
       const int64_t per = conv->weight.value.numel() / c_out;
       conv->weight.ensure_grad();
@@ -1099,20 +1102,18 @@ void Plan::Impl::build() {
       c->filters = c->conv->weight_grad_filters();
       std::sort(c->filters.begin(), c->filters.end());
       c->filters.erase(std::unique(c->filters.begin(), c->filters.end()), c->filters.end());
+      if (c->wgrad == nn::WeightGrad::Subset && c->filters.empty()) c->wgrad = nn::WeightGrad::None;
       sp.training = grad;
       sp.backward_data = grad && wants_grad(c->x);
       sp.backward_weights = c->wgrad != nn::WeightGrad::None;
       sp.backward_bias = sp.backward_weights && c->conv->has_bias;
-      // The engine: oneDNN, or our kernels where asked and supported.
-      std::unique_ptr<ConvKernel> k;
+      // The engine: oneDNN, our kernels, or (auto) the faster of the two, measured.
       ConvChoice ch;
       ch.node = c->name;
-      if (engine == CpuEngine::Native || engine == CpuEngine::Auto) k = make_native_conv(sp);
-      if (!k) k = make_onednn_conv(sp);
-      ch.engine = k->engine();
-      ch.impl = k->impl();
+      const int nf = c->wgrad == nn::WeightGrad::Subset ? int(c->filters.size()) : 0;
+      c->kernel = choose_conv_kernel(sp, engine != CpuEngine::Onednn, engine == CpuEngine::Auto,
+                                     nf, ch);
       choices.push_back(ch);
-      c->kernel = std::move(k);
       // In an inference plan the output may overwrite the residual in place when nothing reads
       // the residual later (its other readers ran before: identity shortcuts).
       c->w_fwd = new_buf(int64_t(c->kernel->fwd_weights_bytes()), 0);

@@ -1,0 +1,99 @@
+// The micro-kernels of the blocked convolutions (conv_blocked.h), one table per instruction set:
+// blocked_micro_avx2.cpp (x86-64-v3, 8 lanes) and blocked_micro_avx512.cpp (x86-64-v4, 16
+// lanes). Those units include nothing but intrinsics and blocked_micro_impl.h, so no inline
+// function compiled for AVX-512 can be merged into code that runs on AVX2-only CPUs. All
+// strides are in floats; L = lanes.
+#pragma once
+
+#include <cstdint>
+
+namespace nns::ops::cpu::blocked {
+
+constexpr int kMaxNoc = 4;    // output blocks of a forward tile
+constexpr int kMaxUr = 28;    // output pixels of a forward tile
+constexpr int kMaxLanes = 16;
+constexpr int kMaxKwt = 5;    // kw taps of a few-filter weight-gradient tile
+constexpr int kNcbSizes = 4;  // input blocks of a few-filter tile: 1, 2, 4, 8 (index 0..3)
+constexpr int kMaxNf = 4;     // filters of a few-filter tile
+
+// Forward and backward-data tile: out[j][v] (UR pixels x NOC output blocks of L channels) =
+//   sum over input blocks b < nblk, taps t < nt, u < nu, lanes l of
+//     in[b*in_blk + t*in_t + u*in_u + j*STEP*L + l] * w[v*w_ocb + b*w_blk + t*w_t + u*w_u + l*L + 0..L)
+// (STEP, the input pixel step in vectors, is the kernel's template argument; the last block
+// has last_lanes lanes), plus out itself when `accumulate`; then, when `epilogue`,
+// + bias[v*L + 0..L) (null: none) + res[j*out_pix + v*out_ocb + 0..L) (null: none), the
+// activation (0 none, 1 ReLU, 2 ReLU6), stored at out[j*out_pix + v*out_ocb].
+// Depthwise tiles (NOC 1, nblk 1) multiply element-wise: in vectors (not broadcasts) times w
+// vectors, w[t*w_t + u*w_u + 0..L).
+struct TileArgs {
+  const float* in;
+  const float* w;
+  int64_t w_ocb;
+  int nblk, last_lanes;
+  int64_t in_blk, w_blk;
+  int nt;
+  int64_t in_t, w_t;
+  int nu;
+  int64_t in_u, w_u;
+  float* out;
+  int64_t out_pix, out_ocb;
+  const float* res;
+  const float* bias;
+  int act;
+  bool accumulate, epilogue;
+};
+using TileKernel = void (*)(const TileArgs&);
+
+// Weight gradient, many filters: acc[r*L + v*acc_ocb + 0..L) += sum over pixels p of
+//   x[p][r] * dy[p][v*dy_ocb + 0..L),  r < NCI input lanes, v < NOC output blocks,
+// pixels p = (image i < nimg, row < nrows, column c < ncols) at x + i*x_img + row*x_row +
+// c*x_col and dy + i*dy_img + row*dy_row + c*L.
+struct WgradArgs {
+  const float* x;
+  const float* dy;
+  int64_t dy_ocb;
+  int nimg;
+  int64_t x_img, dy_img;
+  int nrows;
+  int64_t x_row, dy_row;
+  int ncols;
+  int64_t x_col;
+  float* acc;
+  int64_t acc_ocb;
+};
+using WgradKernel = void (*)(const WgradArgs&);
+
+// Weight gradient, few filters: acc[f*acc_f + b*acc_b + u*L + 0..L) += sum over pixels p of
+//   x[p + b*x_blk + u*L + 0..L) * dy_f[p],  f < NF filters, b < NCB input blocks, u < KWT taps,
+// pixels as in WgradArgs (dy_f: the filter's scalar, dy[f] + i*dy_img + row*dy_row + c*L).
+// Depthwise (NCB = NF = 1, dy[0] a vector): acc[u*L + 0..L) += x[p + u*L + 0..L) * dy[p + 0..L).
+struct WgradFewArgs {
+  const float* x;
+  int64_t x_blk;
+  const float* dy[kMaxNf];
+  int nimg;
+  int64_t x_img, dy_img;
+  int nrows;
+  int64_t x_row, dy_row;
+  int ncols;
+  int64_t x_col;
+  float* acc;
+  int64_t acc_f, acc_b;
+};
+using WgradFewKernel = void (*)(const WgradFewArgs&);
+
+// Null entries: tiles that would not fit the vector registers.
+struct BlockedKernels {
+  int lanes;
+  TileKernel tile[2][kMaxNoc + 1][kMaxUr + 1];         // [STEP - 1][NOC][UR]
+  WgradKernel wgrad[kMaxNoc + 1][kMaxLanes + 1];       // [NOC][NCI]
+  WgradFewKernel few[kMaxKwt + 1][kNcbSizes][kMaxNf + 1];  // [KWT][log2 NCB][NF]
+  TileKernel dw_tile[2][kMaxUr + 1];                   // depthwise [STEP - 1][UR]
+  WgradFewKernel dw_wgrad[kMaxKwt + 1];                // depthwise [KWT]
+};
+
+// Null when the compiler could not build the AVX-512 unit.
+const BlockedKernels* blocked_kernels_avx2();
+const BlockedKernels* blocked_kernels_avx512();
+
+}  // namespace nns::ops::cpu::blocked

@@ -1,0 +1,259 @@
+// The bodies of the blocked micro-kernels (blocked_micro.h), included once per instruction set
+// by a translation unit that first defines, in an anonymous namespace inside
+// nns::ops::cpu::blocked, `struct Vec` with: type T, kLanes, kRegs (vector registers),
+// zero(), load(p), store(p, v), broadcast(p), fma(a, b, c) = a * b + c, add, max, min, set1.
+// Everything here has internal linkage. Accumulators are arrays indexed by compile-time
+// constants after unrolling, so they live in registers; the template limits below keep each
+// tile within the register file (accumulators + the vectors loaded per step + one spare).
+#pragma once
+
+#include <utility>
+
+#include "kernels/cpu/blocked/blocked_micro.h"
+
+namespace nns::ops::cpu::blocked {
+namespace {
+
+using V = typename Vec::T;
+constexpr int L = Vec::kLanes;
+
+inline V epilogue_vec(V r, const float* bias, const float* res, int act) {
+  if (bias) r = Vec::add(r, Vec::load(bias));
+  if (res) r = Vec::add(r, Vec::load(res));
+  if (act != 0) r = Vec::max(r, Vec::zero());
+  if (act == 2) r = Vec::min(r, Vec::set1(6.0f));
+  return r;
+}
+
+// ---- forward / backward data: UR pixels x NOC output blocks, broadcast input ----
+// One input lane: NOC weight vectors, UR broadcasts, UR*NOC FMAs.
+template <int UR, int NOC, int STEP>
+inline __attribute__((always_inline)) void tile_step(V (&acc)[UR][NOC], const float* in,
+                                                     const float* w, int64_t w_ocb) {
+  V wv[NOC];
+  for (int v = 0; v < NOC; ++v) wv[v] = Vec::load(w + v * w_ocb);
+  for (int j = 0; j < UR; ++j) {
+    const V x = Vec::broadcast(in + j * STEP * L);
+    for (int v = 0; v < NOC; ++v) acc[j][v] = Vec::fma(wv[v], x, acc[j][v]);
+  }
+}
+
+template <int UR, int NOC, int STEP>
+void conv_tile(const TileArgs& a) {
+  V acc[UR][NOC];
+  if (a.accumulate) {
+    for (int j = 0; j < UR; ++j)
+      for (int v = 0; v < NOC; ++v) acc[j][v] = Vec::load(a.out + j * a.out_pix + v * a.out_ocb);
+  } else {
+    for (int j = 0; j < UR; ++j)
+      for (int v = 0; v < NOC; ++v) acc[j][v] = Vec::zero();
+  }
+  const int64_t w_ocb = a.w_ocb;
+  const float* in_b = a.in;
+  const float* w_b = a.w;
+  for (int b = 0; b < a.nblk; ++b, in_b += a.in_blk, w_b += a.w_blk) {
+    const int nl = b + 1 == a.nblk ? a.last_lanes : L;
+    const float* in_t = in_b;
+    const float* w_t = w_b;
+    for (int t = 0; t < a.nt; ++t, in_t += a.in_t, w_t += a.w_t) {
+      const float* in_u = in_t;
+      const float* w_u = w_t;
+      for (int u = 0; u < a.nu; ++u, in_u += a.in_u, w_u += a.w_u) {
+        if (nl == L) {
+#pragma GCC unroll 4
+          for (int l = 0; l < L; ++l) tile_step<UR, NOC, STEP>(acc, in_u + l, w_u + l * L, w_ocb);
+        } else {
+          for (int l = 0; l < nl; ++l) tile_step<UR, NOC, STEP>(acc, in_u + l, w_u + l * L, w_ocb);
+        }
+      }
+    }
+  }
+  for (int v = 0; v < NOC; ++v) {
+    const float* bias = a.epilogue && a.bias ? a.bias + v * L : nullptr;
+    for (int j = 0; j < UR; ++j) {
+      const int64_t o = j * a.out_pix + v * a.out_ocb;
+      V r = acc[j][v];
+      if (a.epilogue) r = epilogue_vec(r, bias, a.res ? a.res + o : nullptr, a.act);
+      Vec::store(a.out + o, r);
+    }
+  }
+}
+
+// ---- depthwise forward / backward data: UR pixels of one block, element-wise ----
+template <int UR, int STEP>
+void dw_tile(const TileArgs& a) {
+  V acc[UR];
+  for (int j = 0; j < UR; ++j) acc[j] = a.accumulate ? Vec::load(a.out + j * a.out_pix) : Vec::zero();
+  const float* in_t = a.in;
+  const float* w_t = a.w;
+  for (int t = 0; t < a.nt; ++t, in_t += a.in_t, w_t += a.w_t) {
+    const float* in_u = in_t;
+    const float* w_u = w_t;
+    for (int u = 0; u < a.nu; ++u, in_u += a.in_u, w_u += a.w_u) {
+      const V wv = Vec::load(w_u);
+      for (int j = 0; j < UR; ++j)
+        acc[j] = Vec::fma(Vec::load(in_u + j * STEP * L), wv, acc[j]);
+    }
+  }
+  for (int j = 0; j < UR; ++j) {
+    const int64_t o = j * a.out_pix;
+    V r = acc[j];
+    if (a.epilogue) r = epilogue_vec(r, a.bias, a.res ? a.res + o : nullptr, a.act);
+    Vec::store(a.out + o, r);
+  }
+}
+
+// ---- weight gradient, many filters: NCI input lanes x NOC output blocks ----
+template <int NCI, int NOC>
+void wgrad_tile(const WgradArgs& a) {
+  V acc[NCI][NOC];
+  for (int r = 0; r < NCI; ++r)
+    for (int v = 0; v < NOC; ++v) acc[r][v] = Vec::zero();
+  const int64_t dy_ocb = a.dy_ocb, x_col = a.x_col;
+  for (int i = 0; i < a.nimg; ++i) {
+    for (int row = 0; row < a.nrows; ++row) {
+      const float* x = a.x + i * a.x_img + row * a.x_row;
+      const float* dy = a.dy + i * a.dy_img + row * a.dy_row;
+#pragma GCC unroll 2
+      for (int c = 0; c < a.ncols; ++c, x += x_col, dy += L) {
+        V d[NOC];
+        for (int v = 0; v < NOC; ++v) d[v] = Vec::load(dy + v * dy_ocb);
+        for (int r = 0; r < NCI; ++r) {
+          const V xb = Vec::broadcast(x + r);
+          for (int v = 0; v < NOC; ++v) acc[r][v] = Vec::fma(xb, d[v], acc[r][v]);
+        }
+      }
+    }
+  }
+  for (int r = 0; r < NCI; ++r)
+    for (int v = 0; v < NOC; ++v) {
+      float* p = a.acc + r * L + v * a.acc_ocb;
+      Vec::store(p, Vec::add(Vec::load(p), acc[r][v]));
+    }
+}
+
+// ---- weight gradient, few filters: KWT taps x NCB input blocks x NF filters ----
+template <int KWT, int NCB, int NF>
+void wgrad_few_tile(const WgradFewArgs& a) {
+  V acc[NF][NCB][KWT];
+  for (int f = 0; f < NF; ++f)
+    for (int b = 0; b < NCB; ++b)
+      for (int u = 0; u < KWT; ++u) acc[f][b][u] = Vec::zero();
+  const int64_t x_blk = a.x_blk, x_col = a.x_col;
+  for (int i = 0; i < a.nimg; ++i) {
+    for (int row = 0; row < a.nrows; ++row) {
+      const float* x = a.x + i * a.x_img + row * a.x_row;
+      const int64_t dyo = i * a.dy_img + row * a.dy_row;
+      const float* dy[NF];
+      for (int f = 0; f < NF; ++f) dy[f] = a.dy[f] + dyo;
+      for (int c = 0; c < a.ncols; ++c, x += x_col) {
+        V d[NF];
+        for (int f = 0; f < NF; ++f) d[f] = Vec::broadcast(dy[f] + c * L);
+        for (int b = 0; b < NCB; ++b)
+          for (int u = 0; u < KWT; ++u) {
+            const V xv = Vec::load(x + b * x_blk + u * L);
+            for (int f = 0; f < NF; ++f) acc[f][b][u] = Vec::fma(xv, d[f], acc[f][b][u]);
+          }
+      }
+    }
+  }
+  for (int f = 0; f < NF; ++f)
+    for (int b = 0; b < NCB; ++b)
+      for (int u = 0; u < KWT; ++u) {
+        float* p = a.acc + f * a.acc_f + b * a.acc_b + u * L;
+        Vec::store(p, Vec::add(Vec::load(p), acc[f][b][u]));
+      }
+}
+
+// ---- depthwise weight gradient: KWT taps of one block ----
+template <int KWT>
+void dw_wgrad_tile(const WgradFewArgs& a) {
+  V acc[KWT];
+  for (int u = 0; u < KWT; ++u) acc[u] = Vec::zero();
+  for (int i = 0; i < a.nimg; ++i)
+    for (int row = 0; row < a.nrows; ++row) {
+      const float* x = a.x + i * a.x_img + row * a.x_row;
+      const float* dy = a.dy[0] + i * a.dy_img + row * a.dy_row;
+      for (int c = 0; c < a.ncols; ++c, x += a.x_col, dy += L) {
+        const V d = Vec::load(dy);
+        for (int u = 0; u < KWT; ++u) acc[u] = Vec::fma(Vec::load(x + u * L), d, acc[u]);
+      }
+    }
+  for (int u = 0; u < KWT; ++u) {
+    float* p = a.acc + u * L;
+    Vec::store(p, Vec::add(Vec::load(p), acc[u]));
+  }
+}
+
+// ---- the table ----
+constexpr int kSpare = 1;  // registers left for the compiler besides accumulators and loads
+
+template <int STEP, int NOC, int UR>
+constexpr TileKernel tile_entry() {
+  if constexpr (UR >= 1 && UR * NOC + NOC + 1 + kSpare <= Vec::kRegs && UR <= Vec::kMaxUr)
+    return &conv_tile<UR, NOC, STEP>;
+  else
+    return nullptr;
+}
+template <int NCI, int NOC>
+constexpr WgradKernel wgrad_entry() {
+  if constexpr (NCI >= 1 && NCI <= L && NCI * NOC + NOC + 1 + kSpare <= Vec::kRegs)
+    return &wgrad_tile<NCI, NOC>;
+  else
+    return nullptr;
+}
+template <int KWT, int NCBI, int NF>
+constexpr WgradFewKernel few_entry() {
+  constexpr int NCB = 1 << NCBI;
+  if constexpr (KWT >= 1 && NF >= 1 && KWT * NCB * NF + NF + 1 + kSpare <= Vec::kRegs)
+    return &wgrad_few_tile<KWT, NCB, NF>;
+  else
+    return nullptr;
+}
+
+template <int STEP, int NOC, int... URs>
+constexpr void fill_tiles(BlockedKernels& k, std::integer_sequence<int, URs...>) {
+  ((k.tile[STEP - 1][NOC][URs] = tile_entry<STEP, NOC, URs>()), ...);
+}
+template <int STEP, int... URs>
+constexpr void fill_dw_tiles(BlockedKernels& k, std::integer_sequence<int, URs...>) {
+  ((k.dw_tile[STEP - 1][URs] = URs >= 1 ? &dw_tile<(URs >= 1 ? URs : 1), STEP> : nullptr), ...);
+}
+template <int NOC, int... NCIs>
+constexpr void fill_wgrad(BlockedKernels& k, std::integer_sequence<int, NCIs...>) {
+  ((k.wgrad[NOC][NCIs] = wgrad_entry<NCIs, NOC>()), ...);
+}
+template <int KWT, int NCBI, int... NFs>
+constexpr void fill_few(BlockedKernels& k, std::integer_sequence<int, NFs...>) {
+  ((k.few[KWT][NCBI][NFs] = few_entry<KWT, NCBI, NFs>()), ...);
+}
+template <int KWT, int... NCBIs>
+constexpr void fill_few_kwt(BlockedKernels& k, std::integer_sequence<int, NCBIs...>) {
+  (fill_few<KWT, NCBIs>(k, std::make_integer_sequence<int, kMaxNf + 1>{}), ...);
+}
+template <int... KWTs>
+constexpr void fill_few_all(BlockedKernels& k, std::integer_sequence<int, KWTs...>) {
+  (fill_few_kwt<KWTs>(k, std::make_integer_sequence<int, kNcbSizes>{}), ...);
+  ((k.dw_wgrad[KWTs] = KWTs >= 1 ? &dw_wgrad_tile<(KWTs >= 1 ? KWTs : 1)> : nullptr), ...);
+}
+template <int... NOCs>
+constexpr void fill_by_noc(BlockedKernels& k, std::integer_sequence<int, NOCs...>) {
+  (fill_tiles<1, NOCs>(k, std::make_integer_sequence<int, kMaxUr + 1>{}), ...);
+  (fill_tiles<2, NOCs>(k, std::make_integer_sequence<int, kMaxUr + 1>{}), ...);
+  (fill_wgrad<NOCs>(k, std::make_integer_sequence<int, kMaxLanes + 1>{}), ...);
+}
+
+constexpr BlockedKernels make_kernels() {
+  BlockedKernels k{};
+  k.lanes = L;
+  fill_by_noc(k, std::integer_sequence<int, 1, 2, 3, 4>{});
+  fill_dw_tiles<1>(k, std::make_integer_sequence<int, Vec::kMaxUr + 1>{});
+  fill_dw_tiles<2>(k, std::make_integer_sequence<int, Vec::kMaxUr + 1>{});
+  fill_few_all(k, std::make_integer_sequence<int, kMaxKwt + 1>{});
+  return k;
+}
+
+constexpr BlockedKernels kKernels = make_kernels();
+
+}  // namespace
+}  // namespace nns::ops::cpu::blocked

@@ -1,0 +1,1040 @@
+// Drivers of the blocked convolutions (conv_blocked.h): weight packing, scratch layout, the
+// loops that cut each pass into micro-kernel calls (blocked_micro.h), threads, reorders.
+//
+// Forward. Per image, output-block group g (NOC blocks) and output row oh, the row is cut into
+// tiles of UR pixels; each tile is one call that reduces over every input block, the kernel
+// rows that fall inside the image (so top/bottom padding costs nothing) and every kernel
+// column. Left/right padding is read from a per-thread copy of the image with zero margins
+// (the copy is 1/(KH*KW*C_out/L) of the FMAs' traffic); without horizontal padding x is read
+// in place. NOC and UR come from a small cost model (tile_cycles) over the row length and the
+// number of output blocks.
+//
+// Backward data. dx pixels of one stride phase (ih % sh, iw % sw) see the same kernel taps, so
+// each phase row is a stride-1 correlation of dy with a sub-kernel: the forward kernel with
+// input step 1, output step sw, and negative tap strides (dy index falls as the tap rises).
+// Every dx pixel belongs to one phase and is written once; pixels no tap reaches get zeros.
+//
+// Backward weights. Many filters: tiles (output-block group, input block) accumulate
+// [kh][kw][v][L ci][L co] over pixels with the wgrad kernel (x broadcast, dy loaded); per kernel
+// tap, the rows and columns that read inside the image are exact ranges, so no padded copy.
+// Tiles are the work items when there are enough of them; otherwise (small layers) items are
+// (tile, image chunk) and each thread keeps partial sums that are added at the end. Few filters
+// (<= kFewMax, the obfuscation step's 1-5): the few-filter kernel loads x vectors (L input
+// channels) and broadcasts each filter's dy, so one filter costs 1/L of a block; items are
+// (image, kernel row) with per-thread partials. Depthwise convolutions have their own
+// element-wise tiles in all three passes.
+#include "kernels/cpu/blocked/conv_blocked.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+#include "kernels/cpu/blocked/blocked_micro.h"
+#include "kernels/cpu/cpu_isa.h"
+
+namespace nns::ops::cpu::blocked {
+
+namespace {
+
+constexpr int kFewMax = 16;  // most filters the few-filter weight gradient takes
+
+int ceil_div(int a, int b) { return (a + b - 1) / b; }
+size_t round16(size_t n) { return (n + 15) / 16 * 16; }
+
+std::string describe(const ConvDesc& d) {
+  return "n=" + std::to_string(d.n) + " c_in=" + std::to_string(d.c_in) + " h=" +
+         std::to_string(d.h) + " w=" + std::to_string(d.w) + " c_out=" + std::to_string(d.c_out) +
+         " k=" + std::to_string(d.kh) + "x" + std::to_string(d.kw) + " stride=" +
+         std::to_string(d.stride_h) + "," + std::to_string(d.stride_w) + " pad(t,l,b,r)=" +
+         std::to_string(d.pad_t) + "," + std::to_string(d.pad_l) + "," + std::to_string(d.pad_b) +
+         "," + std::to_string(d.pad_r) + " groups=" + std::to_string(d.groups) +
+         " lanes=" + std::to_string(d.lanes);
+}
+
+void check_desc(const ConvDesc& d, const char* op) {
+  auto fail = [&](const std::string& what) {
+    throw std::invalid_argument(std::string("blocked::") + op + ": " + what + " (" + describe(d) +
+                                ")");
+  };
+  if (d.n < 1 || d.c_in < 1 || d.h < 1 || d.w < 1 || d.c_out < 1 || d.kh < 1 || d.kw < 1)
+    fail("sizes must be positive");
+  if (d.stride_h < 1 || d.stride_w < 1 || d.pad_t < 0 || d.pad_l < 0 || d.pad_b < 0 ||
+      d.pad_r < 0)
+    fail("strides must be >= 1 and padding >= 0");
+  if (d.lanes != 8 && d.lanes != 16) fail("lanes must be 8 or 16");
+  if (d.groups != 1 && !conv_is_depthwise(d))
+    fail("only groups == 1 and depthwise (groups == c_in == c_out) are supported");
+  if (d.h + d.pad_t + d.pad_b < d.kh || d.w + d.pad_l + d.pad_r < d.kw)
+    fail("kernel larger than the padded input");
+}
+
+const BlockedKernels& kernels_for(const ConvDesc& d) {
+  const BlockedKernels* k = nullptr;
+  if (d.lanes == 16) {
+    if (!cpu_avx512_usable())
+      throw std::invalid_argument("blocked: lanes 16 needs AVX-512, which this CPU/build lacks");
+    k = blocked_kernels_avx512();
+  } else {
+    k = blocked_kernels_avx2();
+    if (!k) throw std::invalid_argument("blocked: this build has no AVX2 kernels");
+  }
+  return *k;
+}
+
+// Derived sizes of a convolution.
+struct Geo {
+  int L, cbi, cbo, oh, ow;
+  int64_t x_img, y_img;  // floats of one image of x and of y
+  int64_t x_plane, y_plane;  // floats of one channel block of one image
+};
+Geo geo(const ConvDesc& d) {
+  Geo g;
+  g.L = d.lanes;
+  g.cbi = ceil_div(d.c_in, g.L);
+  g.cbo = ceil_div(d.c_out, g.L);
+  g.oh = conv_out_h(d);
+  g.ow = conv_out_w(d);
+  g.x_plane = int64_t(d.h) * d.w * g.L;
+  g.y_plane = int64_t(g.oh) * g.ow * g.L;
+  g.x_img = g.cbi * g.x_plane;
+  g.y_img = g.cbo * g.y_plane;
+  return g;
+}
+
+// ---- tile choice ----
+
+// Cycles per input lane of a tile of ur pixels x nv output blocks: FMAs at 2 per cycle, loads
+// (nv weight vectors, ur broadcasts) at 2 per cycle, and the FMA latency (4 cycles) bounding
+// each accumulator's chain.
+double tile_cycles(int ur, int nv) {
+  return std::max({ur * nv / 2.0, (ur + nv) / 2.0, 4.0});
+}
+
+int max_ur(const BlockedKernels& k, int step, int nv, bool depthwise) {
+  if (step > 2) return 1;
+  int ur = kMaxUr;
+  if (depthwise) {
+    while (ur > 1 && !k.dw_tile[step - 1][ur]) --ur;
+  } else {
+    while (ur > 1 && !k.tile[step - 1][nv][ur]) --ur;
+  }
+  return ur;
+}
+
+// A row of `pixels` cut into chunks of at most `urmax`, as even as possible.
+struct Chunks {
+  int n, ur, last;  // n chunks: n-1 of ur pixels, the last of `last`
+};
+Chunks chunks(int pixels, int urmax) {
+  Chunks c;
+  c.n = ceil_div(pixels, urmax);
+  c.ur = ceil_div(pixels, c.n);
+  c.last = pixels - (c.n - 1) * c.ur;
+  return c;
+}
+
+// NOC (output blocks per tile) for rows of `pixels` pixels over `nb` output blocks.
+int choose_noc(const BlockedKernels& k, int step, int pixels, int nb) {
+  int best = 1;
+  double best_cost = 0.0;
+  for (int noc = 1; noc <= std::min(kMaxNoc, nb); ++noc) {
+    if (!k.tile[0][noc][1]) continue;
+    double cost = 0.0;
+    for (int g0 = 0; g0 < nb; g0 += noc) {
+      const int nv = std::min(noc, nb - g0);
+      const Chunks c = chunks(pixels, max_ur(k, step, nv, false));
+      cost += (c.n - 1) * tile_cycles(c.ur, nv) + tile_cycles(c.last, nv);
+    }
+    if (noc == 1 || cost <= best_cost) {
+      best = noc;
+      best_cost = cost;
+    }
+  }
+  return best;
+}
+
+TileKernel tile_kernel(const BlockedKernels& k, int step, int nv, int ur) {
+  return k.tile[step <= 2 ? step - 1 : 0][nv][ur];
+}
+
+// dst [nblk][rows][left + w + right][L] <- src [nblk][rows][w][L], zero margins.
+void copy_padded(const float* src, int nblk, int rows, int w, int left, int right, int L,
+                 float* dst) {
+  const int wp = left + w + right;
+  for (int r = 0; r < nblk * rows; ++r) {
+    float* o = dst + int64_t(r) * wp * L;
+    std::memset(o, 0, sizeof(float) * left * L);
+    std::memcpy(o + left * L, src + int64_t(r) * w * L, sizeof(float) * w * L);
+    std::memset(o + (left + w) * L, 0, sizeof(float) * right * L);
+  }
+}
+
+// Hands out [0, items) dynamically over the threads; body(item, tid).
+template <class F>
+void parallel_items(int items, int threads, F&& body) {
+  if (threads <= 1 || items <= 1) {
+    for (int i = 0; i < items; ++i) body(i, 0);
+    return;
+  }
+#pragma omp parallel num_threads(threads)
+  {
+    const int tid = omp_get_thread_num();
+#pragma omp for schedule(dynamic, 1)
+    for (int i = 0; i < items; ++i) body(i, tid);
+  }
+}
+
+int op_threads() { return std::max(1, omp_get_max_threads()); }
+
+// Carves 16-float aligned pieces off the scratch (or only counts them when base is null).
+struct Carve {
+  float* base;
+  size_t used = 0;
+  float* take(size_t n) {
+    float* p = base ? base + used : nullptr;
+    used += round16(n);
+    return p;
+  }
+};
+
+// ---- forward ----
+
+// The horizontal margins of the padded input copy: left = pad_l, right = what the last
+// output column's taps read past the image (0, 0: read x in place).
+struct Margins {
+  int left, right;
+  bool copy() const { return left > 0 || right > 0; }
+};
+Margins fwd_margins(const ConvDesc& d, const Geo& g) {
+  const int last = (g.ow - 1) * d.stride_w - d.pad_l + d.kw - 1;
+  return {d.pad_l, std::max(0, last - (d.w - 1))};
+}
+
+struct FwdScratch {
+  float* bias;      // [cbo * L]
+  float* pad;       // per thread [pad_floats]
+  size_t pad_floats;
+  size_t total;
+};
+FwdScratch fwd_scratch(const ConvDesc& d, int threads, float* base) {
+  const Geo g = geo(d);
+  const Margins m = fwd_margins(d, g);
+  const int blocks = conv_is_depthwise(d) ? 1 : g.cbi;
+  FwdScratch s;
+  Carve c{base};
+  s.bias = c.take(size_t(g.cbo) * g.L);
+  s.pad_floats = m.copy() ? round16(size_t(blocks) * d.h * (m.left + d.w + m.right) * g.L) : 0;
+  s.pad = c.take(s.pad_floats * threads);
+  s.total = c.used;
+  return s;
+}
+
+// Work items of a pass over n images of rows `rows` and `groups` block groups: whole images
+// when there are enough, else (image, group, row chunk).
+struct Items {
+  int per_img, row_chunks, row_len;
+  int count;
+};
+Items split_items(int n, int groups, int rows, int threads) {
+  Items it;
+  if (threads <= 1 || n >= 2 * threads) {
+    it.per_img = 1;
+    it.row_chunks = 1;
+    it.row_len = rows;
+  } else {
+    it.row_chunks = std::min(rows, std::max(1, ceil_div(4 * threads, n * groups)));
+    it.row_len = ceil_div(rows, it.row_chunks);
+    it.row_chunks = ceil_div(rows, it.row_len);
+    it.per_img = groups * it.row_chunks;
+  }
+  it.count = n * it.per_img;
+  return it;
+}
+
+void forward_dense(const ConvDesc& d, const Geo& g, const BlockedKernels& k, const float* x,
+                   const float* packed, const float* bias, const float* residual, int act,
+                   float* y, const FwdScratch& s) {
+  const int L = g.L, sw = d.stride_w;
+  const Margins m = fwd_margins(d, g);
+  const int wp = m.left + d.w + m.right;
+  const int step = sw <= 2 ? sw : 1;
+  const int noc = choose_noc(k, sw, g.ow, g.cbo);
+  const int groups = ceil_div(g.cbo, noc);
+  const int64_t w_t = int64_t(d.kw) * L * L, w_blk = d.kh * w_t, w_ocb = g.cbi * w_blk;
+  const int threads = op_threads();
+  const Items it = split_items(d.n, groups, g.oh, threads);
+
+  TileArgs base{};
+  base.w_ocb = w_ocb;
+  base.nblk = g.cbi;
+  base.last_lanes = d.c_in - (g.cbi - 1) * L;
+  base.w_blk = w_blk;
+  base.w_t = w_t;
+  base.nu = d.kw;
+  base.w_u = int64_t(L) * L;
+  base.in_u = L;
+  base.out_pix = L;
+  base.out_ocb = g.y_plane;
+  base.act = act;
+  base.epilogue = true;
+  const int64_t row = int64_t(m.copy() ? wp : d.w) * L;
+  base.in_blk = row * d.h;
+  base.in_t = row;
+
+  int last_img[256];
+  for (int t = 0; t < std::min(threads, 256); ++t) last_img[t] = -1;
+  parallel_items(it.count, threads, [&](int item, int tid) {
+    const int n = item / it.per_img, rest = item % it.per_img;
+    const int g_lo = it.per_img == 1 ? 0 : rest / it.row_chunks;
+    const int g_hi = it.per_img == 1 ? groups : g_lo + 1;
+    const int r_lo = it.per_img == 1 ? 0 : (rest % it.row_chunks) * it.row_len;
+    const int r_hi = std::min(g.oh, r_lo + it.row_len);
+    const float* src = x + n * g.x_img;
+    if (m.copy()) {
+      float* buf = s.pad + tid * s.pad_floats;
+      if (tid >= 256 || last_img[tid] != n) {
+        copy_padded(src, g.cbi, d.h, d.w, m.left, m.right, L, buf);
+        if (tid < 256) last_img[tid] = n;
+      }
+      src = buf;
+    }
+    TileArgs a = base;
+    for (int gi = g_lo; gi < g_hi; ++gi) {
+      const int ocb0 = gi * noc, nv = std::min(noc, g.cbo - ocb0);
+      const Chunks c = chunks(g.ow, max_ur(k, sw, nv, false));
+      a.bias = bias ? s.bias + ocb0 * L : nullptr;
+      for (int oh = r_lo; oh < r_hi; ++oh) {
+        const int ih0 = oh * d.stride_h - d.pad_t;
+        const int kh_lo = std::max(0, -ih0), kh_hi = std::min(d.kh, d.h - ih0);
+        a.nt = std::max(0, kh_hi - kh_lo);
+        a.w = packed + ocb0 * w_ocb + kh_lo * w_t;
+        const float* in_row = src + (ih0 + kh_lo) * row;
+        const int64_t out_row = (int64_t(n) * g.cbo + ocb0) * g.y_plane + int64_t(oh) * g.ow * L;
+        for (int ci = 0, ow0 = 0; ci < c.n; ++ci) {
+          const int ur = ci + 1 == c.n ? c.last : c.ur;
+          a.in = in_row + int64_t(ow0 * sw - d.pad_l + m.left) * L;
+          a.out = y + out_row + int64_t(ow0) * L;
+          a.res = residual ? residual + out_row + int64_t(ow0) * L : nullptr;
+          tile_kernel(k, step, nv, ur)(a);
+          ow0 += ur;
+        }
+      }
+    }
+  });
+}
+
+void forward_depthwise(const ConvDesc& d, const Geo& g, const BlockedKernels& k, const float* x,
+                       const float* packed, const float* bias, const float* residual, int act,
+                       float* y, const FwdScratch& s) {
+  const int L = g.L, sw = d.stride_w;
+  const Margins m = fwd_margins(d, g);
+  const int wp = m.left + d.w + m.right;
+  const int step = sw <= 2 ? sw : 1;
+  const Chunks c = chunks(g.ow, max_ur(k, sw, 1, true));
+  const int64_t row = int64_t(m.copy() ? wp : d.w) * L;
+  TileArgs base{};
+  base.nblk = 1;
+  base.last_lanes = L;
+  base.w_t = int64_t(d.kw) * L;
+  base.nu = d.kw;
+  base.w_u = L;
+  base.in_u = L;
+  base.in_t = row;
+  base.out_pix = L;
+  base.act = act;
+  base.epilogue = true;
+  parallel_items(d.n * g.cbo, op_threads(), [&](int item, int tid) {
+    const int n = item / g.cbo, cb = item % g.cbo;
+    const float* src = x + n * g.x_img + cb * g.x_plane;
+    if (m.copy()) {
+      float* buf = s.pad + tid * s.pad_floats;
+      copy_padded(src, 1, d.h, d.w, m.left, m.right, L, buf);
+      src = buf;
+    }
+    TileArgs a = base;
+    a.bias = bias ? s.bias + cb * L : nullptr;
+    for (int oh = 0; oh < g.oh; ++oh) {
+      const int ih0 = oh * d.stride_h - d.pad_t;
+      const int kh_lo = std::max(0, -ih0), kh_hi = std::min(d.kh, d.h - ih0);
+      a.nt = std::max(0, kh_hi - kh_lo);
+      a.w = packed + cb * d.kh * base.w_t + kh_lo * base.w_t;
+      const float* in_row = src + (ih0 + kh_lo) * row;
+      const int64_t out_row = (int64_t(n) * g.cbo + cb) * g.y_plane + int64_t(oh) * g.ow * L;
+      for (int ci = 0, ow0 = 0; ci < c.n; ++ci) {
+        const int ur = ci + 1 == c.n ? c.last : c.ur;
+        a.in = in_row + int64_t(ow0 * sw - d.pad_l + m.left) * L;
+        a.out = y + out_row + int64_t(ow0) * L;
+        a.res = residual ? residual + out_row + int64_t(ow0) * L : nullptr;
+        k.dw_tile[step - 1][ur](a);
+        ow0 += ur;
+      }
+    }
+  });
+}
+
+// ---- backward data ----
+
+// One stride phase along one axis: dx positions r + s*i see the taps k0 + s*t (t < ntap),
+// reading dy at i + c0 - t.
+struct Phase {
+  int k0, ntap, c0, count;
+};
+Phase phase(int r, int stride, int pad, int k, int in) {
+  Phase p;
+  p.k0 = (r + pad) % stride;
+  p.ntap = p.k0 < k ? (k - 1 - p.k0) / stride + 1 : 0;
+  p.c0 = (r + pad - p.k0) / stride;
+  p.count = r < in ? (in - r + stride - 1) / stride : 0;
+  return p;
+}
+
+// Margins of the padded dy copy: every phase column's taps read inside it.
+Margins bwd_margins(const ConvDesc& d, const Geo& g) {
+  Margins m{0, 0};
+  for (int rw = 0; rw < std::min(d.stride_w, d.w); ++rw) {
+    const Phase p = phase(rw, d.stride_w, d.pad_l, d.kw, d.w);
+    if (p.ntap == 0 || p.count == 0) continue;
+    m.left = std::max(m.left, p.ntap - 1 - p.c0);
+    m.right = std::max(m.right, p.count - 1 + p.c0 - (g.ow - 1));
+  }
+  return m;
+}
+
+struct BwdScratch {
+  float* pad;
+  size_t pad_floats;
+  size_t total;
+};
+BwdScratch bwd_scratch(const ConvDesc& d, int threads, float* base) {
+  const Geo g = geo(d);
+  const Margins m = bwd_margins(d, g);
+  const int blocks = conv_is_depthwise(d) ? 1 : g.cbo;
+  BwdScratch s;
+  Carve c{base};
+  s.pad_floats = m.copy() ? round16(size_t(blocks) * g.oh * (m.left + g.ow + m.right) * g.L) : 0;
+  s.pad = c.take(s.pad_floats * threads);
+  s.total = c.used;
+  return s;
+}
+
+void backward_data_impl(const ConvDesc& d, const Geo& g, const BlockedKernels& k,
+                        const float* dy, const float* packed, float* dx, const BwdScratch& s) {
+  const int L = g.L, sh = d.stride_h, sw = d.stride_w;
+  const bool dw = conv_is_depthwise(d);
+  const Margins m = bwd_margins(d, g);
+  const int owp = m.left + g.ow + m.right;
+  const int64_t row = int64_t(m.copy() ? owp : g.ow) * L;
+  // The dx row of phase rw = 0 has the most pixels; NOC is chosen for it.
+  const int noc = dw ? 1 : choose_noc(k, 1, ceil_div(d.w, sw), g.cbi);
+  const int groups = dw ? g.cbi : ceil_div(g.cbi, noc);
+  const int64_t kl = dw ? L : int64_t(L) * L;  // floats per tap of one block pair
+  const int64_t w_blk = int64_t(d.kh) * d.kw * kl, w_ocb = dw ? w_blk : g.cbo * w_blk;
+  const int threads = op_threads();
+  const Items it = split_items(d.n, groups, d.h, threads);
+
+  TileArgs base{};
+  base.w_ocb = w_ocb;
+  base.nblk = dw ? 1 : g.cbo;
+  base.last_lanes = dw ? L : d.c_out - (g.cbo - 1) * L;
+  base.in_blk = row * g.oh;
+  base.w_blk = w_blk;
+  base.in_t = -row;
+  base.w_t = int64_t(sh) * d.kw * kl;
+  base.in_u = -L;
+  base.w_u = int64_t(sw) * kl;
+  base.out_pix = int64_t(sw) * L;
+  base.out_ocb = g.x_plane;
+  base.epilogue = false;
+
+  int last_img[256];
+  for (int t = 0; t < std::min(threads, 256); ++t) last_img[t] = -1;
+  parallel_items(it.count, threads, [&](int item, int tid) {
+    const int n = item / it.per_img, rest = item % it.per_img;
+    const int g_lo = it.per_img == 1 ? 0 : rest / it.row_chunks;
+    const int g_hi = it.per_img == 1 ? groups : g_lo + 1;
+    const int r_lo = it.per_img == 1 ? 0 : (rest % it.row_chunks) * it.row_len;
+    const int r_hi = std::min(d.h, r_lo + it.row_len);
+    for (int gi = g_lo; gi < g_hi; ++gi) {
+      const int b0 = dw ? gi : gi * noc, nv = dw ? 1 : std::min(noc, g.cbi - b0);
+      // The dy this group reads: every block (dense) or its own (depthwise).
+      const float* src = dy + n * g.y_img + (dw ? b0 * g.y_plane : 0);
+      if (m.copy()) {
+        float* buf = s.pad + tid * s.pad_floats;
+        const int key = dw ? n * g.cbo + b0 : n;
+        if (tid >= 256 || last_img[tid] != key) {
+          copy_padded(src, dw ? 1 : g.cbo, g.oh, g.ow, m.left, m.right, L, buf);
+          if (tid < 256) last_img[tid] = key;
+        }
+        src = buf;
+      }
+      TileArgs a = base;
+      for (int ih = r_lo; ih < r_hi; ++ih) {
+        const Phase ph = phase(ih % sh, sh, d.pad_t, d.kh, d.h);
+        const int i = ih / sh;
+        const int t_lo = std::max(0, i + ph.c0 - g.oh + 1), t_hi = std::min(ph.ntap, i + ph.c0 + 1);
+        a.nt = std::max(0, t_hi - t_lo);
+        const int dy_row = i + ph.c0 - t_lo;
+        for (int rw = 0; rw < std::min(sw, d.w); ++rw) {
+          const Phase pw = phase(rw, sw, d.pad_l, d.kw, d.w);
+          a.nu = pw.ntap;
+          a.w = packed + b0 * w_ocb + (ph.k0 + int64_t(sh) * t_lo) * d.kw * kl + pw.k0 * kl;
+          const Chunks c = chunks(pw.count, max_ur(k, 1, nv, dw));
+          const float* in_row = src + (a.nt > 0 ? int64_t(dy_row) * row : 0);
+          const int64_t out_row = (int64_t(n) * g.cbi + b0) * g.x_plane + int64_t(ih) * d.w * L;
+          for (int ci = 0, j0 = 0; ci < c.n; ++ci) {
+            const int ur = ci + 1 == c.n ? c.last : c.ur;
+            a.in = in_row + int64_t(j0 + pw.c0 + m.left) * L;
+            a.out = dx + out_row + int64_t(rw + sw * j0) * L;
+            if (dw)
+              k.dw_tile[0][ur](a);
+            else
+              k.tile[0][nv][ur](a);
+            j0 += ur;
+          }
+        }
+      }
+    }
+  });
+}
+
+// ---- backward weights ----
+
+// The output rows [lo, hi) whose kernel row kh reads inside the input (likewise columns).
+struct Range {
+  int lo, hi;
+};
+Range valid_outputs(int k, int stride, int pad, int in, int out) {
+  // out index o reads o*stride - pad + k in [0, in).
+  int lo = pad - k > 0 ? ceil_div(pad - k, stride) : 0;
+  int hi = (in - 1 + pad - k) >= 0 ? (in - 1 + pad - k) / stride + 1 : 0;
+  lo = std::min(lo, out);
+  hi = std::clamp(hi, lo, out);
+  return {lo, hi};
+}
+
+// Cost of the wgrad tile nci x nv per pixel (the forward model with roles swapped).
+int choose_wgrad_noc(const BlockedKernels& k, int lanes, int nb) {
+  int best = 1;
+  double best_cost = 0.0;
+  for (int noc = 1; noc <= std::min(kMaxNoc, nb); ++noc) {
+    int nci = lanes;
+    while (nci > 1 && !k.wgrad[noc][nci]) --nci;
+    if (!k.wgrad[noc][nci]) continue;
+    double cost = 0.0;
+    for (int g0 = 0; g0 < nb; g0 += noc) {
+      const int nv = std::min(noc, nb - g0);
+      int m = lanes;
+      while (m > 1 && !k.wgrad[nv][m]) --m;
+      const Chunks c = chunks(lanes, m);
+      cost += (c.n - 1) * tile_cycles(c.ur, nv) + tile_cycles(c.last, nv);
+    }
+    if (noc == 1 || cost <= best_cost) {
+      best = noc;
+      best_cost = cost;
+    }
+  }
+  return best;
+}
+
+struct WgradScratch {
+  int* flags;       // [c_out]: filter selected
+  int* list;        // [c_out]: selected filters (few) or block runs (many)
+  float* part;      // per thread [part_floats]
+  size_t part_floats;
+  size_t total;
+};
+size_t tile_acc_floats(const ConvDesc& d) {
+  return size_t(d.kh) * d.kw * kMaxNoc * d.lanes * d.lanes;
+}
+WgradScratch wgrad_scratch(const ConvDesc& d, int threads, float* base) {
+  const Geo g = geo(d);
+  WgradScratch s;
+  Carve c{base};
+  s.flags = reinterpret_cast<int*>(c.take(size_t(d.c_out)));
+  s.list = reinterpret_cast<int*>(c.take(size_t(2 * d.c_out + 2)));
+  size_t part;
+  if (conv_is_depthwise(d)) {
+    part = size_t(g.cbo) * d.kh * d.kw * g.L;
+  } else {
+    const size_t few = size_t(std::min(kFewMax, d.c_out)) * g.cbi * d.kh * d.kw * g.L;
+    const size_t many = size_t(std::max(1, 4 * threads)) * tile_acc_floats(d);
+    part = std::max(few, many);
+  }
+  s.part_floats = round16(part);
+  s.part = c.take(s.part_floats * threads);
+  s.total = c.used;
+  return s;
+}
+
+// Calls f(kw0, kwt, lo, hi) so that every (tap kw, output column in the tap's valid range) is
+// covered once with taps of at most kwt_max: columns valid for a whole chunk of taps go in one
+// call, the chunk's edge columns tap by tap.
+template <class F>
+void for_tap_chunks(const ConvDesc& d, const Geo& g, int kwt_max, F&& f) {
+  for (int kw0 = 0; kw0 < d.kw; kw0 += kwt_max) {
+    const int kwt = std::min(kwt_max, d.kw - kw0);
+    int lo = 0, hi = g.ow;
+    for (int u = 0; u < kwt; ++u) {
+      const Range r = valid_outputs(kw0 + u, d.stride_w, d.pad_l, d.w, g.ow);
+      lo = std::max(lo, r.lo);
+      hi = std::min(hi, r.hi);
+    }
+    if (hi <= lo) lo = hi = 0;
+    if (hi > lo) f(kw0, kwt, lo, hi);
+    for (int u = 0; u < kwt; ++u) {
+      const Range r = valid_outputs(kw0 + u, d.stride_w, d.pad_l, d.w, g.ow);
+      if (hi > lo) {
+        if (r.lo < lo) f(kw0 + u, 1, r.lo, lo);
+        if (hi < r.hi) f(kw0 + u, 1, hi, r.hi);
+      } else if (r.hi > r.lo) {
+        f(kw0 + u, 1, r.lo, r.hi);
+      }
+    }
+  }
+}
+
+// db[f] for the selected filters (flags): sums of dy.
+void bias_grad(const ConvDesc& d, const Geo& g, const float* dy, const int* flags, float* db) {
+  const int L = g.L;
+  parallel_items(g.cbo, std::min(op_threads(), g.cbo), [&](int cb, int) {
+    bool any = false;
+    for (int l = 0; l < L && cb * L + l < d.c_out; ++l) any = any || flags[cb * L + l];
+    if (!any) return;
+    double sum[kMaxLanes] = {};
+    for (int n = 0; n < d.n; ++n) {
+      const float* p = dy + n * g.y_img + cb * g.y_plane;
+      float part[kMaxLanes] = {};
+      for (int64_t q = 0; q < int64_t(g.oh) * g.ow; ++q)
+        for (int l = 0; l < L; ++l) part[l] += p[q * L + l];
+      for (int l = 0; l < L; ++l) sum[l] += part[l];
+    }
+    for (int l = 0; l < L && cb * L + l < d.c_out; ++l)
+      if (flags[cb * L + l]) db[cb * L + l] = static_cast<float>(sum[l]);
+  });
+}
+
+void wgrad_depthwise(const ConvDesc& d, const Geo& g, const BlockedKernels& k, const float* x,
+                     const float* dy, float* dw, const WgradScratch& s) {
+  const int L = g.L, threads = op_threads();
+  const size_t part = size_t(g.cbo) * d.kh * d.kw * L;
+  // Per-thread partials [cb][kh][kw][L], zeroed by their thread.
+#pragma omp parallel num_threads(threads) if (threads > 1)
+  std::memset(s.part + omp_get_thread_num() * s.part_floats, 0, sizeof(float) * part);
+  parallel_items(d.n * g.cbo, threads, [&](int item, int tid) {
+    const int n = item / g.cbo, cb = item % g.cbo;
+    if (!std::any_of(s.flags + cb * L, s.flags + std::min(d.c_out, cb * L + L),
+                     [](int f) { return f != 0; }))
+      return;
+    float* acc = s.part + tid * s.part_floats + size_t(cb) * d.kh * d.kw * L;
+    for (int kh = 0; kh < d.kh; ++kh) {
+      const Range rows = valid_outputs(kh, d.stride_h, d.pad_t, d.h, g.oh);
+      if (rows.hi <= rows.lo) continue;
+      for_tap_chunks(d, g, kMaxKwt, [&](int kw0, int kwt, int lo, int hi) {
+        WgradFewArgs a{};
+        a.x = x + n * g.x_img + cb * g.x_plane +
+              (int64_t(rows.lo) * d.stride_h - d.pad_t + kh) * d.w * L +
+              (int64_t(lo) * d.stride_w - d.pad_l + kw0) * L;
+        a.dy[0] = dy + n * g.y_img + cb * g.y_plane + (int64_t(rows.lo) * g.ow + lo) * L;
+        a.nimg = 1;
+        a.nrows = rows.hi - rows.lo;
+        a.x_row = int64_t(d.stride_h) * d.w * L;
+        a.dy_row = int64_t(g.ow) * L;
+        a.ncols = hi - lo;
+        a.x_col = int64_t(d.stride_w) * L;
+        a.acc = acc + (int64_t(kh) * d.kw + kw0) * L;
+        k.dw_wgrad[kwt](a);
+      });
+    }
+  });
+  const int kk = d.kh * d.kw;
+  parallel_items(g.cbo, std::min(threads, g.cbo), [&](int cb, int) {
+    for (int l = 0; l < L && cb * L + l < d.c_out; ++l) {
+      const int f = cb * L + l;
+      if (!s.flags[f]) continue;
+      for (int t = 0; t < kk; ++t) {
+        float v = 0.0f;
+        for (int th = 0; th < threads; ++th)
+          v += s.part[th * s.part_floats + (size_t(cb) * kk + t) * L + l];
+        dw[int64_t(f) * kk + t] = v;
+      }
+    }
+  });
+}
+
+// Few filters: s.list[0..nf) the distinct selected filters.
+void wgrad_few(const ConvDesc& d, const Geo& g, const BlockedKernels& k, const float* x,
+               const float* dy, float* dw, int nf, const WgradScratch& s) {
+  const int L = g.L, threads = op_threads();
+  const int kk = d.kh * d.kw;
+  const int64_t acc_f = int64_t(g.cbi) * kk * L;
+  const size_t part = size_t(nf) * acc_f;
+#pragma omp parallel num_threads(threads) if (threads > 1)
+  std::memset(s.part + omp_get_thread_num() * s.part_floats, 0, sizeof(float) * part);
+  // Largest tile that fits: filters per call first, then kernel columns, then input blocks.
+  const int nfc = std::min(nf, kMaxNf);
+  auto fits = [&](int kwt, int ncbi, int nff) { return k.few[kwt][ncbi][nff] != nullptr; };
+  parallel_items(d.n * d.kh, threads, [&](int item, int tid) {
+    const int n = item / d.kh, kh = item % d.kh;
+    const Range rows = valid_outputs(kh, d.stride_h, d.pad_t, d.h, g.oh);
+    if (rows.hi <= rows.lo) return;
+    float* part_t = s.part + tid * s.part_floats;
+    for (int f0 = 0; f0 < nf; f0 += nfc) {
+      const int nff = std::min(nfc, nf - f0);
+      int kwt_max = std::min(d.kw, kMaxKwt);
+      while (kwt_max > 1 && !fits(kwt_max, 0, nff)) --kwt_max;
+      for_tap_chunks(d, g, kwt_max, [&](int kw0, int kwt, int lo, int hi) {
+        WgradFewArgs a{};
+        a.x_blk = g.x_plane;
+        a.nimg = 1;
+        a.nrows = rows.hi - rows.lo;
+        a.x_row = int64_t(d.stride_h) * d.w * L;
+        a.dy_row = int64_t(g.ow) * L;
+        a.ncols = hi - lo;
+        a.x_col = int64_t(d.stride_w) * L;
+        a.acc_f = acc_f;
+        a.acc_b = int64_t(kk) * L;
+        const int64_t dy_pix = (int64_t(rows.lo) * g.ow + lo) * L;
+        for (int f = 0; f < nff; ++f) {
+          const int filt = s.list[f0 + f];
+          a.dy[f] = dy + n * g.y_img + (filt / L) * g.y_plane + dy_pix + filt % L;
+        }
+        const float* xr = x + n * g.x_img + (int64_t(rows.lo) * d.stride_h - d.pad_t + kh) * d.w * L +
+                          (int64_t(lo) * d.stride_w - d.pad_l + kw0) * L;
+        for (int b0 = 0; b0 < g.cbi;) {
+          int ncbi = kNcbSizes - 1;
+          while (ncbi > 0 && ((1 << ncbi) > g.cbi - b0 || !fits(kwt, ncbi, nff))) --ncbi;
+          a.x = xr + b0 * g.x_plane;
+          a.acc = part_t + f0 * acc_f + (int64_t(b0) * kk + int64_t(kh) * d.kw + kw0) * L;
+          k.few[kwt][ncbi][nff](a);
+          b0 += 1 << ncbi;
+        }
+      });
+    }
+  });
+  // dw[f][ci][kh][kw] = sum over threads of part[f][cb][kh][kw][ci % L].
+  parallel_items(nf, std::min(threads, nf), [&](int j, int) {
+    float* out = dw + int64_t(s.list[j]) * d.c_in * kk;
+    for (int ci = 0; ci < d.c_in; ++ci)
+      for (int t = 0; t < kk; ++t) {
+        const size_t o = size_t(j) * acc_f + (size_t(ci / L) * kk + t) * L + ci % L;
+        float v = 0.0f;
+        for (int th = 0; th < threads; ++th) v += s.part[th * s.part_floats + o];
+        out[int64_t(ci) * kk + t] = v;
+      }
+  });
+}
+
+// Many filters: output-block runs in s.list as (first block, count) pairs, s.list[0] pairs.
+void wgrad_many(const ConvDesc& d, const Geo& g, const BlockedKernels& k, const float* x,
+                const float* dy, float* dw, const WgradScratch& s) {
+  const int L = g.L, threads = op_threads();
+  const int kk = d.kh * d.kw;
+  const int nruns = s.list[0];
+  int nb = 0;
+  for (int r = 0; r < nruns; ++r) nb = std::max(nb, s.list[2 + 2 * r]);
+  const int noc = choose_wgrad_noc(k, L, nb);
+  // Tiles: (group of <= noc blocks of a run, input block).
+  int ngroups = 0;
+  for (int r = 0; r < nruns; ++r) ngroups += ceil_div(s.list[2 + 2 * r], noc);
+  const int tiles = ngroups * g.cbi;
+  const int64_t tile_acc = int64_t(kk) * noc * L * L;
+  // Image chunks per tile: 1 when the tiles alone keep the threads busy.
+  const int img_chunks = threads <= 1 || tiles >= 4 * threads
+                             ? 1
+                             : std::min(d.n, ceil_div(4 * threads, tiles));
+  const int img_len = ceil_div(d.n, img_chunks);
+  const bool partials = img_chunks > 1;
+  // Images per kernel call: enough pixels to amortise the accumulators, few enough that the
+  // call's dy and x stay in L1/L2 across the taps.
+  const int64_t img_bytes = int64_t(g.oh) * g.ow * (noc + 1) * L * 4;
+  const int ib = static_cast<int>(std::clamp<int64_t>(32768 / std::max<int64_t>(img_bytes, 1), 1, d.n));
+
+  auto group_of = [&](int gi, int& b0, int& nv) {
+    for (int r = 0; r < nruns; ++r) {
+      const int first = s.list[1 + 2 * r], cnt = s.list[2 + 2 * r];
+      const int gr = ceil_div(cnt, noc);
+      if (gi < gr) {
+        b0 = first + gi * noc;
+        nv = std::min(noc, cnt - gi * noc);
+        return;
+      }
+      gi -= gr;
+    }
+  };
+
+  if (partials) {
+#pragma omp parallel num_threads(threads) if (threads > 1)
+    std::memset(s.part + omp_get_thread_num() * s.part_floats, 0,
+                sizeof(float) * size_t(tiles) * tile_acc);
+  }
+  // Writes tile (gi, cib)'s sums (acc [kh][kw][v][ci][co] of each source) into dw.
+  auto write_tile = [&](int gi, int cib, const float* const* src, int nsrc) {
+    int b0 = 0, nv = 0;
+    group_of(gi, b0, nv);
+    for (int v = 0; v < nv; ++v)
+      for (int lo = 0; lo < L; ++lo) {
+        const int f = (b0 + v) * L + lo;
+        if (f >= d.c_out || !s.flags[f]) continue;
+        float* out = dw + int64_t(f) * d.c_in * kk;
+        for (int li = 0; li < L && cib * L + li < d.c_in; ++li)
+          for (int t = 0; t < kk; ++t) {
+            const int64_t o = ((int64_t(t) * noc + v) * L + li) * L + lo;
+            float sum = 0.0f;
+            for (int j = 0; j < nsrc; ++j) sum += src[j][o];
+            out[int64_t(cib * L + li) * kk + t] = sum;
+          }
+      }
+  };
+
+  parallel_items(tiles * img_chunks, threads, [&](int item, int tid) {
+    const int tile = item / img_chunks, chunk = item % img_chunks;
+    const int gi = tile / g.cbi, cib = tile % g.cbi;
+    int b0 = 0, nv = 0;
+    group_of(gi, b0, nv);
+    float* acc = s.part + tid * s.part_floats + (partials ? tile * tile_acc : 0);
+    if (!partials) std::memset(acc, 0, sizeof(float) * tile_acc);
+    const int nl = std::min(L, d.c_in - cib * L);
+    int nci_max = L;
+    while (nci_max > 1 && !k.wgrad[nv][nci_max]) --nci_max;
+    const Chunks cc = chunks(nl, nci_max);
+    const int n_lo = chunk * img_len, n_hi = std::min(d.n, n_lo + img_len);
+    WgradArgs a{};
+    a.dy_ocb = g.y_plane;
+    a.x_img = g.x_img;
+    a.dy_img = g.y_img;
+    a.x_row = int64_t(d.stride_h) * d.w * L;
+    a.dy_row = int64_t(g.ow) * L;
+    a.x_col = int64_t(d.stride_w) * L;
+    a.acc_ocb = int64_t(L) * L;
+    for (int n0 = n_lo; n0 < n_hi; n0 += ib) {
+      a.nimg = std::min(ib, n_hi - n0);
+      for (int kh = 0; kh < d.kh; ++kh) {
+        const Range rows = valid_outputs(kh, d.stride_h, d.pad_t, d.h, g.oh);
+        if (rows.hi <= rows.lo) continue;
+        a.nrows = rows.hi - rows.lo;
+        for (int kw = 0; kw < d.kw; ++kw) {
+          const Range cols = valid_outputs(kw, d.stride_w, d.pad_l, d.w, g.ow);
+          if (cols.hi <= cols.lo) continue;
+          a.ncols = cols.hi - cols.lo;
+          const float* xb = x + n0 * g.x_img + cib * g.x_plane +
+                            (int64_t(rows.lo) * d.stride_h - d.pad_t + kh) * d.w * L +
+                            (int64_t(cols.lo) * d.stride_w - d.pad_l + kw) * L;
+          a.dy = dy + n0 * g.y_img + b0 * g.y_plane + (int64_t(rows.lo) * g.ow + cols.lo) * L;
+          float* at = acc + int64_t(kh * d.kw + kw) * noc * L * L;
+          for (int ci = 0, r0 = 0; ci < cc.n; ++ci) {
+            const int nci = ci + 1 == cc.n ? cc.last : cc.ur;
+            a.x = xb + r0;
+            a.acc = at + int64_t(r0) * L;
+            k.wgrad[nv][nci](a);
+            r0 += nci;
+          }
+        }
+      }
+    }
+    if (!partials) {
+      const float* src[1] = {acc};
+      write_tile(gi, cib, src, 1);
+    }
+  });
+  if (partials) {
+    parallel_items(tiles, std::min(threads, tiles), [&](int tile, int) {
+      const float* src[256];
+      const int nsrc = std::min(threads, 256);
+      for (int t = 0; t < nsrc; ++t) src[t] = s.part + t * s.part_floats + tile * tile_acc;
+      write_tile(tile / g.cbi, tile % g.cbi, src, nsrc);
+    });
+  }
+}
+
+}  // namespace
+
+int lanes() { return cpu_isa() == CpuIsa::Avx512 ? 16 : 8; }
+
+bool conv_supported(const ConvDesc& d, Pass) {
+  if (d.lanes == 16 && !cpu_avx512_usable()) return false;
+  if (d.lanes == 8 && !blocked_kernels_avx2()) return false;
+  if (d.lanes != 8 && d.lanes != 16) return false;
+  return d.groups == 1 || conv_is_depthwise(d);
+}
+
+size_t packed_weights_floats(const ConvDesc& d, Pass pass) {
+  if (pass == Pass::BackwardWeights) return 0;
+  const Geo g = geo(d);
+  if (conv_is_depthwise(d)) return size_t(g.cbo) * d.kh * d.kw * g.L;
+  return size_t(g.cbo) * g.cbi * d.kh * d.kw * g.L * g.L;
+}
+
+void pack_weights(const ConvDesc& d, Pass pass, const float* oihw, const float* oc_scale,
+                  float* packed, const int32_t* filters, int n_filters) {
+  check_desc(d, "pack_weights");
+  if (pass == Pass::BackwardWeights) return;
+  const Geo g = geo(d);
+  const int L = g.L, kk = d.kh * d.kw;
+  const bool all = filters == nullptr;
+  const int count = all ? d.c_out : n_filters;
+  for (int j = 0; j < count; ++j)
+    if (!all && (filters[j] < 0 || filters[j] >= d.c_out))
+      throw std::invalid_argument("blocked::pack_weights: filter " + std::to_string(filters[j]) +
+                                  " outside [0, " + std::to_string(d.c_out) + ")");
+  if (all) std::memset(packed, 0, sizeof(float) * packed_weights_floats(d, pass));
+  if (conv_is_depthwise(d)) {
+    // [cb][kh][kw][L], the same for both passes (backward data reads it with flipped strides).
+    for (int j = 0; j < count; ++j) {
+      const int f = all ? j : filters[j];
+      const float sc = oc_scale ? oc_scale[f] : 1.0f;
+      for (int t = 0; t < kk; ++t)
+        packed[(int64_t(f / L) * kk + t) * L + f % L] = oihw[int64_t(f) * kk + t] * sc;
+    }
+    return;
+  }
+  for (int j = 0; j < count; ++j) {
+    const int f = all ? j : filters[j];
+    const float sc = oc_scale ? oc_scale[f] : 1.0f;
+    const int ob = f / L, ol = f % L;
+    for (int ci = 0; ci < d.c_in; ++ci) {
+      const int ib = ci / L, il = ci % L;
+      for (int t = 0; t < kk; ++t) {
+        const float v = oihw[(int64_t(f) * d.c_in + ci) * kk + t] * sc;
+        if (pass == Pass::Forward)  // [CBo][CBi][KH][KW][L ci][L co]
+          packed[(((int64_t(ob) * g.cbi + ib) * kk + t) * L + il) * L + ol] = v;
+        else  // [CBi][CBo][KH][KW][L co][L ci]
+          packed[(((int64_t(ib) * g.cbo + ob) * kk + t) * L + ol) * L + il] = v;
+      }
+    }
+  }
+}
+
+size_t scratch_floats(const ConvDesc& d, Pass pass, int threads) {
+  threads = std::max(1, threads);
+  switch (pass) {
+    case Pass::Forward: return fwd_scratch(d, threads, nullptr).total;
+    case Pass::BackwardData: return bwd_scratch(d, threads, nullptr).total;
+    default: return wgrad_scratch(d, threads, nullptr).total;
+  }
+}
+
+void conv_forward(const ConvDesc& d, const float* x, const float* packed, const float* bias,
+                  const float* residual, Activation act, float* y, float* scratch) {
+  check_desc(d, "conv_forward");
+  if (act != Activation::None && act != Activation::ReLU && act != Activation::ReLU6)
+    throw std::invalid_argument("blocked::conv_forward: activation must be None, ReLU or ReLU6");
+  const BlockedKernels& k = kernels_for(d);
+  const Geo g = geo(d);
+  const FwdScratch s = fwd_scratch(d, op_threads(), scratch);
+  if (bias) {
+    std::memset(s.bias, 0, sizeof(float) * g.cbo * g.L);
+    std::memcpy(s.bias, bias, sizeof(float) * d.c_out);
+  }
+  const int a = act == Activation::ReLU ? 1 : act == Activation::ReLU6 ? 2 : 0;
+  if (conv_is_depthwise(d))
+    forward_depthwise(d, g, k, x, packed, bias, residual, a, y, s);
+  else
+    forward_dense(d, g, k, x, packed, bias, residual, a, y, s);
+}
+
+void conv_backward_data(const ConvDesc& d, const float* dy, const float* packed_bwd, float* dx,
+                        float* scratch) {
+  check_desc(d, "conv_backward_data");
+  const BlockedKernels& k = kernels_for(d);
+  const Geo g = geo(d);
+  backward_data_impl(d, g, k, dy, packed_bwd, dx, bwd_scratch(d, op_threads(), scratch));
+}
+
+void conv_backward_weights(const ConvDesc& d, const float* x, const float* dy, float* dw,
+                           float* db, const int32_t* filters, int n_filters, float* scratch) {
+  check_desc(d, "conv_backward_weights");
+  const BlockedKernels& k = kernels_for(d);
+  const Geo g = geo(d);
+  const WgradScratch s = wgrad_scratch(d, op_threads(), scratch);
+  // The distinct selected filters, in order of first appearance.
+  std::memset(s.flags, 0, sizeof(int) * d.c_out);
+  int nf = 0;
+  const int count = filters ? n_filters : d.c_out;
+  for (int j = 0; j < count; ++j) {
+    const int f = filters ? filters[j] : j;
+    if (f < 0 || f >= d.c_out)
+      throw std::invalid_argument("blocked::conv_backward_weights: filter " + std::to_string(f) +
+                                  " outside [0, " + std::to_string(d.c_out) + ")");
+    if (!s.flags[f]) {
+      s.flags[f] = 1;
+      if (nf < kFewMax) s.list[nf] = f;
+      ++nf;
+    }
+  }
+  if (nf == 0) return;
+  if (db) bias_grad(d, g, dy, s.flags, db);
+  if (conv_is_depthwise(d)) {
+    wgrad_depthwise(d, g, k, x, dy, dw, s);
+    return;
+  }
+  int blocks = 0;
+  for (int b = 0; b < g.cbo; ++b)
+    for (int l = 0; l < g.L && b * g.L + l < d.c_out; ++l)
+      if (s.flags[b * g.L + l]) {
+        ++blocks;
+        break;
+      }
+  if (nf <= kFewMax && 2 * nf <= g.L * blocks) {
+    wgrad_few(d, g, k, x, dy, dw, nf, s);
+    return;
+  }
+  // Runs of consecutive selected blocks: list = [runs, (first, count)...].
+  int runs = 0;
+  for (int b = 0; b < g.cbo;) {
+    auto selected = [&](int blk) {
+      for (int l = 0; l < g.L && blk * g.L + l < d.c_out; ++l)
+        if (s.flags[blk * g.L + l]) return true;
+      return false;
+    };
+    if (!selected(b)) {
+      ++b;
+      continue;
+    }
+    int e = b;
+    while (e < g.cbo && selected(e)) ++e;
+    s.list[1 + 2 * runs] = b;
+    s.list[2 + 2 * runs] = e - b;
+    ++runs;
+    b = e;
+  }
+  s.list[0] = runs;
+  wgrad_many(d, g, k, x, dy, dw, s);
+}
+
+void to_blocked(int n, int c, int h, int w, int lanes, const float* nchw, float* blocked) {
+  const int cb = ceil_div(c, lanes);
+  const int64_t hw = int64_t(h) * w;
+#pragma omp parallel for schedule(static) if (int64_t(n) * c * hw >= (1 << 16))
+  for (int i = 0; i < n * cb; ++i) {
+    const int img = i / cb, b = i % cb;
+    float* out = blocked + int64_t(i) * hw * lanes;
+    for (int l = 0; l < lanes; ++l) {
+      const int ch = b * lanes + l;
+      if (ch >= c) {
+        for (int64_t p = 0; p < hw; ++p) out[p * lanes + l] = 0.0f;
+        continue;
+      }
+      const float* in = nchw + (int64_t(img) * c + ch) * hw;
+      for (int64_t p = 0; p < hw; ++p) out[p * lanes + l] = in[p];
+    }
+  }
+}
+
+void from_blocked(int n, int c, int h, int w, int lanes, const float* blocked, float* nchw) {
+  const int cb = ceil_div(c, lanes);
+  const int64_t hw = int64_t(h) * w;
+#pragma omp parallel for schedule(static) if (int64_t(n) * c * hw >= (1 << 16))
+  for (int i = 0; i < n * cb; ++i) {
+    const int img = i / cb, b = i % cb;
+    const float* in = blocked + int64_t(i) * hw * lanes;
+    for (int l = 0; l < lanes && b * lanes + l < c; ++l) {
+      float* out = nchw + (int64_t(img) * c + b * lanes + l) * hw;
+      for (int64_t p = 0; p < hw; ++p) out[p] = in[p * lanes + l];
+    }
+  }
+}
+
+}  // namespace nns::ops::cpu::blocked

@@ -2,7 +2,7 @@
 // and pass, our GFLOP/s and oneDNN's on the same nChw16c (AVX-512) or nChw8c (AVX2) buffers,
 // and the ratio (oneDNN time / our time: > 1 means we are faster).
 //
-//   bench_blocked_conv [--isa avx512|avx2] [--batch 128] [--reps 15] [--only SUBSTR]
+//   bench_blocked_conv [--isa avx512|avx2] [--batch 128] [--reps 15] [--only SUBSTR] [--pass P]
 //                      [--clock wall|cpu] [--json F]
 //
 // oneDNN gets its best setting: weights (and weight gradients) in the format it picks (reordered
@@ -96,7 +96,7 @@ struct Row {
 int main(int argc, char** argv) {
   std::string isa = nns::ops::cpu::cpu_avx512_usable() ? "avx512" : "avx2";
   int batch = 128, reps = 15;
-  std::string only, json;
+  std::string only, only_pass, json;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -110,11 +110,12 @@ int main(int argc, char** argv) {
     else if (a == "--batch") batch = std::stoi(next());
     else if (a == "--reps") reps = std::stoi(next());
     else if (a == "--only") only = next();
+    else if (a == "--pass") only_pass = next();
     else if (a == "--json") json = next();
     else if (a == "--clock") g_cpu_clock = next() == "cpu";
     else {
       std::fprintf(stderr,
-                   "usage: %s [--isa avx512|avx2] [--batch N] [--reps N] [--only SUBSTR] "
+                   "usage: %s [--isa avx512|avx2] [--batch N] [--reps N] [--only SUBSTR] [--pass NAME] "
                    "[--clock wall|cpu] [--json FILE]\n",
                    argv[0]);
       return 2;
@@ -289,6 +290,7 @@ int main(int argc, char** argv) {
          run_dnnl_wgt, std::string(wgt_pd.impl_info_str()) + (plain_src ? " (src nchw)" : "")},
     };
     for (const PassRun& p : passes) {
+      if (!only_pass.empty() && only_pass != p.name) continue;
       std::vector<double> t_ours, t_dnnl;
       for (int r = -2; r < reps; ++r) {  // two warm-up pairs
         double t0 = now_s();

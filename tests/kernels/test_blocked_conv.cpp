@@ -3,7 +3,8 @@
 // AVX-512: 16 lanes, skipped visibly where the CPU lacks it). Shapes: channels that are not a
 // multiple of the lanes (3, 5, 17, 33), 1x1 maps and 1x1 kernels, stride 2 and 3, asymmetric
 // padding, 5x5 and non-square kernels, depthwise, batch 1, 3 and 5 (whole images per thread
-// and images split over threads). Every pass: forward with bias + residual + ReLU/ReLU6 and a
+// and images split over threads), small maps (rows of <= 4 pixels: tiles over several images,
+// kernel columns split) with batches of 9-11 (several image groups). Every pass: forward with bias + residual + ReLU/ReLU6 and a
 // folded scale, backward data, backward weights for all filters and for filter lists (few and
 // many), and the re-pack of a filter subset. Pad lanes are checked to be zero, and the scratch
 // is surrounded by guard values that must survive.
@@ -52,6 +53,11 @@ const BlockedCase kCases[] = {
     {"c8_to_16_3x3_wide40_n1", desc(1, 8, 3, 40, 16, 3, 3, 1, 1, 1, 1, 1, 1)},
     {"c16_to_16_3x3_s2_pad1_n3", desc(3, 16, 9, 9, 16, 3, 3, 2, 2, 1, 1, 1, 1)},
     {"c5_to_5_3x3_bigpad_n1", desc(1, 5, 4, 4, 5, 3, 3, 1, 1, 3, 2, 3, 2)},
+    {"c40_to_24_3x3_map2_n11", desc(11, 40, 2, 2, 24, 3, 3, 1, 1, 1, 1, 1, 1)},
+    {"c24_to_36_3x3_s2_map4_n9", desc(9, 24, 4, 4, 36, 3, 3, 2, 2, 1, 1, 1, 1)},
+    {"c18_to_40_1x1_s2_map8_n10", desc(10, 18, 8, 7, 40, 1, 1, 2, 2, 0, 0, 0, 0)},
+    {"c12_to_20_3x3_s2_asym_small_n9", desc(9, 12, 5, 6, 20, 3, 3, 2, 2, 0, 1, 2, 0)},
+    {"c3_to_8_7x7_s2_pad3_n2", desc(2, 3, 13, 12, 8, 7, 7, 2, 2, 3, 3, 3, 3)},
     {"dw17_3x3_pad1_n2", desc(2, 17, 9, 9, 17, 3, 3, 1, 1, 1, 1, 1, 1, 17)},
     {"dw40_3x3_s2_pad1_n3", desc(3, 40, 9, 8, 40, 3, 3, 2, 2, 1, 1, 1, 1, 40)},
     {"dw24_5x5_asym_n1", desc(1, 24, 7, 6, 24, 5, 5, 1, 1, 2, 1, 0, 2, 24)},

@@ -10,23 +10,28 @@
 namespace nns::ops::cpu::blocked {
 
 constexpr int kMaxNoc = 4;    // output blocks of a forward tile
-constexpr int kMaxUr = 28;    // output pixels of a forward tile
+constexpr int kMaxUr = 28;    // output pixels of a forward tile (one row)
+constexpr int kMaxRows = 8;   // rows (images) of a multi-row tile
+constexpr int kMaxRowCols = 4;  // pixels per row of a multi-row tile
 constexpr int kMaxLanes = 16;
 constexpr int kMaxKwt = 5;    // kw taps of a few-filter weight-gradient tile
 constexpr int kNcbSizes = 4;  // input blocks of a few-filter tile: 1, 2, 4, 8 (index 0..3)
 constexpr int kMaxNf = 4;     // filters of a few-filter tile
 
-// Forward and backward-data tile: out[j][v] (UR pixels x NOC output blocks of L channels) =
+// Forward and backward-data tile: out[r][c][v] (R rows of C pixels x NOC output blocks of L
+// channels; a row is an image row, or the same row of another image) =
 //   sum over input blocks b < nblk, taps t < nt, u < nu, lanes l of
-//     in[b*in_blk + t*in_t + u*in_u + j*STEP*L + l] * w[v*w_ocb + b*w_blk + t*w_t + u*w_u + l*L + 0..L)
-// (STEP, the input pixel step in vectors, is the kernel's template argument; the last block
-// has last_lanes lanes), plus out itself when `accumulate`; then, when `epilogue`,
-// + bias[v*L + 0..L) (null: none) + res[j*out_pix + v*out_ocb + 0..L) (null: none), the
-// activation (0 none, 1 ReLU, 2 ReLU6), stored at out[j*out_pix + v*out_ocb].
+//     in[r*in_r + b*in_blk + t*in_t + u*in_u + c*STEP*L + l]
+//       * w[v*w_ocb + b*w_blk + t*w_t + u*w_u + l*L + 0..L)
+// (STEP, the input pixel step in vectors, is a template argument; the last block has
+// last_lanes lanes), plus out itself when `accumulate`; then, when `epilogue`,
+// + bias[v*L + 0..L) (null: none) + res[o] (null: none), the activation (0 none, 1 ReLU,
+// 2 ReLU6), stored at out[o], o = r*out_r + c*out_pix + v*out_ocb.
 // Depthwise tiles (NOC 1, nblk 1) multiply element-wise: in vectors (not broadcasts) times w
 // vectors, w[t*w_t + u*w_u + 0..L).
 struct TileArgs {
   const float* in;
+  int64_t in_r;
   const float* w;
   int64_t w_ocb;
   int nblk, last_lanes;
@@ -36,7 +41,7 @@ struct TileArgs {
   int nu;
   int64_t in_u, w_u;
   float* out;
-  int64_t out_pix, out_ocb;
+  int64_t out_r, out_pix, out_ocb;
   const float* res;
   const float* bias;
   int act;
@@ -85,7 +90,8 @@ using WgradFewKernel = void (*)(const WgradFewArgs&);
 // Null entries: tiles that would not fit the vector registers.
 struct BlockedKernels {
   int lanes;
-  TileKernel tile[2][kMaxNoc + 1][kMaxUr + 1];         // [STEP - 1][NOC][UR]
+  // [STEP - 1][NOC][C][R]: every C for R = 1, C <= kMaxRowCols for R > 1.
+  TileKernel tile[2][kMaxNoc + 1][kMaxUr + 1][kMaxRows + 1];
   WgradKernel wgrad[kMaxNoc + 1][kMaxLanes + 1];       // [NOC][NCI]
   WgradFewKernel few[kMaxKwt + 1][kNcbSizes][kMaxNf + 1];  // [KWT][log2 NCB][NF]
   TileKernel dw_tile[2][kMaxUr + 1];                   // depthwise [STEP - 1][UR]

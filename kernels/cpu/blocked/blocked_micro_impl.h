@@ -28,37 +28,59 @@ inline V epilogue_vec(V r, const float* bias, const float* res, int act) {
   return r;
 }
 
-// ---- forward / backward data: UR pixels x NOC output blocks, broadcast input ----
-// One input lane: NOC weight vectors, UR broadcasts, UR*NOC FMAs.
-template <int UR, int NOC, int STEP>
-inline __attribute__((always_inline)) void tile_step(V (&acc)[UR][NOC], const float* in,
-                                                     const float* w, int64_t w_ocb) {
-  V wv[NOC];
+// ---- forward / backward data: R rows x C pixels x NOC output blocks, broadcast input ----
+// One input lane: NOC weight vectors, R*C broadcasts, R*C*NOC FMAs. WREG: the NOC weight
+// vectors are loaded into registers first and each broadcast is used at once (R*C*NOC + NOC + 1
+// registers); otherwise the R*C broadcasts are held and each weight vector is used at once
+// (R*C*NOC + R*C + 1), which is what fits 4 output blocks x 3 pixels in AVX2's 16 registers.
+template <int C, int R, int NOC, int STEP, bool WREG>
+inline __attribute__((always_inline)) void tile_step(V (&acc)[R][C][NOC], const float* in,
+                                                     int64_t in_r, const float* w,
+                                                     int64_t w_ocb) {
+  if constexpr (WREG) {
+    V wv[NOC];
 #pragma GCC unroll 32
-  for (int v = 0; v < NOC; ++v) wv[v] = Vec::load(w + v * w_ocb);
+    for (int v = 0; v < NOC; ++v) wv[v] = Vec::load(w + v * w_ocb);
 #pragma GCC unroll 32
-  for (int j = 0; j < UR; ++j) {
-    const V x = Vec::broadcast(in + j * STEP * L);
+    for (int r = 0; r < R; ++r) {
+      const float* row = in + r * in_r;
 #pragma GCC unroll 32
-    for (int v = 0; v < NOC; ++v) acc[j][v] = Vec::fma(wv[v], x, acc[j][v]);
+      for (int c = 0; c < C; ++c) {
+        const V x = Vec::broadcast(row + c * STEP * L);
+#pragma GCC unroll 32
+        for (int v = 0; v < NOC; ++v) acc[r][c][v] = Vec::fma(wv[v], x, acc[r][c][v]);
+      }
+    }
+  } else {
+    V xv[R][C];
+#pragma GCC unroll 32
+    for (int r = 0; r < R; ++r)
+#pragma GCC unroll 32
+      for (int c = 0; c < C; ++c) xv[r][c] = Vec::broadcast(in + r * in_r + c * STEP * L);
+#pragma GCC unroll 32
+    for (int v = 0; v < NOC; ++v) {
+      const V wv = Vec::load(w + v * w_ocb);
+#pragma GCC unroll 32
+      for (int r = 0; r < R; ++r)
+#pragma GCC unroll 32
+        for (int c = 0; c < C; ++c) acc[r][c][v] = Vec::fma(wv, xv[r][c], acc[r][c][v]);
+    }
   }
 }
 
-template <int UR, int NOC, int STEP>
+template <int C, int R, int NOC, int STEP, bool WREG>
 void conv_tile(const TileArgs& a) {
-  V acc[UR][NOC];
-  if (a.accumulate) {
+  V acc[R][C][NOC];
 #pragma GCC unroll 32
-    for (int j = 0; j < UR; ++j)
+  for (int r = 0; r < R; ++r)
 #pragma GCC unroll 32
-      for (int v = 0; v < NOC; ++v) acc[j][v] = Vec::load(a.out + j * a.out_pix + v * a.out_ocb);
-  } else {
+    for (int c = 0; c < C; ++c)
 #pragma GCC unroll 32
-    for (int j = 0; j < UR; ++j)
-#pragma GCC unroll 32
-      for (int v = 0; v < NOC; ++v) acc[j][v] = Vec::zero();
-  }
-  const int64_t w_ocb = a.w_ocb;
+      for (int v = 0; v < NOC; ++v)
+        acc[r][c][v] = a.accumulate
+                           ? Vec::load(a.out + r * a.out_r + c * a.out_pix + v * a.out_ocb)
+                           : Vec::zero();
+  const int64_t w_ocb = a.w_ocb, in_r = a.in_r;
   const float* in_b = a.in;
   const float* w_b = a.w;
   for (int b = 0; b < a.nblk; ++b, in_b += a.in_blk, w_b += a.w_blk) {
@@ -71,9 +93,11 @@ void conv_tile(const TileArgs& a) {
       for (int u = 0; u < a.nu; ++u, in_u += a.in_u, w_u += a.w_u) {
         if (nl == L) {
 #pragma GCC unroll 4
-          for (int l = 0; l < L; ++l) tile_step<UR, NOC, STEP>(acc, in_u + l, w_u + l * L, w_ocb);
+          for (int l = 0; l < L; ++l)
+            tile_step<C, R, NOC, STEP, WREG>(acc, in_u + l, in_r, w_u + l * L, w_ocb);
         } else {
-          for (int l = 0; l < nl; ++l) tile_step<UR, NOC, STEP>(acc, in_u + l, w_u + l * L, w_ocb);
+          for (int l = 0; l < nl; ++l)
+            tile_step<C, R, NOC, STEP, WREG>(acc, in_u + l, in_r, w_u + l * L, w_ocb);
         }
       }
     }
@@ -82,12 +106,14 @@ void conv_tile(const TileArgs& a) {
   for (int v = 0; v < NOC; ++v) {
     const float* bias = a.epilogue && a.bias ? a.bias + v * L : nullptr;
 #pragma GCC unroll 32
-    for (int j = 0; j < UR; ++j) {
-      const int64_t o = j * a.out_pix + v * a.out_ocb;
-      V r = acc[j][v];
-      if (a.epilogue) r = epilogue_vec(r, bias, a.res ? a.res + o : nullptr, a.act);
-      Vec::store(a.out + o, r);
-    }
+    for (int r = 0; r < R; ++r)
+#pragma GCC unroll 32
+      for (int c = 0; c < C; ++c) {
+        const int64_t o = r * a.out_r + c * a.out_pix + v * a.out_ocb;
+        V x = acc[r][c][v];
+        if (a.epilogue) x = epilogue_vec(x, bias, a.res ? a.res + o : nullptr, a.act);
+        Vec::store(a.out + o, x);
+      }
   }
 }
 
@@ -119,7 +145,9 @@ void dw_tile(const TileArgs& a) {
 }
 
 // ---- weight gradient, many filters: NCI input lanes x NOC output blocks ----
-template <int NCI, int NOC>
+// DREG: the NOC dy vectors of a pixel in registers, each x broadcast used at once; otherwise
+// the NCI broadcasts held and each dy vector used at once (as tile_step's WREG).
+template <int NCI, int NOC, bool DREG>
 void wgrad_tile(const WgradArgs& a) {
   V acc[NCI][NOC];
 #pragma GCC unroll 32
@@ -133,14 +161,26 @@ void wgrad_tile(const WgradArgs& a) {
       const float* dy = a.dy + i * a.dy_img + row * a.dy_row;
 #pragma GCC unroll 2
       for (int c = 0; c < a.ncols; ++c, x += x_col, dy += L) {
-        V d[NOC];
+        if constexpr (DREG) {
+          V d[NOC];
 #pragma GCC unroll 32
-        for (int v = 0; v < NOC; ++v) d[v] = Vec::load(dy + v * dy_ocb);
+          for (int v = 0; v < NOC; ++v) d[v] = Vec::load(dy + v * dy_ocb);
 #pragma GCC unroll 32
-        for (int r = 0; r < NCI; ++r) {
-          const V xb = Vec::broadcast(x + r);
+          for (int r = 0; r < NCI; ++r) {
+            const V xb = Vec::broadcast(x + r);
 #pragma GCC unroll 32
-          for (int v = 0; v < NOC; ++v) acc[r][v] = Vec::fma(xb, d[v], acc[r][v]);
+            for (int v = 0; v < NOC; ++v) acc[r][v] = Vec::fma(xb, d[v], acc[r][v]);
+          }
+        } else {
+          V xb[NCI];
+#pragma GCC unroll 32
+          for (int r = 0; r < NCI; ++r) xb[r] = Vec::broadcast(x + r);
+#pragma GCC unroll 32
+          for (int v = 0; v < NOC; ++v) {
+            const V d = Vec::load(dy + v * dy_ocb);
+#pragma GCC unroll 32
+            for (int r = 0; r < NCI; ++r) acc[r][v] = Vec::fma(xb[r], d, acc[r][v]);
+          }
         }
       }
     }
@@ -224,17 +264,28 @@ void dw_wgrad_tile(const WgradFewArgs& a) {
 // ---- the table ----
 constexpr int kSpare = 1;  // registers left for the compiler besides accumulators and loads
 
-template <int STEP, int NOC, int UR>
+// A tile of P pixels (or input lanes) x NOC blocks fits with the NOC vectors in registers
+// (order 0), or else with the P broadcasts in registers (order 1); the held operands of the
+// other kind take one register in turn.
+template <int P, int NOC>
+constexpr int tile_order() {
+  if constexpr (P * NOC + NOC + 1 <= Vec::kRegs) return 0;
+  if constexpr (P * NOC + P + 1 <= Vec::kRegs) return 1;
+  return -1;
+}
+
+template <int STEP, int NOC, int C, int R>
 constexpr TileKernel tile_entry() {
-  if constexpr (UR >= 1 && UR * NOC + NOC + 1 + kSpare <= Vec::kRegs && UR <= Vec::kMaxUr)
-    return &conv_tile<UR, NOC, STEP>;
+  if constexpr (C >= 1 && R >= 1 && (R == 1 || C <= kMaxRowCols) && R * C <= Vec::kMaxUr &&
+                tile_order<R * C, NOC>() >= 0)
+    return &conv_tile<C, R, NOC, STEP, tile_order<R * C, NOC>() == 0>;
   else
     return nullptr;
 }
 template <int NCI, int NOC>
 constexpr WgradKernel wgrad_entry() {
-  if constexpr (NCI >= 1 && NCI <= L && NCI * NOC + NOC + 1 + kSpare <= Vec::kRegs)
-    return &wgrad_tile<NCI, NOC>;
+  if constexpr (NCI >= 1 && NCI <= L && tile_order<NCI, NOC>() >= 0)
+    return &wgrad_tile<NCI, NOC, tile_order<NCI, NOC>() == 0>;
   else
     return nullptr;
 }
@@ -247,9 +298,13 @@ constexpr WgradFewKernel few_entry() {
     return nullptr;
 }
 
-template <int STEP, int NOC, int... URs>
-constexpr void fill_tiles(BlockedKernels& k, std::integer_sequence<int, URs...>) {
-  ((k.tile[STEP - 1][NOC][URs] = tile_entry<STEP, NOC, URs>()), ...);
+template <int STEP, int NOC, int C, int... Rs>
+constexpr void fill_tile_rows(BlockedKernels& k, std::integer_sequence<int, Rs...>) {
+  ((k.tile[STEP - 1][NOC][C][Rs] = tile_entry<STEP, NOC, C, Rs>()), ...);
+}
+template <int STEP, int NOC, int... Cs>
+constexpr void fill_tiles(BlockedKernels& k, std::integer_sequence<int, Cs...>) {
+  (fill_tile_rows<STEP, NOC, Cs>(k, std::make_integer_sequence<int, kMaxRows + 1>{}), ...);
 }
 template <int STEP, int... URs>
 constexpr void fill_dw_tiles(BlockedKernels& k, std::integer_sequence<int, URs...>) {

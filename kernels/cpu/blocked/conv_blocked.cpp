@@ -40,6 +40,9 @@ namespace nns::ops::cpu::blocked {
 namespace {
 
 constexpr int kFewMax = 16;  // most filters the few-filter weight gradient takes
+// Largest many-filter weight gradient (floats, blocked) summed image-chunk by image-chunk
+// into per-thread copies; larger ones are cut into tiles that each pass over all images.
+constexpr int64_t kImagesOuterFloats = int64_t(1) << 17;
 
 int ceil_div(int a, int b) { return (a + b - 1) / b; }
 size_t round16(size_t n) { return (n + 15) / 16 * 16; }
@@ -104,13 +107,27 @@ Geo geo(const ConvDesc& d) {
   return g;
 }
 
+// The output rows [lo, hi) whose kernel row kh reads inside the input (likewise columns).
+struct Range {
+  int lo, hi;
+};
+Range valid_outputs(int k, int stride, int pad, int in, int out) {
+  // out index o reads o*stride - pad + k in [0, in).
+  int lo = pad - k > 0 ? ceil_div(pad - k, stride) : 0;
+  int hi = (in - 1 + pad - k) >= 0 ? (in - 1 + pad - k) / stride + 1 : 0;
+  lo = std::min(lo, out);
+  hi = std::clamp(hi, lo, out);
+  return {lo, hi};
+}
+
 // ---- tile choice ----
 
 // Cycles per input lane of a tile of ur pixels x nv output blocks: FMAs at 2 per cycle, loads
-// (nv weight vectors, ur broadcasts) at 2 per cycle, and the FMA latency (4 cycles) bounding
-// each accumulator's chain.
+// (nv weight vectors, ur broadcasts) at 2 per cycle, and each accumulator's chain of FMAs
+// (latency 4; counted as 6, so that tiles of 8 accumulators, which only just cover it, lose
+// to tiles of 10-12: on AVX2, 32->32 channels at 14x14 took 4 blocks x 2 pixels otherwise).
 double tile_cycles(int ur, int nv) {
-  return std::max({ur * nv / 2.0, (ur + nv) / 2.0, 4.0});
+  return std::max({ur * nv / 2.0, (ur + nv) / 2.0, 6.0});
 }
 
 int max_ur(const BlockedKernels& k, int step, int nv, bool depthwise) {
@@ -119,7 +136,7 @@ int max_ur(const BlockedKernels& k, int step, int nv, bool depthwise) {
   if (depthwise) {
     while (ur > 1 && !k.dw_tile[step - 1][ur]) --ur;
   } else {
-    while (ur > 1 && !k.tile[step - 1][nv][ur]) --ur;
+    while (ur > 1 && !k.tile[step - 1][nv][ur][1]) --ur;
   }
   return ur;
 }
@@ -141,7 +158,7 @@ int choose_noc(const BlockedKernels& k, int step, int pixels, int nb) {
   int best = 1;
   double best_cost = 0.0;
   for (int noc = 1; noc <= std::min(kMaxNoc, nb); ++noc) {
-    if (!k.tile[0][noc][1]) continue;
+    if (!k.tile[0][noc][1][1]) continue;
     double cost = 0.0;
     for (int g0 = 0; g0 < nb; g0 += noc) {
       const int nv = std::min(noc, nb - g0);
@@ -157,7 +174,103 @@ int choose_noc(const BlockedKernels& k, int step, int pixels, int nb) {
 }
 
 TileKernel tile_kernel(const BlockedKernels& k, int step, int nv, int ur) {
-  return k.tile[step <= 2 ? step - 1 : 0][nv][ur];
+  return k.tile[step <= 2 ? step - 1 : 0][nv][ur][1];
+}
+
+// ---- small maps: tiles of R images x C pixels of one row ----
+//
+// A row of 1-4 output pixels gives a one-row tile too few accumulators (and each weight vector
+// too little reuse), and with a 3x3 kernel a third of its taps would multiply padding. Small
+// maps take tiles of the same row in R images, and split the kernel columns: one call over the
+// columns every pixel reads (it starts the sums), then each other column over exactly the
+// pixels it reads, accumulating; a last call applies the epilogue. Inputs are read in place.
+
+bool small_rows(int pixels) { return pixels <= kMaxRowCols; }
+
+int max_rows(const BlockedKernels& k, int step_idx, int nv, int c) {
+  int r = kMaxRows;
+  while (r > 1 && !k.tile[step_idx][nv][c][r]) --r;
+  return r;
+}
+
+// NOC for rows of `pixels` pixels over `nb` output blocks, tiles of R images.
+int choose_small_noc(const BlockedKernels& k, int step_idx, int pixels, int nb, int images) {
+  int best = 1;
+  double best_cost = 0.0;
+  for (int noc = 1; noc <= std::min(kMaxNoc, nb); ++noc) {
+    if (!k.tile[step_idx][noc][pixels][1]) continue;
+    double cost = 0.0;
+    for (int g0 = 0; g0 < nb; g0 += noc) {
+      const int nv = std::min(noc, nb - g0);
+      const int r = std::min(images, max_rows(k, step_idx, nv, pixels));
+      const Chunks c = chunks(images, r);
+      cost += (c.n - 1) * tile_cycles(c.ur * pixels, nv) + tile_cycles(c.last * pixels, nv);
+    }
+    if (noc == 1 || cost <= best_cost) {
+      best = noc;
+      best_cost = cost;
+    }
+  }
+  return best;
+}
+
+// One row segment of `pixels` pixels in `rows` images (a.in_r, a.out_r apart): a holds in and w
+// at kernel column u = 0 and pixel 0, out/res at pixel 0, the steps in_u, w_u, and nt.
+// valid(u) gives the pixels [lo, hi) that column u reads inside the input; the columns that
+// every pixel reads form one interval.
+template <class Valid>
+void split_row(const BlockedKernels& k, int L, int step, int nv, const TileArgs& a, int pixels,
+               int rows, int ncols, Valid&& valid, bool epilogue) {
+  const int step_idx = step <= 2 ? step - 1 : 0;
+  int ua = 0, ub = 0;
+  for (int u = 0; u < ncols; ++u) {
+    const Range r = valid(u);
+    if (r.lo == 0 && r.hi == pixels) {
+      if (ub == ua) ua = u;
+      ub = u + 1;
+    }
+  }
+  auto call = [&](int u0, int nu, int c_lo, int c_hi, bool accumulate, bool epi) {
+    const int c = c_hi - c_lo;
+    const int rmax = step > 2 && c > 1 ? 1 : max_rows(k, step_idx, nv, c);
+    TileArgs b = a;
+    b.nu = nu;
+    b.accumulate = accumulate;
+    b.epilogue = epi;
+    if (nu == 0) b.nt = 0;
+    for (int r0 = 0; r0 < rows; r0 += rmax) {
+      const int r = std::min(rmax, rows - r0);
+      b.in = a.in + r0 * a.in_r + u0 * a.in_u + int64_t(c_lo) * step * L;
+      b.w = a.w + u0 * a.w_u;
+      b.out = a.out + r0 * a.out_r + c_lo * a.out_pix;
+      b.res = a.res ? a.res + r0 * a.out_r + c_lo * a.out_pix : nullptr;
+      if (step > 2 && c > 1) {
+        // Strides past 2 have single-pixel tiles.
+        for (int j = 0; j < c; ++j) {
+          TileArgs e = b;
+          e.in = b.in + int64_t(j) * step * L;
+          e.out = b.out + j * a.out_pix;
+          e.res = b.res ? b.res + j * a.out_pix : nullptr;
+          k.tile[0][nv][1][1](e);
+        }
+      } else {
+        k.tile[step_idx][nv][c][r](b);
+      }
+    }
+  };
+  bool partial = false;
+  for (int u = 0; u < ncols; ++u)
+    if (u < ua || u >= ub) {
+      const Range r = valid(u);
+      partial = partial || r.hi > r.lo;
+    }
+  call(ua, ub - ua, 0, pixels, false, epilogue && !partial);
+  for (int u = 0; u < ncols; ++u) {
+    if (u >= ua && u < ub) continue;
+    const Range r = valid(u);
+    if (r.hi > r.lo) call(u, 1, r.lo, r.hi, true, false);
+  }
+  if (epilogue && partial) call(0, 0, 0, pixels, true, true);
 }
 
 // dst [nblk][rows][left + w + right][L] <- src [nblk][rows][w][L], zero margins.
@@ -322,6 +435,59 @@ void forward_dense(const ConvDesc& d, const Geo& g, const BlockedKernels& k, con
           ow0 += ur;
         }
       }
+    }
+  });
+}
+
+// Images per tile group of the small-map paths: kMaxRows, fewer when that leaves threads idle.
+int small_image_group(int n, int groups, int threads) {
+  int rg = std::min(n, kMaxRows);
+  while (rg > 1 && ceil_div(n, rg) * groups < 2 * threads) rg = (rg + 1) / 2;
+  return rg;
+}
+
+void forward_small(const ConvDesc& d, const Geo& g, const BlockedKernels& k, const float* x,
+                   const float* packed, const float* bias, const float* residual, int act,
+                   float* y, const FwdScratch& s) {
+  const int L = g.L, sw = d.stride_w;
+  const int noc = choose_small_noc(k, sw <= 2 ? sw - 1 : 0, g.ow, g.cbo, std::min(d.n, kMaxRows));
+  const int groups = ceil_div(g.cbo, noc);
+  const int64_t w_t = int64_t(d.kw) * L * L, w_blk = d.kh * w_t, w_ocb = g.cbi * w_blk;
+  const int threads = op_threads();
+  const int rg = small_image_group(d.n, groups, threads);
+  const int img_groups = ceil_div(d.n, rg);
+
+  TileArgs base{};
+  base.in_r = g.x_img;
+  base.w_ocb = w_ocb;
+  base.nblk = g.cbi;
+  base.last_lanes = d.c_in - (g.cbi - 1) * L;
+  base.in_blk = g.x_plane;
+  base.w_blk = w_blk;
+  base.in_t = int64_t(d.w) * L;
+  base.w_t = w_t;
+  base.in_u = L;
+  base.w_u = int64_t(L) * L;
+  base.out_r = g.y_img;
+  base.out_pix = L;
+  base.out_ocb = g.y_plane;
+  base.act = act;
+  auto valid = [&](int u) { return valid_outputs(u, sw, d.pad_l, d.w, g.ow); };
+  parallel_items(img_groups * groups, threads, [&](int item, int) {
+    const int n0 = (item / groups) * rg, rows = std::min(rg, d.n - n0);
+    const int ocb0 = (item % groups) * noc, nv = std::min(noc, g.cbo - ocb0);
+    TileArgs a = base;
+    a.bias = bias ? s.bias + ocb0 * L : nullptr;
+    for (int oh = 0; oh < g.oh; ++oh) {
+      const int ih0 = oh * d.stride_h - d.pad_t;
+      const int kh_lo = std::max(0, -ih0), kh_hi = std::min(d.kh, d.h - ih0);
+      a.nt = std::max(0, kh_hi - kh_lo);
+      a.w = packed + ocb0 * w_ocb + kh_lo * w_t;
+      a.in = x + n0 * g.x_img + int64_t(ih0 + kh_lo) * d.w * L - int64_t(d.pad_l) * L;
+      const int64_t o = (int64_t(n0) * g.cbo + ocb0) * g.y_plane + int64_t(oh) * g.ow * L;
+      a.out = y + o;
+      a.res = residual ? residual + o : nullptr;
+      split_row(k, L, sw, nv, a, g.ow, rows, d.kw, valid, true);
     }
   });
 }
@@ -491,7 +657,7 @@ void backward_data_impl(const ConvDesc& d, const Geo& g, const BlockedKernels& k
             if (dw)
               k.dw_tile[0][ur](a);
             else
-              k.tile[0][nv][ur](a);
+              k.tile[0][nv][ur][1](a);
             j0 += ur;
           }
         }
@@ -500,20 +666,59 @@ void backward_data_impl(const ConvDesc& d, const Geo& g, const BlockedKernels& k
   });
 }
 
-// ---- backward weights ----
+// Backward data on small maps (phase rows of <= kMaxRowCols pixels): the small-map tiles, dy
+// read in place.
+void backward_data_small(const ConvDesc& d, const Geo& g, const BlockedKernels& k,
+                         const float* dy, const float* packed, float* dx) {
+  const int L = g.L, sh = d.stride_h, sw = d.stride_w;
+  const int noc = choose_small_noc(k, 0, ceil_div(d.w, sw), g.cbi, std::min(d.n, kMaxRows));
+  const int groups = ceil_div(g.cbi, noc);
+  const int64_t kl = int64_t(L) * L, w_blk = int64_t(d.kh) * d.kw * kl, w_ocb = g.cbo * w_blk;
+  const int threads = op_threads();
+  const int rg = small_image_group(d.n, groups, threads);
+  const int img_groups = ceil_div(d.n, rg);
 
-// The output rows [lo, hi) whose kernel row kh reads inside the input (likewise columns).
-struct Range {
-  int lo, hi;
-};
-Range valid_outputs(int k, int stride, int pad, int in, int out) {
-  // out index o reads o*stride - pad + k in [0, in).
-  int lo = pad - k > 0 ? ceil_div(pad - k, stride) : 0;
-  int hi = (in - 1 + pad - k) >= 0 ? (in - 1 + pad - k) / stride + 1 : 0;
-  lo = std::min(lo, out);
-  hi = std::clamp(hi, lo, out);
-  return {lo, hi};
+  TileArgs base{};
+  base.in_r = g.y_img;
+  base.w_ocb = w_ocb;
+  base.nblk = g.cbo;
+  base.last_lanes = d.c_out - (g.cbo - 1) * L;
+  base.in_blk = g.y_plane;
+  base.w_blk = w_blk;
+  base.in_t = -int64_t(g.ow) * L;
+  base.w_t = int64_t(sh) * d.kw * kl;
+  base.in_u = -L;
+  base.w_u = int64_t(sw) * kl;
+  base.out_r = g.x_img;
+  base.out_pix = int64_t(sw) * L;
+  base.out_ocb = g.x_plane;
+  parallel_items(img_groups * groups, threads, [&](int item, int) {
+    const int n0 = (item / groups) * rg, rows = std::min(rg, d.n - n0);
+    const int b0 = (item % groups) * noc, nv = std::min(noc, g.cbi - b0);
+    TileArgs a = base;
+    for (int ih = 0; ih < d.h; ++ih) {
+      const Phase ph = phase(ih % sh, sh, d.pad_t, d.kh, d.h);
+      const int i = ih / sh;
+      const int t_lo = std::max(0, i + ph.c0 - g.oh + 1), t_hi = std::min(ph.ntap, i + ph.c0 + 1);
+      a.nt = std::max(0, t_hi - t_lo);
+      const int dy_row = a.nt > 0 ? i + ph.c0 - t_lo : 0;
+      for (int rw = 0; rw < std::min(sw, d.w); ++rw) {
+        const Phase pw = phase(rw, sw, d.pad_l, d.kw, d.w);
+        a.w = packed + b0 * w_ocb + (ph.k0 + int64_t(sh) * t_lo) * d.kw * kl + pw.k0 * kl;
+        a.in = dy + n0 * g.y_img + (int64_t(dy_row) * g.ow + pw.c0) * L;
+        a.out = dx + (int64_t(n0) * g.cbi + b0) * g.x_plane + (int64_t(ih) * d.w + rw) * L;
+        // Phase pixel j reads dy column j + c0 - u.
+        auto valid = [&](int u) {
+          const int lo = std::clamp(u - pw.c0, 0, pw.count);
+          return Range{lo, std::clamp(g.ow + u - pw.c0, lo, pw.count)};
+        };
+        split_row(k, L, 1, nv, a, pw.count, rows, pw.ntap, valid, false);
+      }
+    }
+  });
 }
+
+// ---- backward weights ----
 
 // Cost of the wgrad tile nci x nv per pixel (the forward model with roles swapped).
 int choose_wgrad_noc(const BlockedKernels& k, int lanes, int nb) {
@@ -560,7 +765,9 @@ WgradScratch wgrad_scratch(const ConvDesc& d, int threads, float* base) {
     part = size_t(g.cbo) * d.kh * d.kw * g.L;
   } else {
     const size_t few = size_t(std::min(kFewMax, d.c_out)) * g.cbi * d.kh * d.kw * g.L;
-    const size_t many = size_t(std::max(1, 4 * threads)) * tile_acc_floats(d);
+    const size_t all_tiles = size_t(g.cbo + kMaxNoc - 1) * g.cbi * d.kh * d.kw * g.L * g.L;
+    const size_t many = std::max(size_t(std::max(1, 4 * threads)) * tile_acc_floats(d),
+                                 std::min(size_t(kImagesOuterFloats), all_tiles));
     part = std::max(few, many);
   }
   s.part_floats = round16(part);
@@ -741,12 +948,6 @@ void wgrad_many(const ConvDesc& d, const Geo& g, const BlockedKernels& k, const 
   for (int r = 0; r < nruns; ++r) ngroups += ceil_div(s.list[2 + 2 * r], noc);
   const int tiles = ngroups * g.cbi;
   const int64_t tile_acc = int64_t(kk) * noc * L * L;
-  // Image chunks per tile: 1 when the tiles alone keep the threads busy.
-  const int img_chunks = threads <= 1 || tiles >= 4 * threads
-                             ? 1
-                             : std::min(d.n, ceil_div(4 * threads, tiles));
-  const int img_len = ceil_div(d.n, img_chunks);
-  const bool partials = img_chunks > 1;
   // Images per kernel call: enough pixels to amortise the accumulators, few enough that the
   // call's dy and x stay in L1/L2 across the taps.
   const int64_t img_bytes = int64_t(g.oh) * g.ow * (noc + 1) * L * 4;
@@ -765,11 +966,6 @@ void wgrad_many(const ConvDesc& d, const Geo& g, const BlockedKernels& k, const 
     }
   };
 
-  if (partials) {
-#pragma omp parallel num_threads(threads) if (threads > 1)
-    std::memset(s.part + omp_get_thread_num() * s.part_floats, 0,
-                sizeof(float) * size_t(tiles) * tile_acc);
-  }
   // Writes tile (gi, cib)'s sums (acc [kh][kw][v][ci][co] of each source) into dw.
   auto write_tile = [&](int gi, int cib, const float* const* src, int nsrc) {
     int b0 = 0, nv = 0;
@@ -789,18 +985,15 @@ void wgrad_many(const ConvDesc& d, const Geo& g, const BlockedKernels& k, const 
       }
   };
 
-  parallel_items(tiles * img_chunks, threads, [&](int item, int tid) {
-    const int tile = item / img_chunks, chunk = item % img_chunks;
+  // Adds tile `tile`'s sums over images [n_lo, n_hi) to acc.
+  auto run_tile = [&](int tile, int n_lo, int n_hi, float* acc) {
     const int gi = tile / g.cbi, cib = tile % g.cbi;
     int b0 = 0, nv = 0;
     group_of(gi, b0, nv);
-    float* acc = s.part + tid * s.part_floats + (partials ? tile * tile_acc : 0);
-    if (!partials) std::memset(acc, 0, sizeof(float) * tile_acc);
     const int nl = std::min(L, d.c_in - cib * L);
     int nci_max = L;
     while (nci_max > 1 && !k.wgrad[nv][nci_max]) --nci_max;
     const Chunks cc = chunks(nl, nci_max);
-    const int n_lo = chunk * img_len, n_hi = std::min(d.n, n_lo + img_len);
     WgradArgs a{};
     a.dy_ocb = g.y_plane;
     a.x_img = g.x_img;
@@ -834,19 +1027,53 @@ void wgrad_many(const ConvDesc& d, const Geo& g, const BlockedKernels& k, const 
         }
       }
     }
-    if (!partials) {
-      const float* src[1] = {acc};
-      write_tile(gi, cib, src, 1);
-    }
-  });
-  if (partials) {
+  };
+
+  auto zero_partials = [&](size_t floats) {
+#pragma omp parallel num_threads(threads) if (threads > 1)
+    std::memset(s.part + omp_get_thread_num() * s.part_floats, 0, sizeof(float) * floats);
+  };
+  auto reduce_partials = [&] {
     parallel_items(tiles, std::min(threads, tiles), [&](int tile, int) {
       const float* src[256];
       const int nsrc = std::min(threads, 256);
       for (int t = 0; t < nsrc; ++t) src[t] = s.part + t * s.part_floats + tile * tile_acc;
       write_tile(tile / g.cbi, tile % g.cbi, src, nsrc);
     });
+  };
+
+  if (tiles * tile_acc <= std::min<int64_t>(kImagesOuterFloats, s.part_floats)) {
+    // Images outer: each item is a few images through every tile, so its x and dy stay in L2
+    // while the tiles pass over them; every thread sums into its own copy of all tiles.
+    zero_partials(size_t(tiles) * tile_acc);
+    const int chunk = std::clamp(d.n / (4 * threads), 1, ib);
+    parallel_items(ceil_div(d.n, chunk), threads, [&](int item, int tid) {
+      const int n_lo = item * chunk, n_hi = std::min(d.n, n_lo + chunk);
+      float* part = s.part + tid * s.part_floats;
+      for (int tile = 0; tile < tiles; ++tile) run_tile(tile, n_lo, n_hi, part + tile * tile_acc);
+    });
+    reduce_partials();
+    return;
   }
+  // Tiles outer (large weight gradients): each item is a tile over all images (or, where the
+  // tiles are too few for the threads, over a chunk of them, with per-thread partials).
+  const int img_chunks = threads <= 1 || tiles >= 4 * threads
+                             ? 1
+                             : std::min(d.n, ceil_div(4 * threads, tiles));
+  const int img_len = ceil_div(d.n, img_chunks);
+  const bool partials = img_chunks > 1;
+  if (partials) zero_partials(size_t(tiles) * tile_acc);
+  parallel_items(tiles * img_chunks, threads, [&](int item, int tid) {
+    const int tile = item / img_chunks, chunk = item % img_chunks;
+    float* acc = s.part + tid * s.part_floats + (partials ? tile * tile_acc : 0);
+    if (!partials) std::memset(acc, 0, sizeof(float) * tile_acc);
+    run_tile(tile, chunk * img_len, std::min(d.n, (chunk + 1) * img_len), acc);
+    if (!partials) {
+      const float* src[1] = {acc};
+      write_tile(tile / g.cbi, tile % g.cbi, src, 1);
+    }
+  });
+  if (partials) reduce_partials();
 }
 
 }  // namespace
@@ -931,6 +1158,8 @@ void conv_forward(const ConvDesc& d, const float* x, const float* packed, const 
   const int a = act == Activation::ReLU ? 1 : act == Activation::ReLU6 ? 2 : 0;
   if (conv_is_depthwise(d))
     forward_depthwise(d, g, k, x, packed, bias, residual, a, y, s);
+  else if (small_rows(g.ow))
+    forward_small(d, g, k, x, packed, bias, residual, a, y, s);
   else
     forward_dense(d, g, k, x, packed, bias, residual, a, y, s);
 }
@@ -940,7 +1169,10 @@ void conv_backward_data(const ConvDesc& d, const float* dy, const float* packed_
   check_desc(d, "conv_backward_data");
   const BlockedKernels& k = kernels_for(d);
   const Geo g = geo(d);
-  backward_data_impl(d, g, k, dy, packed_bwd, dx, bwd_scratch(d, op_threads(), scratch));
+  if (!conv_is_depthwise(d) && small_rows(ceil_div(d.w, d.stride_w)))
+    backward_data_small(d, g, k, dy, packed_bwd, dx);
+  else
+    backward_data_impl(d, g, k, dy, packed_bwd, dx, bwd_scratch(d, op_threads(), scratch));
 }
 
 void conv_backward_weights(const ConvDesc& d, const float* x, const float* dy, float* dw,

@@ -9,6 +9,7 @@
 // once, outside the timing), bias and ReLU fused as a post-op in the forward. Ours writes the
 // weight gradient in PyTorch's plain layout. "wgrad 1f"/"wgrad 5f" time our weight gradient of
 // 1 or 5 filters (the obfuscation step's case) against oneDNN's of all filters (it has no other).
+// "fwd nchw"/"wgrad nchw": the first layer (1-4 channels) reading the network input in NCHW.
 // Calls alternate (ours, oneDNN, ours, ...) so that load on a shared machine hits both alike;
 // each number is the median of --reps calls. oneDNN's ISA cap can be set once per process: run
 // the program once per --isa.
@@ -260,7 +261,7 @@ int main(int argc, char** argv) {
       std::function<void()> ours, dnnl;
       std::string impl;
     };
-    const PassRun passes[] = {
+    std::vector<PassRun> passes = {
         {"fwd", macs,
          [&] {
            blk::conv_forward(d, x.data(), wf.data(), bias.data(), nullptr,
@@ -289,6 +290,25 @@ int main(int argc, char** argv) {
          },
          run_dnnl_wgt, std::string(wgt_pd.impl_info_str()) + (plain_src ? " (src nchw)" : "")},
     };
+    // The first layer reading the network input in NCHW (1-4 channels).
+    if (blk::nchw_input_supported(d)) {
+      passes.push_back({"fwd nchw", macs,
+                        [&] {
+                          blk::conv_forward_nchw_input(d, x_nchw.data(), wf.data(), bias.data(),
+                                                       nullptr, nns::ops::Activation::ReLU,
+                                                       y.data(), scratch.data());
+                        },
+                        run_dnnl_fwd,
+                        std::string(fwd_pd.impl_info_str()) + (plain_src ? " (src nchw)" : "")});
+      passes.push_back({"wgrad nchw", macs,
+                        [&] {
+                          blk::conv_backward_weights_nchw_input(d, x_nchw.data(), dy.data(),
+                                                                dw.data(), db.data(), nullptr, 0,
+                                                                scratch.data());
+                        },
+                        run_dnnl_wgt,
+                        std::string(wgt_pd.impl_info_str()) + (plain_src ? " (src nchw)" : "")});
+    }
     for (const PassRun& p : passes) {
       if (!only_pass.empty() && only_pass != p.name) continue;
       std::vector<double> t_ours, t_dnnl;

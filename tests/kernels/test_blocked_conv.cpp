@@ -313,12 +313,74 @@ TEST_P(BlockedConvTest, RepackFilterSubset) {
   }
 }
 
+// The first layer's NCHW-input variants (stems of 1-4 channels), against the same references.
+class NchwInputTest : public BlockedConvTest {};
+
+TEST_P(NchwInputTest, ForwardAndWeightGradientMatchReference) {
+  ASSERT_TRUE(blk::nchw_input_supported(d_));
+  const int oh = out_h(d_), ow = out_w(d_);
+  const auto x = random_vec(x_size(d_), rng_);
+  const auto w = random_vec(w_size(d_), rng_);
+  const auto bias = random_vec(d_.c_out, rng_);
+  const auto res = random_vec(y_size(d_), rng_, -2.0f, 2.0f);
+  const auto dy = random_vec(y_size(d_), rng_);
+  const auto rb = blocked(res, d_.c_out, oh, ow);
+  const auto dyb = blocked(dy, d_.c_out, oh, ow);
+  size_t sn = 0;
+  for (blk::Pass p : {blk::Pass::Forward, blk::Pass::BackwardWeights})
+    sn = std::max(sn, blk::scratch_floats(d_, p, omp_get_max_threads()));
+  GuardedScratch scratch(sn);
+  const auto wp = packed(blk::Pass::Forward, w, nullptr);
+  std::vector<float> yb(blk::blocked_floats(d_.n, d_.c_out, oh, ow, d_.lanes), sentinel());
+  blk::conv_forward_nchw_input(d_, x.data(), wp.data(), bias.data(), rb.data(),
+                               Activation::ReLU, yb.data(), scratch.data());
+  std::vector<double> ref(y_size(d_), 0.0), ref_dw(w_size(d_), 0.0);
+  for_each_mac(d_, [&](size_t xi, size_t yi, size_t wi) {
+    ref[yi] += double(x[xi]) * double(w[wi]);
+    ref_dw[wi] += double(x[xi]) * double(dy[yi]);
+  });
+  for (size_t i = 0; i < ref.size(); ++i)
+    ref[i] = ref_act(Activation::ReLU, ref[i] + bias[i / (size_t(oh) * ow) % d_.c_out] + res[i]);
+  EXPECT_TRUE(pad_lanes_zero(yb, d_.n, d_.c_out, oh, ow, d_.lanes));
+  EXPECT_TRUE(all_close(plain(yb, d_.c_out, oh, ow), ref,
+                        atol_for(size_t(d_.c_in) * d_.kh * d_.kw), kRtol));
+  const double atol = atol_for(size_t(d_.n) * oh * ow);
+  std::vector<float> dw(w_size(d_), sentinel());
+  blk::conv_backward_weights_nchw_input(d_, x.data(), dyb.data(), dw.data(), nullptr, nullptr, 0,
+                                        scratch.data());
+  EXPECT_TRUE(all_close(dw, ref_dw, atol, kRtol));
+  // One filter: only its row is written.
+  std::fill(dw.begin(), dw.end(), sentinel());
+  const int32_t f = d_.c_out - 1;
+  blk::conv_backward_weights_nchw_input(d_, x.data(), dyb.data(), dw.data(), nullptr, &f, 1,
+                                        scratch.data());
+  const size_t row = w_size(d_) / d_.c_out;
+  EXPECT_TRUE(all_close(std::vector<float>(dw.begin() + f * row, dw.end()),
+                        std::vector<double>(ref_dw.begin() + f * row, ref_dw.end()), atol, kRtol));
+  EXPECT_EQ(float_bits(dw[0]), float_bits(sentinel()));
+  EXPECT_TRUE(scratch.guards_intact());
+}
+
+const BlockedCase kNchwCases[] = {
+    {"c1_to_16_3x3_pad1_n3", desc(3, 1, 12, 11, 16, 3, 3, 1, 1, 1, 1, 1, 1)},
+    {"c3_to_20_3x3_pad1_n5", desc(5, 3, 9, 10, 20, 3, 3, 1, 1, 1, 1, 1, 1)},
+    {"c1_to_6_5x5_pad2_n2", desc(2, 1, 12, 12, 6, 5, 5, 1, 1, 2, 2, 2, 2)},
+    {"c3_to_8_7x7_s2_pad3_n2", desc(2, 3, 13, 12, 8, 7, 7, 2, 2, 3, 3, 3, 3)},
+    {"c4_to_9_3x3_s2_asym_n1", desc(1, 4, 7, 8, 9, 3, 3, 2, 2, 0, 1, 1, 0)},
+    {"c2_to_5_1x1_n3", desc(3, 2, 5, 6, 5, 1, 1, 1, 1, 0, 0, 0, 0)},
+};
+
 std::string case_name(const testing::TestParamInfo<std::tuple<BlockedCase, cpu::CpuIsa>>& i) {
   return std::string(std::get<0>(i.param).name) + "_" + cpu::cpu_isa_name(std::get<1>(i.param));
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, BlockedConvTest,
                          ::testing::Combine(::testing::ValuesIn(kCases),
+                                            ::testing::Values(cpu::CpuIsa::Avx2,
+                                                              cpu::CpuIsa::Avx512)),
+                         case_name);
+INSTANTIATE_TEST_SUITE_P(Stems, NchwInputTest,
+                         ::testing::Combine(::testing::ValuesIn(kNchwCases),
                                             ::testing::Values(cpu::CpuIsa::Avx2,
                                                               cpu::CpuIsa::Avx512)),
                          case_name);

@@ -17,11 +17,13 @@ constexpr int kMaxLanes = 16;
 constexpr int kMaxKwt = 5;    // kw taps of a few-filter weight-gradient tile
 constexpr int kNcbSizes = 4;  // input blocks of a few-filter tile: 1, 2, 4, 8 (index 0..3)
 constexpr int kMaxNf = 4;     // filters of a few-filter tile
+constexpr int kMaxWgradTapLanes = 4;  // most input lanes of a multi-column wgrad tile
 
 // Forward and backward-data tile: out[r][c][v] (R rows of C pixels x NOC output blocks of L
 // channels; a row is an image row, or the same row of another image) =
 //   sum over input blocks b < nblk, taps t < nt, u < nu, lanes l of
 //     in[r*in_r + b*in_blk + t*in_t + u*in_u + c*STEP*L + l]
+//     (plain-input tiles, NCHW: in[... + c*STEP + l*in_lane], one block)
 //       * w[v*w_ocb + b*w_blk + t*w_t + u*w_u + l*L + 0..L)
 // (STEP, the input pixel step in vectors, is a template argument; the last block has
 // last_lanes lanes), plus out itself when `accumulate`; then, when `epilogue`,
@@ -31,7 +33,7 @@ constexpr int kMaxNf = 4;     // filters of a few-filter tile
 // vectors, w[t*w_t + u*w_u + 0..L).
 struct TileArgs {
   const float* in;
-  int64_t in_r;
+  int64_t in_r, in_lane;
   const float* w;
   int64_t w_ocb;
   int nblk, last_lanes;
@@ -49,12 +51,15 @@ struct TileArgs {
 };
 using TileKernel = void (*)(const TileArgs&);
 
-// Weight gradient, many filters: acc[r*L + v*acc_ocb + 0..L) += sum over pixels p of
-//   x[p][r] * dy[p][v*dy_ocb + 0..L),  r < NCI input lanes, v < NOC output blocks,
-// pixels p = (image i < nimg, row < nrows, column c < ncols) at x + i*x_img + row*x_row +
-// c*x_col and dy + i*dy_img + row*dy_row + c*L.
+// Weight gradient, many filters: acc[u*acc_tap + r*L + v*acc_ocb + 0..L) += sum over pixels p
+// of x[p][u][r] * dy[p][v*dy_ocb + 0..L), u < KWT kernel columns, r < NCI input lanes, v < NOC
+// output blocks; pixels p = (image i < nimg, row < nrows, column c < ncols) at x + i*x_img +
+// row*x_row + c*x_col and dy + i*dy_img + row*dy_row + c*L; x[p][u][r] = x[p + u*L + r]
+// (blocked) or x[p + u + r*x_lane] (plain NCHW input). Tiles of KWT > 1, and plain ones, exist
+// for NCI <= kMaxWgradTapLanes (stems: a few input channels give few accumulators per column).
 struct WgradArgs {
   const float* x;
+  int64_t x_lane;
   const float* dy;
   int64_t dy_ocb;
   int nimg;
@@ -64,7 +69,7 @@ struct WgradArgs {
   int ncols;
   int64_t x_col;
   float* acc;
-  int64_t acc_ocb;
+  int64_t acc_ocb, acc_tap;
 };
 using WgradKernel = void (*)(const WgradArgs&);
 
@@ -92,7 +97,8 @@ struct BlockedKernels {
   int lanes;
   // [STEP - 1][NOC][C][R]: every C for R = 1, C <= kMaxRowCols for R > 1.
   TileKernel tile[2][kMaxNoc + 1][kMaxUr + 1][kMaxRows + 1];
-  WgradKernel wgrad[kMaxNoc + 1][kMaxLanes + 1];       // [NOC][NCI]
+  TileKernel tile_plain[2][kMaxNoc + 1][kMaxUr + 1];  // [STEP - 1][NOC][C], NCHW input
+  WgradKernel wgrad[2][kMaxNoc + 1][kMaxLanes + 1][kMaxKwt + 1];  // [plain][NOC][NCI][KWT]
   WgradFewKernel few[kMaxKwt + 1][kNcbSizes][kMaxNf + 1];  // [KWT][log2 NCB][NF]
   TileKernel dw_tile[2][kMaxUr + 1];                   // depthwise [STEP - 1][UR]
   WgradFewKernel dw_wgrad[kMaxKwt + 1];                // depthwise [KWT]

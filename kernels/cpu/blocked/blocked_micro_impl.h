@@ -29,11 +29,11 @@ inline V epilogue_vec(V r, const float* bias, const float* res, int act) {
 }
 
 // ---- forward / backward data: R rows x C pixels x NOC output blocks, broadcast input ----
-// One input lane: NOC weight vectors, R*C broadcasts, R*C*NOC FMAs. WREG: the NOC weight
+// One input lane: NOC weight vectors, R*C broadcasts (pixels PIX floats apart), R*C*NOC FMAs. WREG: the NOC weight
 // vectors are loaded into registers first and each broadcast is used at once (R*C*NOC + NOC + 1
 // registers); otherwise the R*C broadcasts are held and each weight vector is used at once
 // (R*C*NOC + R*C + 1), which is what fits 4 output blocks x 3 pixels in AVX2's 16 registers.
-template <int C, int R, int NOC, int STEP, bool WREG>
+template <int C, int R, int NOC, int PIX, bool WREG>
 inline __attribute__((always_inline)) void tile_step(V (&acc)[R][C][NOC], const float* in,
                                                      int64_t in_r, const float* w,
                                                      int64_t w_ocb) {
@@ -46,7 +46,7 @@ inline __attribute__((always_inline)) void tile_step(V (&acc)[R][C][NOC], const 
       const float* row = in + r * in_r;
 #pragma GCC unroll 32
       for (int c = 0; c < C; ++c) {
-        const V x = Vec::broadcast(row + c * STEP * L);
+        const V x = Vec::broadcast(row + c * PIX);
 #pragma GCC unroll 32
         for (int v = 0; v < NOC; ++v) acc[r][c][v] = Vec::fma(wv[v], x, acc[r][c][v]);
       }
@@ -56,7 +56,7 @@ inline __attribute__((always_inline)) void tile_step(V (&acc)[R][C][NOC], const 
 #pragma GCC unroll 32
     for (int r = 0; r < R; ++r)
 #pragma GCC unroll 32
-      for (int c = 0; c < C; ++c) xv[r][c] = Vec::broadcast(in + r * in_r + c * STEP * L);
+      for (int c = 0; c < C; ++c) xv[r][c] = Vec::broadcast(in + r * in_r + c * PIX);
 #pragma GCC unroll 32
     for (int v = 0; v < NOC; ++v) {
       const V wv = Vec::load(w + v * w_ocb);
@@ -68,8 +68,12 @@ inline __attribute__((always_inline)) void tile_step(V (&acc)[R][C][NOC], const 
   }
 }
 
-template <int C, int R, int NOC, int STEP, bool WREG>
+// PLAIN: the input is NCHW (a network input of a few channels): pixels STEP floats apart,
+// lanes (channels) in_lane floats apart; else blocked: pixels STEP*L apart, lanes adjacent.
+template <int C, int R, int NOC, int STEP, bool WREG, bool PLAIN>
 void conv_tile(const TileArgs& a) {
+  constexpr int PIX = PLAIN ? STEP : STEP * L;
+  const int64_t lane = PLAIN ? a.in_lane : 1;
   V acc[R][C][NOC];
 #pragma GCC unroll 32
   for (int r = 0; r < R; ++r)
@@ -94,10 +98,10 @@ void conv_tile(const TileArgs& a) {
         if (nl == L) {
 #pragma GCC unroll 4
           for (int l = 0; l < L; ++l)
-            tile_step<C, R, NOC, STEP, WREG>(acc, in_u + l, in_r, w_u + l * L, w_ocb);
+            tile_step<C, R, NOC, PIX, WREG>(acc, in_u + l * lane, in_r, w_u + l * L, w_ocb);
         } else {
           for (int l = 0; l < nl; ++l)
-            tile_step<C, R, NOC, STEP, WREG>(acc, in_u + l, in_r, w_u + l * L, w_ocb);
+            tile_step<C, R, NOC, PIX, WREG>(acc, in_u + l * lane, in_r, w_u + l * L, w_ocb);
         }
       }
     }
@@ -144,120 +148,151 @@ void dw_tile(const TileArgs& a) {
   }
 }
 
-// ---- weight gradient, many filters: NCI input lanes x NOC output blocks ----
-// DREG: the NOC dy vectors of a pixel in registers, each x broadcast used at once; otherwise
-// the NCI broadcasts held and each dy vector used at once (as tile_step's WREG).
-template <int NCI, int NOC, bool DREG>
-void wgrad_tile(const WgradArgs& a) {
-  V acc[NCI][NOC];
-#pragma GCC unroll 32
-  for (int r = 0; r < NCI; ++r)
-#pragma GCC unroll 32
-    for (int v = 0; v < NOC; ++v) acc[r][v] = Vec::zero();
-  const int64_t dy_ocb = a.dy_ocb, x_col = a.x_col;
+// ---- weight gradients: sums over pixels ----
+// A weight-gradient tile sums over pixels, so a small tile (a 1-3 channel stem, one filter of a
+// 16-channel layer) would leave a single FMA chain waiting on its own latency: tiles of fewer
+// than 8 accumulators keep PU sets, one per pixel of a group of PU consecutive pixels, added
+// together at the end.
+constexpr int pixel_unroll(int accumulators) {
+  return accumulators >= 8 ? 1 : accumulators >= 4 ? 2 : accumulators >= 2 ? 4 : 8;
+}
+
+// Calls body(p, x + p*x_col, dy_offset + p*L) for every pixel of the call's rows, p < PU
+// naming the accumulator set (the row's last pixels use set 0).
+template <int PU, class Args, class Body>
+inline __attribute__((always_inline)) void for_pixels(const Args& a, const float* x0,
+                                                      int64_t dy0, Body&& body) {
   for (int i = 0; i < a.nimg; ++i) {
     for (int row = 0; row < a.nrows; ++row) {
-      const float* x = a.x + i * a.x_img + row * a.x_row;
-      const float* dy = a.dy + i * a.dy_img + row * a.dy_row;
-#pragma GCC unroll 2
-      for (int c = 0; c < a.ncols; ++c, x += x_col, dy += L) {
-        if constexpr (DREG) {
-          V d[NOC];
-#pragma GCC unroll 32
-          for (int v = 0; v < NOC; ++v) d[v] = Vec::load(dy + v * dy_ocb);
-#pragma GCC unroll 32
-          for (int r = 0; r < NCI; ++r) {
-            const V xb = Vec::broadcast(x + r);
-#pragma GCC unroll 32
-            for (int v = 0; v < NOC; ++v) acc[r][v] = Vec::fma(xb, d[v], acc[r][v]);
-          }
-        } else {
-          V xb[NCI];
-#pragma GCC unroll 32
-          for (int r = 0; r < NCI; ++r) xb[r] = Vec::broadcast(x + r);
-#pragma GCC unroll 32
-          for (int v = 0; v < NOC; ++v) {
-            const V d = Vec::load(dy + v * dy_ocb);
-#pragma GCC unroll 32
-            for (int r = 0; r < NCI; ++r) acc[r][v] = Vec::fma(xb[r], d, acc[r][v]);
-          }
-        }
-      }
+      const float* x = x0 + i * a.x_img + row * a.x_row;
+      int64_t dyo = dy0 + i * a.dy_img + row * a.dy_row;
+      int c = 0;
+      for (; c + PU <= a.ncols; c += PU, x += PU * a.x_col, dyo += PU * L)
+#pragma GCC unroll 8
+        for (int p = 0; p < PU; ++p) body(p, x + p * a.x_col, dyo + p * L);
+      for (; c < a.ncols; ++c, x += a.x_col, dyo += L) body(0, x, dyo);
     }
   }
+}
+
+// Many filters: KWT kernel columns x NCI input lanes x NOC output blocks. DREG: the NOC dy
+// vectors of a pixel in registers, each x broadcast used at once; otherwise the KWT*NCI
+// broadcasts held and each dy vector used at once (as tile_step's WREG). PLAIN: x is NCHW
+// (columns 1 float apart, lanes x_lane apart); else blocked (columns L apart, lanes adjacent).
+template <int NCI, int NOC, bool DREG, int KWT, bool PLAIN>
+void wgrad_tile(const WgradArgs& a) {
+  constexpr int T = KWT * NCI, PU = pixel_unroll(T * NOC), XT = PLAIN ? 1 : L;
+  V acc[PU][T][NOC];
+#pragma GCC unroll 8
+  for (int p = 0; p < PU; ++p)
 #pragma GCC unroll 32
-  for (int r = 0; r < NCI; ++r)
+    for (int t = 0; t < T; ++t)
+#pragma GCC unroll 32
+      for (int v = 0; v < NOC; ++v) acc[p][t][v] = Vec::zero();
+  const int64_t dy_ocb = a.dy_ocb, xl = PLAIN ? a.x_lane : 1;
+  const float* dyb = a.dy;
+  for_pixels<PU>(a, a.x, 0, [&](int p, const float* x, int64_t dyo) __attribute__((always_inline)) {
+    const float* dy = dyb + dyo;
+    if constexpr (DREG) {
+      V d[NOC];
+#pragma GCC unroll 32
+      for (int v = 0; v < NOC; ++v) d[v] = Vec::load(dy + v * dy_ocb);
+#pragma GCC unroll 32
+      for (int t = 0; t < T; ++t) {
+        const V xb = Vec::broadcast(x + (t / NCI) * XT + (t % NCI) * xl);
+#pragma GCC unroll 32
+        for (int v = 0; v < NOC; ++v) acc[p][t][v] = Vec::fma(xb, d[v], acc[p][t][v]);
+      }
+    } else {
+      V xb[T];
+#pragma GCC unroll 32
+      for (int t = 0; t < T; ++t) xb[t] = Vec::broadcast(x + (t / NCI) * XT + (t % NCI) * xl);
+#pragma GCC unroll 32
+      for (int v = 0; v < NOC; ++v) {
+        const V d = Vec::load(dy + v * dy_ocb);
+#pragma GCC unroll 32
+        for (int t = 0; t < T; ++t) acc[p][t][v] = Vec::fma(xb[t], d, acc[p][t][v]);
+      }
+    }
+  });
+#pragma GCC unroll 32
+  for (int t = 0; t < T; ++t)
 #pragma GCC unroll 32
     for (int v = 0; v < NOC; ++v) {
-      float* p = a.acc + r * L + v * a.acc_ocb;
-      Vec::store(p, Vec::add(Vec::load(p), acc[r][v]));
+      V sum = acc[0][t][v];
+#pragma GCC unroll 8
+      for (int p = 1; p < PU; ++p) sum = Vec::add(sum, acc[p][t][v]);
+      float* o = a.acc + (t / NCI) * a.acc_tap + (t % NCI) * L + v * a.acc_ocb;
+      Vec::store(o, Vec::add(Vec::load(o), sum));
     }
 }
 
-// ---- weight gradient, few filters: KWT taps x NCB input blocks x NF filters ----
+// Few filters: KWT taps x NCB input blocks x NF filters.
 template <int KWT, int NCB, int NF>
 void wgrad_few_tile(const WgradFewArgs& a) {
-  V acc[NF][NCB][KWT];
+  constexpr int PU = pixel_unroll(KWT * NCB * NF);
+  V acc[PU][NF][NCB][KWT];
+#pragma GCC unroll 8
+  for (int p = 0; p < PU; ++p)
 #pragma GCC unroll 32
-  for (int f = 0; f < NF; ++f)
+    for (int f = 0; f < NF; ++f)
+#pragma GCC unroll 32
+      for (int b = 0; b < NCB; ++b)
+#pragma GCC unroll 32
+        for (int u = 0; u < KWT; ++u) acc[p][f][b][u] = Vec::zero();
+  const int64_t x_blk = a.x_blk;
+  const float* dyf[NF];
+#pragma GCC unroll 32
+  for (int f = 0; f < NF; ++f) dyf[f] = a.dy[f];
+  for_pixels<PU>(a, a.x, 0, [&](int p, const float* x, int64_t dyo) __attribute__((always_inline)) {
+    V d[NF];
+#pragma GCC unroll 32
+    for (int f = 0; f < NF; ++f) d[f] = Vec::broadcast(dyf[f] + dyo);
 #pragma GCC unroll 32
     for (int b = 0; b < NCB; ++b)
 #pragma GCC unroll 32
-      for (int u = 0; u < KWT; ++u) acc[f][b][u] = Vec::zero();
-  const int64_t x_blk = a.x_blk, x_col = a.x_col;
-  for (int i = 0; i < a.nimg; ++i) {
-    for (int row = 0; row < a.nrows; ++row) {
-      const float* x = a.x + i * a.x_img + row * a.x_row;
-      const int64_t dyo = i * a.dy_img + row * a.dy_row;
-      const float* dy[NF];
+      for (int u = 0; u < KWT; ++u) {
+        const V xv = Vec::load(x + b * x_blk + u * L);
 #pragma GCC unroll 32
-      for (int f = 0; f < NF; ++f) dy[f] = a.dy[f] + dyo;
-      for (int c = 0; c < a.ncols; ++c, x += x_col) {
-        V d[NF];
-#pragma GCC unroll 32
-        for (int f = 0; f < NF; ++f) d[f] = Vec::broadcast(dy[f] + c * L);
-#pragma GCC unroll 32
-        for (int b = 0; b < NCB; ++b)
-#pragma GCC unroll 32
-          for (int u = 0; u < KWT; ++u) {
-            const V xv = Vec::load(x + b * x_blk + u * L);
-#pragma GCC unroll 32
-            for (int f = 0; f < NF; ++f) acc[f][b][u] = Vec::fma(xv, d[f], acc[f][b][u]);
-          }
+        for (int f = 0; f < NF; ++f) acc[p][f][b][u] = Vec::fma(xv, d[f], acc[p][f][b][u]);
       }
-    }
-  }
+  });
 #pragma GCC unroll 32
   for (int f = 0; f < NF; ++f)
 #pragma GCC unroll 32
     for (int b = 0; b < NCB; ++b)
 #pragma GCC unroll 32
       for (int u = 0; u < KWT; ++u) {
-        float* p = a.acc + f * a.acc_f + b * a.acc_b + u * L;
-        Vec::store(p, Vec::add(Vec::load(p), acc[f][b][u]));
+        V sum = acc[0][f][b][u];
+#pragma GCC unroll 8
+        for (int p = 1; p < PU; ++p) sum = Vec::add(sum, acc[p][f][b][u]);
+        float* o = a.acc + f * a.acc_f + b * a.acc_b + u * L;
+        Vec::store(o, Vec::add(Vec::load(o), sum));
       }
 }
 
-// ---- depthwise weight gradient: KWT taps of one block ----
+// Depthwise: KWT taps of one block, element-wise.
 template <int KWT>
 void dw_wgrad_tile(const WgradFewArgs& a) {
-  V acc[KWT];
+  constexpr int PU = pixel_unroll(KWT);
+  V acc[PU][KWT];
+#pragma GCC unroll 8
+  for (int p = 0; p < PU; ++p)
 #pragma GCC unroll 32
-  for (int u = 0; u < KWT; ++u) acc[u] = Vec::zero();
-  for (int i = 0; i < a.nimg; ++i)
-    for (int row = 0; row < a.nrows; ++row) {
-      const float* x = a.x + i * a.x_img + row * a.x_row;
-      const float* dy = a.dy[0] + i * a.dy_img + row * a.dy_row;
-      for (int c = 0; c < a.ncols; ++c, x += a.x_col, dy += L) {
-        const V d = Vec::load(dy);
+    for (int u = 0; u < KWT; ++u) acc[p][u] = Vec::zero();
+  const float* dyb = a.dy[0];
+  for_pixels<PU>(a, a.x, 0, [&](int p, const float* x, int64_t dyo) __attribute__((always_inline)) {
+    const V d = Vec::load(dyb + dyo);
 #pragma GCC unroll 32
-        for (int u = 0; u < KWT; ++u) acc[u] = Vec::fma(Vec::load(x + u * L), d, acc[u]);
-      }
-    }
+    for (int u = 0; u < KWT; ++u) acc[p][u] = Vec::fma(Vec::load(x + u * L), d, acc[p][u]);
+  });
 #pragma GCC unroll 32
   for (int u = 0; u < KWT; ++u) {
-    float* p = a.acc + u * L;
-    Vec::store(p, Vec::add(Vec::load(p), acc[u]));
+    V sum = acc[0][u];
+#pragma GCC unroll 8
+    for (int p = 1; p < PU; ++p) sum = Vec::add(sum, acc[p][u]);
+    float* o = a.acc + u * L;
+    Vec::store(o, Vec::add(Vec::load(o), sum));
   }
 }
 
@@ -278,14 +313,22 @@ template <int STEP, int NOC, int C, int R>
 constexpr TileKernel tile_entry() {
   if constexpr (C >= 1 && R >= 1 && (R == 1 || C <= kMaxRowCols) && R * C <= Vec::kMaxUr &&
                 tile_order<R * C, NOC>() >= 0)
-    return &conv_tile<C, R, NOC, STEP, tile_order<R * C, NOC>() == 0>;
+    return &conv_tile<C, R, NOC, STEP, tile_order<R * C, NOC>() == 0, false>;
   else
     return nullptr;
 }
-template <int NCI, int NOC>
+template <int STEP, int NOC, int C>
+constexpr TileKernel tile_plain_entry() {
+  if constexpr (C >= 1 && C <= Vec::kMaxUr && tile_order<C, NOC>() >= 0)
+    return &conv_tile<C, 1, NOC, STEP, tile_order<C, NOC>() == 0, true>;
+  else
+    return nullptr;
+}
+template <int PLAIN, int NOC, int NCI, int KWT>
 constexpr WgradKernel wgrad_entry() {
-  if constexpr (NCI >= 1 && NCI <= L && tile_order<NCI, NOC>() >= 0)
-    return &wgrad_tile<NCI, NOC, tile_order<NCI, NOC>() == 0>;
+  if constexpr (NCI >= 1 && NCI <= L && KWT >= 1 && (KWT == 1 || NCI <= kMaxWgradTapLanes) &&
+                (!PLAIN || NCI <= kMaxWgradTapLanes) && tile_order<KWT * NCI, NOC>() >= 0)
+    return &wgrad_tile<NCI, NOC, tile_order<KWT * NCI, NOC>() == 0, KWT, PLAIN != 0>;
   else
     return nullptr;
 }
@@ -305,14 +348,20 @@ constexpr void fill_tile_rows(BlockedKernels& k, std::integer_sequence<int, Rs..
 template <int STEP, int NOC, int... Cs>
 constexpr void fill_tiles(BlockedKernels& k, std::integer_sequence<int, Cs...>) {
   (fill_tile_rows<STEP, NOC, Cs>(k, std::make_integer_sequence<int, kMaxRows + 1>{}), ...);
+  ((k.tile_plain[STEP - 1][NOC][Cs] = tile_plain_entry<STEP, NOC, Cs>()), ...);
 }
 template <int STEP, int... URs>
 constexpr void fill_dw_tiles(BlockedKernels& k, std::integer_sequence<int, URs...>) {
   ((k.dw_tile[STEP - 1][URs] = URs >= 1 ? &dw_tile<(URs >= 1 ? URs : 1), STEP> : nullptr), ...);
 }
+template <int PLAIN, int NOC, int NCI, int... KWTs>
+constexpr void fill_wgrad_taps(BlockedKernels& k, std::integer_sequence<int, KWTs...>) {
+  ((k.wgrad[PLAIN][NOC][NCI][KWTs] = wgrad_entry<PLAIN, NOC, NCI, KWTs>()), ...);
+}
 template <int NOC, int... NCIs>
 constexpr void fill_wgrad(BlockedKernels& k, std::integer_sequence<int, NCIs...>) {
-  ((k.wgrad[NOC][NCIs] = wgrad_entry<NCIs, NOC>()), ...);
+  (fill_wgrad_taps<0, NOC, NCIs>(k, std::make_integer_sequence<int, kMaxKwt + 1>{}), ...);
+  (fill_wgrad_taps<1, NOC, NCIs>(k, std::make_integer_sequence<int, kMaxKwt + 1>{}), ...);
 }
 template <int KWT, int NCBI, int... NFs>
 constexpr void fill_few(BlockedKernels& k, std::integer_sequence<int, NFs...>) {

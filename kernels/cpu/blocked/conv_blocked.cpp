@@ -367,10 +367,12 @@ Items split_items(int n, int groups, int rows, int threads) {
   return it;
 }
 
+// plain: x is NCHW (c_in <= kMaxWgradTapLanes), read by the plain-input tiles.
 void forward_dense(const ConvDesc& d, const Geo& g, const BlockedKernels& k, const float* x,
                    const float* packed, const float* bias, const float* residual, int act,
-                   float* y, const FwdScratch& s) {
+                   float* y, const FwdScratch& s, bool plain) {
   const int L = g.L, sw = d.stride_w;
+  const int px = plain ? 1 : L;  // floats per input pixel (of one channel block)
   const Margins m = fwd_margins(d, g);
   const int wp = m.left + d.w + m.right;
   const int step = sw <= 2 ? sw : 1;
@@ -388,14 +390,16 @@ void forward_dense(const ConvDesc& d, const Geo& g, const BlockedKernels& k, con
   base.w_t = w_t;
   base.nu = d.kw;
   base.w_u = int64_t(L) * L;
-  base.in_u = L;
+  base.in_u = px;
   base.out_pix = L;
   base.out_ocb = g.y_plane;
   base.act = act;
   base.epilogue = true;
-  const int64_t row = int64_t(m.copy() ? wp : d.w) * L;
+  const int64_t row = int64_t(m.copy() ? wp : d.w) * px;
   base.in_blk = row * d.h;
+  base.in_lane = row * d.h;  // plain: channel planes
   base.in_t = row;
+  const int64_t x_img = plain ? int64_t(d.c_in) * d.h * d.w : g.x_img;
 
   int last_img[256];
   for (int t = 0; t < std::min(threads, 256); ++t) last_img[t] = -1;
@@ -405,11 +409,14 @@ void forward_dense(const ConvDesc& d, const Geo& g, const BlockedKernels& k, con
     const int g_hi = it.per_img == 1 ? groups : g_lo + 1;
     const int r_lo = it.per_img == 1 ? 0 : (rest % it.row_chunks) * it.row_len;
     const int r_hi = std::min(g.oh, r_lo + it.row_len);
-    const float* src = x + n * g.x_img;
+    const float* src = x + n * x_img;
     if (m.copy()) {
       float* buf = s.pad + tid * s.pad_floats;
       if (tid >= 256 || last_img[tid] != n) {
-        copy_padded(src, g.cbi, d.h, d.w, m.left, m.right, L, buf);
+        if (plain)
+          copy_padded(src, d.c_in, d.h, d.w, m.left, m.right, 1, buf);
+        else
+          copy_padded(src, g.cbi, d.h, d.w, m.left, m.right, L, buf);
         if (tid < 256) last_img[tid] = n;
       }
       src = buf;
@@ -418,6 +425,7 @@ void forward_dense(const ConvDesc& d, const Geo& g, const BlockedKernels& k, con
     for (int gi = g_lo; gi < g_hi; ++gi) {
       const int ocb0 = gi * noc, nv = std::min(noc, g.cbo - ocb0);
       const Chunks c = chunks(g.ow, max_ur(k, sw, nv, false));
+      const int step_idx = step - 1;
       a.bias = bias ? s.bias + ocb0 * L : nullptr;
       for (int oh = r_lo; oh < r_hi; ++oh) {
         const int ih0 = oh * d.stride_h - d.pad_t;
@@ -428,10 +436,10 @@ void forward_dense(const ConvDesc& d, const Geo& g, const BlockedKernels& k, con
         const int64_t out_row = (int64_t(n) * g.cbo + ocb0) * g.y_plane + int64_t(oh) * g.ow * L;
         for (int ci = 0, ow0 = 0; ci < c.n; ++ci) {
           const int ur = ci + 1 == c.n ? c.last : c.ur;
-          a.in = in_row + int64_t(ow0 * sw - d.pad_l + m.left) * L;
+          a.in = in_row + int64_t(ow0 * sw - d.pad_l + m.left) * px;
           a.out = y + out_row + int64_t(ow0) * L;
           a.res = residual ? residual + out_row + int64_t(ow0) * L : nullptr;
-          tile_kernel(k, step, nv, ur)(a);
+          (plain ? k.tile_plain[step_idx][nv][ur] : tile_kernel(k, step, nv, ur))(a);
           ow0 += ur;
         }
       }
@@ -726,13 +734,13 @@ int choose_wgrad_noc(const BlockedKernels& k, int lanes, int nb) {
   double best_cost = 0.0;
   for (int noc = 1; noc <= std::min(kMaxNoc, nb); ++noc) {
     int nci = lanes;
-    while (nci > 1 && !k.wgrad[noc][nci]) --nci;
-    if (!k.wgrad[noc][nci]) continue;
+    while (nci > 1 && !k.wgrad[0][noc][nci][1]) --nci;
+    if (!k.wgrad[0][noc][nci][1]) continue;
     double cost = 0.0;
     for (int g0 = 0; g0 < nb; g0 += noc) {
       const int nv = std::min(noc, nb - g0);
       int m = lanes;
-      while (m > 1 && !k.wgrad[nv][m]) --m;
+      while (m > 1 && !k.wgrad[0][nv][m][1]) --m;
       const Chunks c = chunks(lanes, m);
       cost += (c.n - 1) * tile_cycles(c.ur, nv) + tile_cycles(c.last, nv);
     }
@@ -935,8 +943,9 @@ void wgrad_few(const ConvDesc& d, const Geo& g, const BlockedKernels& k, const f
 }
 
 // Many filters: output-block runs in s.list as (first block, count) pairs, s.list[0] pairs.
+// plain: x is NCHW (c_in <= kMaxWgradTapLanes).
 void wgrad_many(const ConvDesc& d, const Geo& g, const BlockedKernels& k, const float* x,
-                const float* dy, float* dw, const WgradScratch& s) {
+                const float* dy, float* dw, const WgradScratch& s, bool plain) {
   const int L = g.L, threads = op_threads();
   const int kk = d.kh * d.kw;
   const int nruns = s.list[0];
@@ -985,44 +994,64 @@ void wgrad_many(const ConvDesc& d, const Geo& g, const BlockedKernels& k, const 
       }
   };
 
-  // Adds tile `tile`'s sums over images [n_lo, n_hi) to acc.
+  // Adds tile `tile`'s sums over images [n_lo, n_hi) to acc. Blocks of a few input lanes
+  // (stems) take several kernel columns per call, so that each dy vector loaded serves more
+  // FMAs: the columns that read inside the image for a chunk's whole range in one call, the
+  // chunk's edge columns one by one (for_tap_chunks).
+  const int px = plain ? 1 : L;  // floats per x pixel (of one block)
+  const int64_t x_img = plain ? int64_t(d.c_in) * d.h * d.w : g.x_img;
   auto run_tile = [&](int tile, int n_lo, int n_hi, float* acc) {
     const int gi = tile / g.cbi, cib = tile % g.cbi;
     int b0 = 0, nv = 0;
     group_of(gi, b0, nv);
     const int nl = std::min(L, d.c_in - cib * L);
+    const bool taps = nl <= kMaxWgradTapLanes;
+    int kwt_max = 1;
+    if (taps) {
+      kwt_max = std::min(d.kw, kMaxKwt);
+      while (kwt_max > 1 && !k.wgrad[plain][nv][nl][kwt_max]) --kwt_max;
+    }
     int nci_max = L;
-    while (nci_max > 1 && !k.wgrad[nv][nci_max]) --nci_max;
-    const Chunks cc = chunks(nl, nci_max);
+    while (nci_max > 1 && !k.wgrad[0][nv][nci_max][1]) --nci_max;
+    const Chunks cc = chunks(nl, taps ? nl : nci_max);
     WgradArgs a{};
+    a.x_lane = int64_t(d.h) * d.w;
     a.dy_ocb = g.y_plane;
-    a.x_img = g.x_img;
+    a.x_img = x_img;
     a.dy_img = g.y_img;
-    a.x_row = int64_t(d.stride_h) * d.w * L;
+    a.x_row = int64_t(d.stride_h) * d.w * px;
     a.dy_row = int64_t(g.ow) * L;
-    a.x_col = int64_t(d.stride_w) * L;
+    a.x_col = int64_t(d.stride_w) * px;
     a.acc_ocb = int64_t(L) * L;
+    a.acc_tap = int64_t(noc) * L * L;
     for (int n0 = n_lo; n0 < n_hi; n0 += ib) {
       a.nimg = std::min(ib, n_hi - n0);
       for (int kh = 0; kh < d.kh; ++kh) {
         const Range rows = valid_outputs(kh, d.stride_h, d.pad_t, d.h, g.oh);
         if (rows.hi <= rows.lo) continue;
         a.nrows = rows.hi - rows.lo;
-        for (int kw = 0; kw < d.kw; ++kw) {
-          const Range cols = valid_outputs(kw, d.stride_w, d.pad_l, d.w, g.ow);
-          if (cols.hi <= cols.lo) continue;
-          a.ncols = cols.hi - cols.lo;
-          const float* xb = x + n0 * g.x_img + cib * g.x_plane +
-                            (int64_t(rows.lo) * d.stride_h - d.pad_t + kh) * d.w * L +
-                            (int64_t(cols.lo) * d.stride_w - d.pad_l + kw) * L;
-          a.dy = dy + n0 * g.y_img + b0 * g.y_plane + (int64_t(rows.lo) * g.ow + cols.lo) * L;
-          float* at = acc + int64_t(kh * d.kw + kw) * noc * L * L;
+        // Kernel columns [kw0, kw0 + kwt) over output columns [lo, hi).
+        auto run = [&](int kw0, int kwt, int lo, int hi) {
+          a.ncols = hi - lo;
+          const float* xb = x + n0 * x_img + (plain ? 0 : cib * g.x_plane) +
+                            (int64_t(rows.lo) * d.stride_h - d.pad_t + kh) * d.w * px +
+                            (int64_t(lo) * d.stride_w - d.pad_l + kw0) * px;
+          a.dy = dy + n0 * g.y_img + b0 * g.y_plane + (int64_t(rows.lo) * g.ow + lo) * L;
+          float* at = acc + int64_t(kh * d.kw + kw0) * noc * L * L;
           for (int ci = 0, r0 = 0; ci < cc.n; ++ci) {
             const int nci = ci + 1 == cc.n ? cc.last : cc.ur;
             a.x = xb + r0;
             a.acc = at + int64_t(r0) * L;
-            k.wgrad[nv][nci](a);
+            k.wgrad[plain][nv][nci][kwt](a);
             r0 += nci;
+          }
+        };
+        if (taps) {
+          for_tap_chunks(d, g, kwt_max, run);
+        } else {
+          for (int kw = 0; kw < d.kw; ++kw) {
+            const Range cols = valid_outputs(kw, d.stride_w, d.pad_l, d.w, g.ow);
+            if (cols.hi > cols.lo) run(kw, 1, cols.lo, cols.hi);
           }
         }
       }
@@ -1161,7 +1190,7 @@ void conv_forward(const ConvDesc& d, const float* x, const float* packed, const 
   else if (small_rows(g.ow))
     forward_small(d, g, k, x, packed, bias, residual, a, y, s);
   else
-    forward_dense(d, g, k, x, packed, bias, residual, a, y, s);
+    forward_dense(d, g, k, x, packed, bias, residual, a, y, s, false);
 }
 
 void conv_backward_data(const ConvDesc& d, const float* dy, const float* packed_bwd, float* dx,
@@ -1175,9 +1204,11 @@ void conv_backward_data(const ConvDesc& d, const float* dy, const float* packed_
     backward_data_impl(d, g, k, dy, packed_bwd, dx, bwd_scratch(d, op_threads(), scratch));
 }
 
-void conv_backward_weights(const ConvDesc& d, const float* x, const float* dy, float* dw,
-                           float* db, const int32_t* filters, int n_filters, float* scratch) {
-  check_desc(d, "conv_backward_weights");
+namespace {
+
+void backward_weights_impl(const ConvDesc& d, const float* x, const float* dy, float* dw,
+                           float* db, const int32_t* filters, int n_filters, float* scratch,
+                           bool plain) {
   const BlockedKernels& k = kernels_for(d);
   const Geo g = geo(d);
   const WgradScratch s = wgrad_scratch(d, op_threads(), scratch);
@@ -1209,7 +1240,7 @@ void conv_backward_weights(const ConvDesc& d, const float* x, const float* dy, f
         ++blocks;
         break;
       }
-  if (nf <= kFewMax && 2 * nf <= g.L * blocks) {
+  if (!plain && nf <= kFewMax && 2 * nf <= g.L * blocks) {
     wgrad_few(d, g, k, x, dy, dw, nf, s);
     return;
   }
@@ -1233,7 +1264,53 @@ void conv_backward_weights(const ConvDesc& d, const float* x, const float* dy, f
     b = e;
   }
   s.list[0] = runs;
-  wgrad_many(d, g, k, x, dy, dw, s);
+  wgrad_many(d, g, k, x, dy, dw, s, plain);
+}
+
+}  // namespace
+
+void conv_backward_weights(const ConvDesc& d, const float* x, const float* dy, float* dw,
+                           float* db, const int32_t* filters, int n_filters, float* scratch) {
+  check_desc(d, "conv_backward_weights");
+  backward_weights_impl(d, x, dy, dw, db, filters, n_filters, scratch, false);
+}
+
+bool nchw_input_supported(const ConvDesc& d) {
+  return d.groups == 1 && d.c_in <= kMaxWgradTapLanes && conv_supported(d, Pass::Forward);
+}
+
+namespace {
+void check_nchw_input(const ConvDesc& d, const char* op) {
+  check_desc(d, op);
+  if (!nchw_input_supported(d))
+    throw std::invalid_argument(std::string("blocked::") + op + ": an NCHW input needs groups 1 and c_in <= " +
+                                std::to_string(kMaxWgradTapLanes) + " (" + describe(d) + ")");
+}
+}  // namespace
+
+void conv_forward_nchw_input(const ConvDesc& d, const float* x, const float* packed,
+                             const float* bias, const float* residual, Activation act, float* y,
+                             float* scratch) {
+  check_nchw_input(d, "conv_forward_nchw_input");
+  if (act != Activation::None && act != Activation::ReLU && act != Activation::ReLU6)
+    throw std::invalid_argument(
+        "blocked::conv_forward_nchw_input: activation must be None, ReLU or ReLU6");
+  const BlockedKernels& k = kernels_for(d);
+  const Geo g = geo(d);
+  const FwdScratch s = fwd_scratch(d, op_threads(), scratch);
+  if (bias) {
+    std::memset(s.bias, 0, sizeof(float) * g.cbo * g.L);
+    std::memcpy(s.bias, bias, sizeof(float) * d.c_out);
+  }
+  const int a = act == Activation::ReLU ? 1 : act == Activation::ReLU6 ? 2 : 0;
+  forward_dense(d, g, k, x, packed, bias, residual, a, y, s, true);
+}
+
+void conv_backward_weights_nchw_input(const ConvDesc& d, const float* x, const float* dy,
+                                      float* dw, float* db, const int32_t* filters,
+                                      int n_filters, float* scratch) {
+  check_nchw_input(d, "conv_backward_weights_nchw_input");
+  backward_weights_impl(d, x, dy, dw, db, filters, n_filters, scratch, true);
 }
 
 void to_blocked(int n, int c, int h, int w, int lanes, const float* nchw, float* blocked) {

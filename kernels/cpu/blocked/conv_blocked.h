@@ -86,6 +86,18 @@ void conv_backward_data(const ConvDesc& d, const float* dy, const float* packed_
 void conv_backward_weights(const ConvDesc& d, const float* x, const float* dy, float* dw,
                            float* db, const int32_t* filters, int n_filters, float* scratch);
 
+// The network's first convolution may read its input in NCHW (no reorder at the input, and a
+// 1-3 channel image is 16/C times smaller than blocked): forward and weight gradient (its
+// backward data is never needed), for groups 1 and c_in <= 4. Weights, bias, residual, y and
+// dy as in the blocked functions; the same scratch_floats.
+bool nchw_input_supported(const ConvDesc& d);
+void conv_forward_nchw_input(const ConvDesc& d, const float* x_nchw, const float* packed,
+                             const float* bias, const float* residual, Activation act, float* y,
+                             float* scratch);
+void conv_backward_weights_nchw_input(const ConvDesc& d, const float* x_nchw, const float* dy,
+                                      float* dw, float* db, const int32_t* filters,
+                                      int n_filters, float* scratch);
+
 // NCHW <-> nChw{lanes}c. to_blocked writes the pad lanes zero.
 void to_blocked(int n, int c, int h, int w, int lanes, const float* nchw, float* blocked);
 void from_blocked(int n, int c, int h, int w, int lanes, const float* blocked, float* nchw);

@@ -56,10 +56,11 @@ using TileKernel = void (*)(const TileArgs&);
 // output blocks; pixels p = (image i < nimg, row < nrows, column c < ncols) at x + i*x_img +
 // row*x_row + c*x_col and dy + i*dy_img + row*dy_row + c*L; x[p][u][r] = x[p + u*L + r]
 // (blocked) or x[p + u + r*x_lane] (plain NCHW input). Tiles of KWT > 1, and plain ones, exist
-// for NCI <= kMaxWgradTapLanes (stems: a few input channels give few accumulators per column).
+// for NCI <= kMaxWgradTapLanes (stems: a few input channels give few accumulators per column);
+// square plain tiles also sum over K kernel rows (x rows x_trow apart, acc_trow in acc).
 struct WgradArgs {
   const float* x;
-  int64_t x_lane;
+  int64_t x_lane, x_trow;
   const float* dy;
   int64_t dy_ocb;
   int nimg;
@@ -69,7 +70,7 @@ struct WgradArgs {
   int ncols;
   int64_t x_col;
   float* acc;
-  int64_t acc_ocb, acc_tap;
+  int64_t acc_ocb, acc_tap, acc_trow;
 };
 using WgradKernel = void (*)(const WgradArgs&);
 
@@ -99,6 +100,9 @@ struct BlockedKernels {
   TileKernel tile[2][kMaxNoc + 1][kMaxUr + 1][kMaxRows + 1];
   TileKernel tile_plain[2][kMaxNoc + 1][kMaxUr + 1];  // [STEP - 1][NOC][C], NCHW input
   WgradKernel wgrad[2][kMaxNoc + 1][kMaxLanes + 1][kMaxKwt + 1];  // [plain][NOC][NCI][KWT]
+  // Plain-input tiles over a whole K x K kernel (x rows x_trow apart, acc rows acc_trow
+  // apart): [NOC <= 2][NCI <= kMaxWgradTapLanes][K].
+  WgradKernel wgrad_square[3][kMaxWgradTapLanes + 1][kMaxKwt + 1];
   WgradFewKernel few[kMaxKwt + 1][kNcbSizes][kMaxNf + 1];  // [KWT][log2 NCB][NF]
   TileKernel dw_tile[2][kMaxUr + 1];                   // depthwise [STEP - 1][UR]
   WgradFewKernel dw_wgrad[kMaxKwt + 1];                // depthwise [KWT]

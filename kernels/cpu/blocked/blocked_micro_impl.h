@@ -179,9 +179,12 @@ inline __attribute__((always_inline)) void for_pixels(const Args& a, const float
 // vectors of a pixel in registers, each x broadcast used at once; otherwise the KWT*NCI
 // broadcasts held and each dy vector used at once (as tile_step's WREG). PLAIN: x is NCHW
 // (columns 1 float apart, lanes x_lane apart); else blocked (columns L apart, lanes adjacent).
-template <int NCI, int NOC, bool DREG, int KWT, bool PLAIN>
+//
+// KHT > 1 (square plain tiles, KHT == KWT): every kernel row too, x rows x_trow apart, for a
+// stem's whole kernel in one pass over dy (acc rows acc_trow apart).
+template <int NCI, int NOC, bool DREG, int KWT, bool PLAIN, int KHT = 1>
 void wgrad_tile(const WgradArgs& a) {
-  constexpr int T = KWT * NCI, PU = pixel_unroll(T * NOC), XT = PLAIN ? 1 : L;
+  constexpr int TW = KWT * NCI, T = KHT * TW, PU = pixel_unroll(T * NOC), XT = PLAIN ? 1 : L;
   V acc[PU][T][NOC];
 #pragma GCC unroll 8
   for (int p = 0; p < PU; ++p)
@@ -189,8 +192,12 @@ void wgrad_tile(const WgradArgs& a) {
     for (int t = 0; t < T; ++t)
 #pragma GCC unroll 32
       for (int v = 0; v < NOC; ++v) acc[p][t][v] = Vec::zero();
-  const int64_t dy_ocb = a.dy_ocb, xl = PLAIN ? a.x_lane : 1;
+  const int64_t dy_ocb = a.dy_ocb, xl = PLAIN ? a.x_lane : 1, xr = a.x_trow;
   const float* dyb = a.dy;
+  // x offset of tap t = (kernel row, kernel column, lane).
+  auto xoff = [&](int t) __attribute__((always_inline)) {
+    return (t / TW) * xr + ((t % TW) / NCI) * XT + (t % NCI) * xl;
+  };
   for_pixels<PU>(a, a.x, 0, [&](int p, const float* x, int64_t dyo) __attribute__((always_inline)) {
     const float* dy = dyb + dyo;
     if constexpr (DREG) {
@@ -199,14 +206,14 @@ void wgrad_tile(const WgradArgs& a) {
       for (int v = 0; v < NOC; ++v) d[v] = Vec::load(dy + v * dy_ocb);
 #pragma GCC unroll 32
       for (int t = 0; t < T; ++t) {
-        const V xb = Vec::broadcast(x + (t / NCI) * XT + (t % NCI) * xl);
+        const V xb = Vec::broadcast(x + xoff(t));
 #pragma GCC unroll 32
         for (int v = 0; v < NOC; ++v) acc[p][t][v] = Vec::fma(xb, d[v], acc[p][t][v]);
       }
     } else {
       V xb[T];
 #pragma GCC unroll 32
-      for (int t = 0; t < T; ++t) xb[t] = Vec::broadcast(x + (t / NCI) * XT + (t % NCI) * xl);
+      for (int t = 0; t < T; ++t) xb[t] = Vec::broadcast(x + xoff(t));
 #pragma GCC unroll 32
       for (int v = 0; v < NOC; ++v) {
         const V d = Vec::load(dy + v * dy_ocb);
@@ -222,7 +229,8 @@ void wgrad_tile(const WgradArgs& a) {
       V sum = acc[0][t][v];
 #pragma GCC unroll 8
       for (int p = 1; p < PU; ++p) sum = Vec::add(sum, acc[p][t][v]);
-      float* o = a.acc + (t / NCI) * a.acc_tap + (t % NCI) * L + v * a.acc_ocb;
+      float* o = a.acc + (t / TW) * a.acc_trow + ((t % TW) / NCI) * a.acc_tap + (t % NCI) * L +
+                 v * a.acc_ocb;
       Vec::store(o, Vec::add(Vec::load(o), sum));
     }
 }
@@ -354,6 +362,19 @@ template <int STEP, int... URs>
 constexpr void fill_dw_tiles(BlockedKernels& k, std::integer_sequence<int, URs...>) {
   ((k.dw_tile[STEP - 1][URs] = URs >= 1 ? &dw_tile<(URs >= 1 ? URs : 1), STEP> : nullptr), ...);
 }
+template <int NOC, int NCI, int K>
+constexpr WgradKernel wgrad_square_entry() {
+  if constexpr (NCI >= 1 && NCI <= kMaxWgradTapLanes && K >= 2 && K <= kMaxKwt &&
+                tile_order<K * K * NCI, NOC>() >= 0)
+    return &wgrad_tile<NCI, NOC, tile_order<K * K * NCI, NOC>() == 0, K, true, K>;
+  else
+    return nullptr;
+}
+template <int NOC, int NCI, int... Ks>
+constexpr void fill_wgrad_square(BlockedKernels& k, std::integer_sequence<int, Ks...>) {
+  if constexpr (NCI <= kMaxWgradTapLanes)
+    ((k.wgrad_square[NOC][NCI][Ks] = wgrad_square_entry<NOC, NCI, Ks>()), ...);
+}
 template <int PLAIN, int NOC, int NCI, int... KWTs>
 constexpr void fill_wgrad_taps(BlockedKernels& k, std::integer_sequence<int, KWTs...>) {
   ((k.wgrad[PLAIN][NOC][NCI][KWTs] = wgrad_entry<PLAIN, NOC, NCI, KWTs>()), ...);
@@ -362,6 +383,8 @@ template <int NOC, int... NCIs>
 constexpr void fill_wgrad(BlockedKernels& k, std::integer_sequence<int, NCIs...>) {
   (fill_wgrad_taps<0, NOC, NCIs>(k, std::make_integer_sequence<int, kMaxKwt + 1>{}), ...);
   (fill_wgrad_taps<1, NOC, NCIs>(k, std::make_integer_sequence<int, kMaxKwt + 1>{}), ...);
+  if constexpr (NOC <= 2)
+    (fill_wgrad_square<NOC, NCIs>(k, std::make_integer_sequence<int, kMaxKwt + 1>{}), ...);
 }
 template <int KWT, int NCBI, int... NFs>
 constexpr void fill_few(BlockedKernels& k, std::integer_sequence<int, NFs...>) {

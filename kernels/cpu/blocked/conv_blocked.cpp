@@ -326,6 +326,16 @@ Margins fwd_margins(const ConvDesc& d, const Geo& g) {
   return {d.pad_l, std::max(0, last - (d.w - 1))};
 }
 
+// Rows of zeros above and below an input so that every kernel row of every output row reads
+// inside it (the weight gradient of an NCHW stem).
+struct SquareMargins {
+  int top, bottom;
+};
+SquareMargins square_margins(const ConvDesc& d, const Geo& g) {
+  const int last = (g.oh - 1) * d.stride_h - d.pad_t + d.kh - 1;
+  return {d.pad_t, std::max(0, last - (d.h - 1))};
+}
+
 struct FwdScratch {
   float* bias;      // [cbo * L]
   float* pad;       // per thread [pad_floats]
@@ -757,6 +767,8 @@ struct WgradScratch {
   int* list;        // [c_out]: selected filters (few) or block runs (many)
   float* part;      // per thread [part_floats]
   size_t part_floats;
+  float* pad;       // per thread [pad_floats]: an NCHW input image with zero side margins
+  size_t pad_floats;
   size_t total;
 };
 size_t tile_acc_floats(const ConvDesc& d) {
@@ -780,6 +792,13 @@ WgradScratch wgrad_scratch(const ConvDesc& d, int threads, float* base) {
   }
   s.part_floats = round16(part);
   s.part = c.take(s.part_floats * threads);
+  const Margins m = fwd_margins(d, g);
+  const SquareMargins sm = square_margins(d, g);
+  s.pad_floats = d.c_in <= kMaxWgradTapLanes
+                     ? round16(size_t(d.c_in) * (sm.top + d.h + sm.bottom) *
+                               (m.left + d.w + m.right))
+                     : 0;
+  s.pad = c.take(s.pad_floats * threads);
   s.total = c.used;
   return s;
 }
@@ -951,7 +970,12 @@ void wgrad_many(const ConvDesc& d, const Geo& g, const BlockedKernels& k, const 
   const int nruns = s.list[0];
   int nb = 0;
   for (int r = 0; r < nruns; ++r) nb = std::max(nb, s.list[2 + 2 * r]);
-  const int noc = choose_wgrad_noc(k, L, nb);
+  // An NCHW stem input with a square kernel of <= 5 taps a side sums its whole kernel in one
+  // pass over dy (wgrad_square), from an image copy with zero margins on all sides.
+  const bool square = plain && d.kh == d.kw && d.kh >= 2 && d.kh <= kMaxKwt &&
+                      k.wgrad_square[1][d.c_in][d.kh] != nullptr;
+  const int noc = square ? (nb >= 2 && k.wgrad_square[2][d.c_in][d.kh] ? 2 : 1)
+                         : choose_wgrad_noc(k, L, nb);
   // Tiles: (group of <= noc blocks of a run, input block).
   int ngroups = 0;
   for (int r = 0; r < nruns; ++r) ngroups += ceil_div(s.list[2 + 2 * r], noc);
@@ -1000,7 +1024,13 @@ void wgrad_many(const ConvDesc& d, const Geo& g, const BlockedKernels& k, const 
   // chunk's edge columns one by one (for_tap_chunks).
   const int px = plain ? 1 : L;  // floats per x pixel (of one block)
   const int64_t x_img = plain ? int64_t(d.c_in) * d.h * d.w : g.x_img;
-  auto run_tile = [&](int tile, int n_lo, int n_hi, float* acc) {
+  // An NCHW input is read from a copy with zero side margins, an image at a time, so that every
+  // kernel column covers every output column in one call (its edge columns would otherwise
+  // cost a call per row each: half the time of a 28x28 stem).
+  const Margins pm = fwd_margins(d, g);
+  const bool plain_copy = plain && pm.copy();
+  const int wpp = pm.left + d.w + pm.right;
+  auto run_tile = [&](int tile, int n_lo, int n_hi, float* acc, int tid) {
     const int gi = tile / g.cbi, cib = tile % g.cbi;
     int b0 = 0, nv = 0;
     group_of(gi, b0, nv);
@@ -1015,17 +1045,51 @@ void wgrad_many(const ConvDesc& d, const Geo& g, const BlockedKernels& k, const 
     while (nci_max > 1 && !k.wgrad[0][nv][nci_max][1]) --nci_max;
     const Chunks cc = chunks(nl, taps ? nl : nci_max);
     WgradArgs a{};
-    a.x_lane = int64_t(d.h) * d.w;
+    a.x_lane = int64_t(d.h) * (plain_copy ? wpp : d.w);
     a.dy_ocb = g.y_plane;
     a.x_img = x_img;
     a.dy_img = g.y_img;
-    a.x_row = int64_t(d.stride_h) * d.w * px;
+    a.x_row = int64_t(d.stride_h) * (plain_copy ? wpp : d.w) * px;
     a.dy_row = int64_t(g.ow) * L;
     a.x_col = int64_t(d.stride_w) * px;
     a.acc_ocb = int64_t(L) * L;
     a.acc_tap = int64_t(noc) * L * L;
-    for (int n0 = n_lo; n0 < n_hi; n0 += ib) {
-      a.nimg = std::min(ib, n_hi - n0);
+    if (square) {
+      const SquareMargins sm = square_margins(d, g);
+      const int hp = sm.top + d.h + sm.bottom;
+      a.x_row = int64_t(d.stride_h) * wpp;
+      a.x_trow = wpp;
+      a.x_lane = int64_t(hp) * wpp;
+      a.acc_trow = int64_t(d.kw) * noc * L * L;
+      a.acc = acc;
+      a.nimg = 1;
+      a.nrows = g.oh;
+      a.ncols = g.ow;
+      float* buf = s.pad + tid * s.pad_floats;
+      for (int n = n_lo; n < n_hi; ++n) {
+        // [c_in][hp][wpp]: zero rows above and below, zero margins left and right.
+        const float* xn = x + n * x_img;
+        std::memset(buf, 0, sizeof(float) * size_t(d.c_in) * hp * wpp);
+        for (int c = 0; c < d.c_in; ++c)
+          for (int h = 0; h < d.h; ++h)
+            std::memcpy(buf + (int64_t(c) * hp + sm.top + h) * wpp + pm.left,
+                        xn + (int64_t(c) * d.h + h) * d.w, sizeof(float) * d.w);
+        a.x = buf;
+        a.dy = dy + n * g.y_img + b0 * g.y_plane;
+        k.wgrad_square[nv][d.c_in][d.kh](a);
+      }
+      return;
+    }
+    const int step_n = plain_copy ? 1 : ib;
+    for (int n0 = n_lo; n0 < n_hi; n0 += step_n) {
+      a.nimg = std::min(step_n, n_hi - n0);
+      const float* xn = x + n0 * x_img;
+      if (plain_copy) {
+        float* buf = s.pad + tid * s.pad_floats;
+        copy_padded(xn, d.c_in, d.h, d.w, pm.left, pm.right, 1, buf);
+        xn = buf + pm.left;  // column 0 of the image
+      }
+      const int xw = plain_copy ? wpp : d.w;  // floats between x rows of a channel
       for (int kh = 0; kh < d.kh; ++kh) {
         const Range rows = valid_outputs(kh, d.stride_h, d.pad_t, d.h, g.oh);
         if (rows.hi <= rows.lo) continue;
@@ -1033,8 +1097,8 @@ void wgrad_many(const ConvDesc& d, const Geo& g, const BlockedKernels& k, const 
         // Kernel columns [kw0, kw0 + kwt) over output columns [lo, hi).
         auto run = [&](int kw0, int kwt, int lo, int hi) {
           a.ncols = hi - lo;
-          const float* xb = x + n0 * x_img + (plain ? 0 : cib * g.x_plane) +
-                            (int64_t(rows.lo) * d.stride_h - d.pad_t + kh) * d.w * px +
+          const float* xb = xn + (plain ? 0 : cib * g.x_plane) +
+                            (int64_t(rows.lo) * d.stride_h - d.pad_t + kh) * xw * px +
                             (int64_t(lo) * d.stride_w - d.pad_l + kw0) * px;
           a.dy = dy + n0 * g.y_img + b0 * g.y_plane + (int64_t(rows.lo) * g.ow + lo) * L;
           float* at = acc + int64_t(kh * d.kw + kw0) * noc * L * L;
@@ -1046,7 +1110,9 @@ void wgrad_many(const ConvDesc& d, const Geo& g, const BlockedKernels& k, const 
             r0 += nci;
           }
         };
-        if (taps) {
+        if (plain_copy) {
+          for (int kw0 = 0; kw0 < d.kw; kw0 += kwt_max) run(kw0, std::min(kwt_max, d.kw - kw0), 0, g.ow);
+        } else if (taps) {
           for_tap_chunks(d, g, kwt_max, run);
         } else {
           for (int kw = 0; kw < d.kw; ++kw) {
@@ -1079,7 +1145,8 @@ void wgrad_many(const ConvDesc& d, const Geo& g, const BlockedKernels& k, const 
     parallel_items(ceil_div(d.n, chunk), threads, [&](int item, int tid) {
       const int n_lo = item * chunk, n_hi = std::min(d.n, n_lo + chunk);
       float* part = s.part + tid * s.part_floats;
-      for (int tile = 0; tile < tiles; ++tile) run_tile(tile, n_lo, n_hi, part + tile * tile_acc);
+      for (int tile = 0; tile < tiles; ++tile)
+        run_tile(tile, n_lo, n_hi, part + tile * tile_acc, tid);
     });
     reduce_partials();
     return;
@@ -1096,7 +1163,7 @@ void wgrad_many(const ConvDesc& d, const Geo& g, const BlockedKernels& k, const 
     const int tile = item / img_chunks, chunk = item % img_chunks;
     float* acc = s.part + tid * s.part_floats + (partials ? tile * tile_acc : 0);
     if (!partials) std::memset(acc, 0, sizeof(float) * tile_acc);
-    run_tile(tile, chunk * img_len, std::min(d.n, (chunk + 1) * img_len), acc);
+    run_tile(tile, chunk * img_len, std::min(d.n, (chunk + 1) * img_len), acc, tid);
     if (!partials) {
       const float* src[1] = {acc};
       write_tile(tile / g.cbi, tile % g.cbi, src, 1);

@@ -326,6 +326,27 @@ Margins fwd_margins(const ConvDesc& d, const Geo& g) {
   return {d.pad_l, std::max(0, last - (d.w - 1))};
 }
 
+// Output columns [lo, hi) whose kernel columns all read inside the input.
+Range interior_columns(const ConvDesc& d, const Geo& g) {
+  int jl = 0, jr = g.ow;
+  for (int kw = 0; kw < d.kw; ++kw) {
+    const Range r = valid_outputs(kw, d.stride_w, d.pad_l, d.w, g.ow);
+    jl = std::max(jl, r.lo);
+    jr = std::min(jr, r.hi);
+  }
+  return {jl, std::max(jl, jr)};
+}
+
+// Whether a blocked forward input's side padding is handled by edge tiles (no copy): when the
+// edge columns are at most a quarter of a row. Otherwise (narrow rows, wide kernels: lenet5's
+// 5x5 on 14 columns) they would mostly run in the edge tiles' 8 accumulators, and a padded
+// copy of the image is cheaper.
+bool fwd_split(const ConvDesc& d, const Geo& g) {
+  if (!fwd_margins(d, g).copy()) return false;
+  const Range in = interior_columns(d, g);
+  return (g.ow - (in.hi - in.lo)) * 4 <= g.ow;
+}
+
 // Rows of zeros above and below an input so that every kernel row of every output row reads
 // inside it (the weight gradient of an NCHW stem).
 struct SquareMargins {
@@ -345,11 +366,19 @@ struct FwdScratch {
 FwdScratch fwd_scratch(const ConvDesc& d, int threads, float* base) {
   const Geo g = geo(d);
   const Margins m = fwd_margins(d, g);
-  const int blocks = conv_is_depthwise(d) ? 1 : g.cbi;
+  // Padded input copies: a depthwise block, a blocked image whose edges are not split, an
+  // NCHW input of <= 4 channels.
+  size_t per_row = 0;
+  if (conv_is_depthwise(d))
+    per_row = g.L;
+  else if (!fwd_split(d, g))
+    per_row = size_t(g.cbi) * g.L;
+  else if (d.c_in <= kMaxWgradTapLanes)
+    per_row = d.c_in;
   FwdScratch s;
   Carve c{base};
   s.bias = c.take(size_t(g.cbo) * g.L);
-  s.pad_floats = m.copy() ? round16(size_t(blocks) * d.h * (m.left + d.w + m.right) * g.L) : 0;
+  s.pad_floats = m.copy() ? round16(per_row * d.h * (m.left + d.w + m.right)) : 0;
   s.pad = c.take(s.pad_floats * threads);
   s.total = c.used;
   return s;
@@ -378,17 +407,30 @@ Items split_items(int n, int groups, int rows, int threads) {
 }
 
 // plain: x is NCHW (c_in <= kMaxWgradTapLanes), read by the plain-input tiles.
+//
+// Left/right padding of a blocked input costs no copy (fwd_split): the columns whose taps all
+// read inside the image are the row tiles; each edge column (one or two per side for 3x3 and
+// 5x5 kernels) runs its own taps only, in tiles of up to 8 consecutive rows with the same
+// kernel rows (the multi-row tiles of the small maps). Narrow rows, and an NCHW input (1-4
+// channels), are copied with zero margins instead.
 void forward_dense(const ConvDesc& d, const Geo& g, const BlockedKernels& k, const float* x,
                    const float* packed, const float* bias, const float* residual, int act,
                    float* y, const FwdScratch& s, bool plain) {
   const int L = g.L, sw = d.stride_w;
   const int px = plain ? 1 : L;  // floats per input pixel (of one channel block)
   const Margins m = fwd_margins(d, g);
+  const bool split = !plain && fwd_split(d, g);
+  const bool copy = m.copy() && !split;
   const int wp = m.left + d.w + m.right;
-  const int step = sw <= 2 ? sw : 1;
-  const int noc = choose_noc(k, sw, g.ow, g.cbo);
+  const int step = sw <= 2 ? sw : 1, step_idx = step - 1;
+  // Output columns [jl, jr) run as row tiles: every column, or (split) those whose kernel
+  // columns all read inside the image.
+  const Range interior = split ? interior_columns(d, g) : Range{0, g.ow};
+  const int jl = interior.lo, jr = interior.hi;
+  const int noc = choose_noc(k, sw, std::max(1, jr - jl), g.cbo);
   const int groups = ceil_div(g.cbo, noc);
   const int64_t w_t = int64_t(d.kw) * L * L, w_blk = d.kh * w_t, w_ocb = g.cbi * w_blk;
+  const int64_t w_u = int64_t(L) * L;
   const int threads = op_threads();
   const Items it = split_items(d.n, groups, g.oh, threads);
 
@@ -399,17 +441,23 @@ void forward_dense(const ConvDesc& d, const Geo& g, const BlockedKernels& k, con
   base.w_blk = w_blk;
   base.w_t = w_t;
   base.nu = d.kw;
-  base.w_u = int64_t(L) * L;
+  base.w_u = w_u;
   base.in_u = px;
   base.out_pix = L;
   base.out_ocb = g.y_plane;
   base.act = act;
   base.epilogue = true;
-  const int64_t row = int64_t(m.copy() ? wp : d.w) * px;
+  const int64_t row = int64_t(copy ? wp : d.w) * px;
   base.in_blk = row * d.h;
   base.in_lane = row * d.h;  // plain: channel planes
   base.in_t = row;
+  base.in_r = int64_t(d.stride_h) * row;  // edge tiles: consecutive output rows
+  base.out_r = int64_t(g.ow) * L;
   const int64_t x_img = plain ? int64_t(d.c_in) * d.h * d.w : g.x_img;
+  auto kh_range = [&](int oh) {
+    const int ih0 = oh * d.stride_h - d.pad_t;
+    return Range{std::max(0, -ih0), std::min(d.kh, d.h - ih0)};
+  };
 
   int last_img[256];
   for (int t = 0; t < std::min(threads, 256); ++t) last_img[t] = -1;
@@ -420,7 +468,7 @@ void forward_dense(const ConvDesc& d, const Geo& g, const BlockedKernels& k, con
     const int r_lo = it.per_img == 1 ? 0 : (rest % it.row_chunks) * it.row_len;
     const int r_hi = std::min(g.oh, r_lo + it.row_len);
     const float* src = x + n * x_img;
-    if (m.copy()) {
+    if (copy) {
       float* buf = s.pad + tid * s.pad_floats;
       if (tid >= 256 || last_img[tid] != n) {
         if (plain)
@@ -431,26 +479,55 @@ void forward_dense(const ConvDesc& d, const Geo& g, const BlockedKernels& k, con
       }
       src = buf;
     }
+    const int left = copy ? m.left : 0;  // column of input column 0 in src
     TileArgs a = base;
     for (int gi = g_lo; gi < g_hi; ++gi) {
       const int ocb0 = gi * noc, nv = std::min(noc, g.cbo - ocb0);
-      const Chunks c = chunks(g.ow, max_ur(k, sw, nv, false));
-      const int step_idx = step - 1;
       a.bias = bias ? s.bias + ocb0 * L : nullptr;
-      for (int oh = r_lo; oh < r_hi; ++oh) {
-        const int ih0 = oh * d.stride_h - d.pad_t;
-        const int kh_lo = std::max(0, -ih0), kh_hi = std::min(d.kh, d.h - ih0);
-        a.nt = std::max(0, kh_hi - kh_lo);
-        a.w = packed + ocb0 * w_ocb + kh_lo * w_t;
-        const float* in_row = src + (ih0 + kh_lo) * row;
-        const int64_t out_row = (int64_t(n) * g.cbo + ocb0) * g.y_plane + int64_t(oh) * g.ow * L;
-        for (int ci = 0, ow0 = 0; ci < c.n; ++ci) {
-          const int ur = ci + 1 == c.n ? c.last : c.ur;
-          a.in = in_row + int64_t(ow0 * sw - d.pad_l + m.left) * px;
-          a.out = y + out_row + int64_t(ow0) * L;
-          a.res = residual ? residual + out_row + int64_t(ow0) * L : nullptr;
-          (plain ? k.tile_plain[step_idx][nv][ur] : tile_kernel(k, step, nv, ur))(a);
-          ow0 += ur;
+      const int64_t out_img = (int64_t(n) * g.cbo + ocb0) * g.y_plane;
+      if (jr > jl) {
+        const Chunks c = chunks(jr - jl, max_ur(k, sw, nv, false));
+        for (int oh = r_lo; oh < r_hi; ++oh) {
+          const Range kh = kh_range(oh);
+          a.nt = std::max(0, kh.hi - kh.lo);
+          a.nu = d.kw;
+          a.w = packed + ocb0 * w_ocb + kh.lo * w_t;
+          const float* in_row = src + (oh * d.stride_h - d.pad_t + kh.lo) * row;
+          const int64_t out_row = out_img + int64_t(oh) * g.ow * L;
+          for (int ci = 0, ow0 = jl; ci < c.n; ++ci) {
+            const int ur = ci + 1 == c.n ? c.last : c.ur;
+            a.in = in_row + int64_t(ow0 * sw - d.pad_l + left) * px;
+            a.out = y + out_row + int64_t(ow0) * L;
+            a.res = residual ? residual + out_row + int64_t(ow0) * L : nullptr;
+            (plain ? k.tile_plain[step_idx][nv][ur] : tile_kernel(k, step, nv, ur))(a);
+            ow0 += ur;
+          }
+        }
+      }
+      if (!split) continue;
+      // Edge columns: their own kernel columns, rows with the same kernel rows together.
+      const int rmax = max_rows(k, step_idx, nv, 1);
+      for (int j = 0; j < g.ow; ++j) {
+        if (j == jl) j = std::max(jr, jl);
+        if (j >= g.ow) break;
+        const int kw_lo = std::max(0, d.pad_l - j * sw);
+        const int kw_hi = std::min(d.kw, d.w + d.pad_l - j * sw);
+        a.nu = std::max(0, kw_hi - kw_lo);
+        for (int oh = r_lo; oh < r_hi;) {
+          const Range kh = kh_range(oh);
+          int rows = 1;
+          while (rows < rmax && oh + rows < r_hi && kh_range(oh + rows).lo == kh.lo &&
+                 kh_range(oh + rows).hi == kh.hi)
+            ++rows;
+          a.nt = std::max(0, kh.hi - kh.lo);
+          a.w = packed + ocb0 * w_ocb + kh.lo * w_t + kw_lo * w_u;
+          a.in = src + (oh * d.stride_h - d.pad_t + kh.lo) * row +
+                 int64_t(j * sw - d.pad_l + kw_lo) * L;
+          const int64_t o = out_img + (int64_t(oh) * g.ow + j) * L;
+          a.out = y + o;
+          a.res = residual ? residual + o : nullptr;
+          k.tile[step_idx][nv][1][rows](a);
+          oh += rows;
         }
       }
     }
@@ -587,6 +664,21 @@ Margins bwd_margins(const ConvDesc& d, const Geo& g) {
   return m;
 }
 
+// Pixels [lo, hi) of a phase row whose kernel columns all read inside dy.
+Range bwd_interior(const Phase& pw, int ow) {
+  if (pw.ntap == 0) return {0, pw.count};
+  const int jl = std::min(pw.count, std::max(0, pw.ntap - 1 - pw.c0));
+  return {jl, std::max(jl, std::min(pw.count, ow - pw.c0))};
+}
+
+// As fwd_split, for dense backward data (phase 0's row).
+bool bwd_split(const ConvDesc& d, const Geo& g) {
+  if (conv_is_depthwise(d) || !bwd_margins(d, g).copy()) return false;
+  const Phase pw = phase(0, d.stride_w, d.pad_l, d.kw, d.w);
+  const Range in = bwd_interior(pw, g.ow);
+  return (pw.count - (in.hi - in.lo)) * 4 <= pw.count;
+}
+
 struct BwdScratch {
   float* pad;
   size_t pad_floats;
@@ -595,10 +687,10 @@ struct BwdScratch {
 BwdScratch bwd_scratch(const ConvDesc& d, int threads, float* base) {
   const Geo g = geo(d);
   const Margins m = bwd_margins(d, g);
-  const int blocks = conv_is_depthwise(d) ? 1 : g.cbo;
   BwdScratch s;
   Carve c{base};
-  s.pad_floats = m.copy() ? round16(size_t(blocks) * g.oh * (m.left + g.ow + m.right) * g.L) : 0;
+  const size_t blocks = conv_is_depthwise(d) ? 1 : bwd_split(d, g) ? 0 : g.cbo;
+  s.pad_floats = m.copy() ? round16(blocks * g.oh * (m.left + g.ow + m.right) * g.L) : 0;
   s.pad = c.take(s.pad_floats * threads);
   s.total = c.used;
   return s;
@@ -608,7 +700,10 @@ void backward_data_impl(const ConvDesc& d, const Geo& g, const BlockedKernels& k
                         const float* dy, const float* packed, float* dx, const BwdScratch& s) {
   const int L = g.L, sh = d.stride_h, sw = d.stride_w;
   const bool dw = conv_is_depthwise(d);
-  const Margins m = bwd_margins(d, g);
+  // Dense: dy's edge columns cost no copy (as forward_dense) unless rows are narrow; depthwise:
+  // a padded copy.
+  const bool split = bwd_split(d, g);
+  const Margins m = split ? Margins{0, 0} : bwd_margins(d, g);
   const int owp = m.left + g.ow + m.right;
   const int64_t row = int64_t(m.copy() ? owp : g.ow) * L;
   // The dx row of phase rw = 0 has the most pixels; NOC is chosen for it.
@@ -632,6 +727,8 @@ void backward_data_impl(const ConvDesc& d, const Geo& g, const BlockedKernels& k
   base.out_pix = int64_t(sw) * L;
   base.out_ocb = g.x_plane;
   base.epilogue = false;
+  base.in_r = row;                          // edge tiles: consecutive phase rows
+  base.out_r = int64_t(sh) * d.w * L;
 
   int last_img[256];
   for (int t = 0; t < std::min(threads, 256); ++t) last_img[t] = -1;
@@ -655,28 +752,62 @@ void backward_data_impl(const ConvDesc& d, const Geo& g, const BlockedKernels& k
         src = buf;
       }
       TileArgs a = base;
-      for (int ih = r_lo; ih < r_hi; ++ih) {
-        const Phase ph = phase(ih % sh, sh, d.pad_t, d.kh, d.h);
-        const int i = ih / sh;
-        const int t_lo = std::max(0, i + ph.c0 - g.oh + 1), t_hi = std::min(ph.ntap, i + ph.c0 + 1);
-        a.nt = std::max(0, t_hi - t_lo);
-        const int dy_row = i + ph.c0 - t_lo;
+      const int64_t out_img = (int64_t(n) * g.cbi + b0) * g.x_plane;
+      for (int rh = 0; rh < std::min(sh, d.h); ++rh) {
+        const Phase ph = phase(rh, sh, d.pad_t, d.kh, d.h);
+        // Phase rows i (dx row rh + sh*i) in [r_lo, r_hi), and their kernel rows [t_lo, t_hi).
+        const int i_lo = std::max(0, ceil_div(r_lo - rh, sh)), i_hi = ceil_div(r_hi - rh, sh);
+        auto taps = [&](int i) {
+          return Range{std::max(0, i + ph.c0 - g.oh + 1), std::min(ph.ntap, i + ph.c0 + 1)};
+        };
         for (int rw = 0; rw < std::min(sw, d.w); ++rw) {
           const Phase pw = phase(rw, sw, d.pad_l, d.kw, d.w);
-          a.nu = pw.ntap;
-          a.w = packed + b0 * w_ocb + (ph.k0 + int64_t(sh) * t_lo) * d.kw * kl + pw.k0 * kl;
-          const Chunks c = chunks(pw.count, max_ur(k, 1, nv, dw));
-          const float* in_row = src + (a.nt > 0 ? int64_t(dy_row) * row : 0);
-          const int64_t out_row = (int64_t(n) * g.cbi + b0) * g.x_plane + int64_t(ih) * d.w * L;
-          for (int ci = 0, j0 = 0; ci < c.n; ++ci) {
-            const int ur = ci + 1 == c.n ? c.last : c.ur;
-            a.in = in_row + int64_t(j0 + pw.c0 + m.left) * L;
-            a.out = dx + out_row + int64_t(rw + sw * j0) * L;
-            if (dw)
-              k.dw_tile[0][ur](a);
-            else
-              k.tile[0][nv][ur][1](a);
-            j0 += ur;
+          // Pixels [jl, jr) of a phase row read every kernel column inside dy (split), or all.
+          const Range in = split ? bwd_interior(pw, g.ow) : Range{0, pw.count};
+          const int jl = in.lo, jr = in.hi;
+          const Chunks c = chunks(std::max(1, jr - jl), max_ur(k, 1, nv, dw));
+          for (int i = i_lo; i < i_hi && jr > jl; ++i) {
+            const Range t = taps(i);
+            a.nt = std::max(0, t.hi - t.lo);
+            a.nu = pw.ntap;
+            a.w = packed + b0 * w_ocb + (ph.k0 + int64_t(sh) * t.lo) * d.kw * kl + pw.k0 * kl;
+            const float* in_row = src + (a.nt > 0 ? int64_t(i + ph.c0 - t.lo) * row : 0);
+            const int64_t out_row = out_img + int64_t(rh + sh * i) * d.w * L;
+            for (int ci = 0, j0 = jl; ci < c.n; ++ci) {
+              const int ur = ci + 1 == c.n ? c.last : c.ur;
+              a.in = in_row + int64_t(j0 + pw.c0 + m.left) * L;
+              a.out = dx + out_row + int64_t(rw + sw * j0) * L;
+              if (dw)
+                k.dw_tile[0][ur](a);
+              else
+                k.tile[0][nv][ur][1](a);
+              j0 += ur;
+            }
+          }
+          if (!split) continue;
+          // Edge pixels: their own kernel columns, phase rows with the same kernel rows together.
+          const int rmax = max_rows(k, 0, nv, 1);
+          for (int j = 0; j < pw.count; ++j) {
+            if (j == jl) j = jr;
+            if (j >= pw.count) break;
+            const int u_lo = std::max(0, j + pw.c0 - g.ow + 1);
+            const int u_hi = std::min(pw.ntap, j + pw.c0 + 1);
+            a.nu = std::max(0, u_hi - u_lo);
+            for (int i = i_lo; i < i_hi;) {
+              const Range t = taps(i);
+              int rows = 1;
+              while (rows < rmax && i + rows < i_hi && taps(i + rows).lo == t.lo &&
+                     taps(i + rows).hi == t.hi)
+                ++rows;
+              a.nt = std::max(0, t.hi - t.lo);
+              a.w = packed + b0 * w_ocb + (ph.k0 + int64_t(sh) * t.lo) * d.kw * kl +
+                    (pw.k0 + int64_t(sw) * u_lo) * kl;
+              a.in = src + (a.nt > 0 ? int64_t(i + ph.c0 - t.lo) * row : 0) +
+                     int64_t(j + pw.c0 - u_lo) * L;
+              a.out = dx + out_img + int64_t(rh + sh * i) * d.w * L + int64_t(rw + sw * j) * L;
+              k.tile[0][nv][1][rows](a);
+              i += rows;
+            }
           }
         }
       }

@@ -100,6 +100,10 @@ struct BlockedKernels {
   TileKernel tile[2][kMaxNoc + 1][kMaxUr + 1][kMaxRows + 1];
   TileKernel tile_plain[2][kMaxNoc + 1][kMaxUr + 1];  // [STEP - 1][NOC][C], NCHW input
   WgradKernel wgrad[2][kMaxNoc + 1][kMaxLanes + 1][kMaxKwt + 1];  // [plain][NOC][NCI][KWT]
+  // Stride-1 "sliding" tiles, one output block: per input column, NCI broadcasts of x and KWT
+  // dy vectors (columns c, c-1, .., c-KWT+1), acc[u*acc_tap + r*L] += x[c][r] * dy[c - u]:
+  // [NCI][KWT]. With 16 output channels an x broadcast then serves KWT FMAs, not one.
+  WgradKernel wgrad_slide[kMaxLanes + 1][kMaxKwt + 1];
   // Plain-input tiles over a whole K x K kernel (x rows x_trow apart, acc rows acc_trow
   // apart): [NOC <= 2][NCI <= kMaxWgradTapLanes][K].
   WgradKernel wgrad_square[3][kMaxWgradTapLanes + 1][kMaxKwt + 1];

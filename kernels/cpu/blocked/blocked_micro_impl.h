@@ -235,6 +235,43 @@ void wgrad_tile(const WgradArgs& a) {
     }
 }
 
+// Sliding (stride 1, one output block): pixel p is an input column c; tap u pairs it with the
+// dy column c - u. KWT dy vectors held, each x broadcast used KWT times.
+template <int NCI, int KWT>
+void wgrad_slide_tile(const WgradArgs& a) {
+  constexpr int PU = pixel_unroll(NCI * KWT);
+  V acc[PU][KWT][NCI];
+#pragma GCC unroll 8
+  for (int p = 0; p < PU; ++p)
+#pragma GCC unroll 32
+    for (int u = 0; u < KWT; ++u)
+#pragma GCC unroll 32
+      for (int r = 0; r < NCI; ++r) acc[p][u][r] = Vec::zero();
+  const float* dyb = a.dy;
+  for_pixels<PU>(a, a.x, 0, [&](int p, const float* x, int64_t dyo) __attribute__((always_inline)) {
+    const float* dy = dyb + dyo;
+    V d[KWT];
+#pragma GCC unroll 32
+    for (int u = 0; u < KWT; ++u) d[u] = Vec::load(dy - u * L);
+#pragma GCC unroll 32
+    for (int r = 0; r < NCI; ++r) {
+      const V xb = Vec::broadcast(x + r);
+#pragma GCC unroll 32
+      for (int u = 0; u < KWT; ++u) acc[p][u][r] = Vec::fma(xb, d[u], acc[p][u][r]);
+    }
+  });
+#pragma GCC unroll 32
+  for (int u = 0; u < KWT; ++u)
+#pragma GCC unroll 32
+    for (int r = 0; r < NCI; ++r) {
+      V sum = acc[0][u][r];
+#pragma GCC unroll 8
+      for (int p = 1; p < PU; ++p) sum = Vec::add(sum, acc[p][u][r]);
+      float* o = a.acc + u * a.acc_tap + r * L;
+      Vec::store(o, Vec::add(Vec::load(o), sum));
+    }
+}
+
 // Few filters: KWT taps x NCB input blocks x NF filters.
 template <int KWT, int NCB, int NF>
 void wgrad_few_tile(const WgradFewArgs& a) {
@@ -362,6 +399,21 @@ template <int STEP, int... URs>
 constexpr void fill_dw_tiles(BlockedKernels& k, std::integer_sequence<int, URs...>) {
   ((k.dw_tile[STEP - 1][URs] = URs >= 1 ? &dw_tile<(URs >= 1 ? URs : 1), STEP> : nullptr), ...);
 }
+template <int NCI, int KWT>
+constexpr WgradKernel wgrad_slide_entry() {
+  if constexpr (NCI >= 1 && NCI <= L && KWT >= 1 && KWT * NCI + KWT + 1 <= Vec::kRegs)
+    return &wgrad_slide_tile<NCI, KWT>;
+  else
+    return nullptr;
+}
+template <int NCI, int... KWTs>
+constexpr void fill_wgrad_slide(BlockedKernels& k, std::integer_sequence<int, KWTs...>) {
+  ((k.wgrad_slide[NCI][KWTs] = wgrad_slide_entry<NCI, KWTs>()), ...);
+}
+template <int... NCIs>
+constexpr void fill_wgrad_slides(BlockedKernels& k, std::integer_sequence<int, NCIs...>) {
+  (fill_wgrad_slide<NCIs>(k, std::make_integer_sequence<int, kMaxKwt + 1>{}), ...);
+}
 template <int NOC, int NCI, int K>
 constexpr WgradKernel wgrad_square_entry() {
   if constexpr (NCI >= 1 && NCI <= kMaxWgradTapLanes && K >= 2 && K <= kMaxKwt &&
@@ -413,6 +465,7 @@ constexpr BlockedKernels make_kernels() {
   fill_dw_tiles<1>(k, std::make_integer_sequence<int, Vec::kMaxUr + 1>{});
   fill_dw_tiles<2>(k, std::make_integer_sequence<int, Vec::kMaxUr + 1>{});
   fill_few_all(k, std::make_integer_sequence<int, kMaxKwt + 1>{});
+  fill_wgrad_slides(k, std::make_integer_sequence<int, kMaxLanes + 1>{});
   return k;
 }
 

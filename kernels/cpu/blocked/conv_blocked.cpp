@@ -1175,6 +1175,22 @@ void wgrad_many(const ConvDesc& d, const Geo& g, const BlockedKernels& k, const 
     int nci_max = L;
     while (nci_max > 1 && !k.wgrad[0][nv][nci_max][1]) --nci_max;
     const Chunks cc = chunks(nl, taps ? nl : nci_max);
+    // Sliding tiles (stride 1, one output block, >= 4 lanes per call): kernel columns per call.
+    int slide_kwt = 0;
+    Chunks sc{};
+    if (!plain && !taps && nv == 1 && d.stride_w == 1 && d.kw > 1) {
+      for (int kwt = std::min(d.kw, kMaxKwt); kwt > 1 && slide_kwt == 0; --kwt) {
+        int m = L;
+        while (m > 1 && !k.wgrad_slide[m][kwt]) --m;
+        // Worth it where the slid columns are most of a row (not 5x5 on 10 columns, whose
+        // edge columns would run 40% of the work in narrow single-tap calls).
+        const int slid = std::min(d.w, g.ow - d.pad_l) - std::max(0, kwt - 1 - d.pad_l);
+        if (m >= 4 && slid * 4 >= 3 * g.ow) {
+          slide_kwt = kwt;
+          sc = chunks(nl, m);
+        }
+      }
+    }
     WgradArgs a{};
     a.x_lane = int64_t(d.h) * (plain_copy ? wpp : d.w);
     a.dy_ocb = g.y_plane;
@@ -1245,6 +1261,41 @@ void wgrad_many(const ConvDesc& d, const Geo& g, const BlockedKernels& k, const 
           for (int kw0 = 0; kw0 < d.kw; kw0 += kwt_max) run(kw0, std::min(kwt_max, d.kw - kw0), 0, g.ow);
         } else if (taps) {
           for_tap_chunks(d, g, kwt_max, run);
+        } else if (slide_kwt > 0) {
+          // Sliding tiles over the input columns every tap of a chunk pairs with a dy column;
+          // each tap's remaining output columns (1-2 at each edge) with the plain tile.
+          for (int kw0 = 0; kw0 < d.kw; kw0 += slide_kwt) {
+            const int kwt = std::min(slide_kwt, d.kw - kw0);
+            const int ca = std::max(0, kw0 + kwt - 1 - d.pad_l);
+            const int cb = std::min(d.w, g.ow - d.pad_l + kw0);
+            if (cb > ca) {
+              WgradArgs e = a;
+              e.ncols = cb - ca;
+              e.x_col = L;
+              e.acc_tap = int64_t(noc) * L * L;
+              const float* xb = xn + cib * g.x_plane +
+                                (int64_t(rows.lo) * d.stride_h - d.pad_t + kh) * d.w * L +
+                                int64_t(ca) * L;
+              e.dy = dy + n0 * g.y_img + b0 * g.y_plane +
+                     (int64_t(rows.lo) * g.ow + ca + d.pad_l - kw0) * L;
+              float* at = acc + int64_t(kh * d.kw + kw0) * noc * L * L;
+              for (int ci = 0, r0 = 0; ci < sc.n; ++ci) {
+                const int nci = ci + 1 == sc.n ? sc.last : sc.ur;
+                e.x = xb + r0;
+                e.acc = at + int64_t(r0) * L;
+                k.wgrad_slide[nci][kwt](e);
+                r0 += nci;
+              }
+            }
+            for (int u = 0; u < kwt; ++u) {
+              const int kw = kw0 + u;
+              const Range cols = valid_outputs(kw, 1, d.pad_l, d.w, g.ow);
+              const int s_lo = cb > ca ? ca + d.pad_l - kw : cols.hi;  // slid output columns
+              const int s_hi = cb > ca ? cb + d.pad_l - kw : cols.hi;
+              if (std::min(cols.hi, s_lo) > cols.lo) run(kw, 1, cols.lo, std::min(cols.hi, s_lo));
+              if (cols.hi > std::max(cols.lo, s_hi)) run(kw, 1, std::max(cols.lo, s_hi), cols.hi);
+            }
+          }
         } else {
           for (int kw = 0; kw < d.kw; ++kw) {
             const Range cols = valid_outputs(kw, d.stride_w, d.pad_l, d.w, g.ow);

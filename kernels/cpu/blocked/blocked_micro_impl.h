@@ -70,20 +70,29 @@ inline __attribute__((always_inline)) void tile_step(V (&acc)[R][C][NOC], const 
 
 // PLAIN: the input is NCHW (a network input of a few channels): pixels STEP floats apart,
 // lanes (channels) in_lane floats apart; else blocked: pixels STEP*L apart, lanes adjacent.
-template <int C, int R, int NOC, int STEP, bool WREG, bool PLAIN>
-void conv_tile(const TileArgs& a) {
-  constexpr int PIX = PLAIN ? STEP : STEP * L;
-  const int64_t lane = PLAIN ? a.in_lane : 1;
-  V acc[R][C][NOC];
+// Applies f(acc[r][c][v], o) to every accumulator, o its output offset.
+template <int C, int R, int NOC, class F>
+inline __attribute__((always_inline)) void for_tile(V (&acc)[R][C][NOC], const TileArgs& a,
+                                                    F&& f) {
 #pragma GCC unroll 32
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 32
     for (int c = 0; c < C; ++c)
 #pragma GCC unroll 32
-      for (int v = 0; v < NOC; ++v)
-        acc[r][c][v] = a.accumulate
-                           ? Vec::load(a.out + r * a.out_r + c * a.out_pix + v * a.out_ocb)
-                           : Vec::zero();
+      for (int v = 0; v < NOC; ++v) f(acc[r][c][v], r * a.out_r + c * a.out_pix + v * a.out_ocb, v);
+}
+
+template <int C, int R, int NOC, int STEP, bool WREG, bool PLAIN>
+void conv_tile(const TileArgs& a) {
+  constexpr int PIX = PLAIN ? STEP : STEP * L;
+  const int64_t lane = PLAIN ? a.in_lane : 1;
+  V acc[R][C][NOC];
+  // Each mode is a loop of its own, not a test per accumulator: a 1x1 convolution over 16
+  // channels reduces over only 16 lanes per call, and the call's fixed cost counts.
+  if (a.accumulate)
+    for_tile(acc, a, [&](V& x, int64_t o, int) __attribute__((always_inline)) { x = Vec::load(a.out + o); });
+  else
+    for_tile(acc, a, [&](V& x, int64_t, int) __attribute__((always_inline)) { x = Vec::zero(); });
   const int64_t w_ocb = a.w_ocb, in_r = a.in_r;
   const float* in_b = a.in;
   const float* w_b = a.w;
@@ -106,19 +115,21 @@ void conv_tile(const TileArgs& a) {
       }
     }
   }
+  if (a.epilogue) {
+    if (a.bias) {
+      V bias[NOC];
 #pragma GCC unroll 32
-  for (int v = 0; v < NOC; ++v) {
-    const float* bias = a.epilogue && a.bias ? a.bias + v * L : nullptr;
-#pragma GCC unroll 32
-    for (int r = 0; r < R; ++r)
-#pragma GCC unroll 32
-      for (int c = 0; c < C; ++c) {
-        const int64_t o = r * a.out_r + c * a.out_pix + v * a.out_ocb;
-        V x = acc[r][c][v];
-        if (a.epilogue) x = epilogue_vec(x, bias, a.res ? a.res + o : nullptr, a.act);
-        Vec::store(a.out + o, x);
-      }
+      for (int v = 0; v < NOC; ++v) bias[v] = Vec::load(a.bias + v * L);
+      for_tile(acc, a, [&](V& x, int64_t, int v) __attribute__((always_inline)) { x = Vec::add(x, bias[v]); });
+    }
+    if (a.res)
+      for_tile(acc, a, [&](V& x, int64_t o, int) __attribute__((always_inline)) { x = Vec::add(x, Vec::load(a.res + o)); });
+    if (a.act != 0)
+      for_tile(acc, a, [&](V& x, int64_t, int) __attribute__((always_inline)) { x = Vec::max(x, Vec::zero()); });
+    if (a.act == 2)
+      for_tile(acc, a, [&](V& x, int64_t, int) __attribute__((always_inline)) { x = Vec::min(x, Vec::set1(6.0f)); });
   }
+  for_tile(acc, a, [&](V& x, int64_t o, int) __attribute__((always_inline)) { Vec::store(a.out + o, x); });
 }
 
 // ---- depthwise forward / backward data: UR pixels of one block, element-wise ----

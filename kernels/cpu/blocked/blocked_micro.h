@@ -99,6 +99,9 @@ struct BlockedKernels {
   // [STEP - 1][NOC][C][R]: every C for R = 1, C <= kMaxRowCols for R > 1.
   TileKernel tile[2][kMaxNoc + 1][kMaxUr + 1][kMaxRows + 1];
   TileKernel tile_plain[2][kMaxNoc + 1][kMaxUr + 1];  // [STEP - 1][NOC][C], NCHW input
+  // Stride-1 one-block tiles sliding over input columns (impl's slide_tile): [0 forward,
+  // 1 backward data][KWT: 3 or 5, = nu][UR].
+  TileKernel slide[2][kMaxKwt + 1][kMaxUr + 1];
   WgradKernel wgrad[2][kMaxNoc + 1][kMaxLanes + 1][kMaxKwt + 1];  // [plain][NOC][NCI][KWT]
   // Stride-1 "sliding" tiles, one output block: per input column, NCI broadcasts of x and KWT
   // dy vectors (columns c, c-1, .., c-KWT+1), acc[u*acc_tap + r*L] += x[c][r] * dy[c - u]:

@@ -132,6 +132,65 @@ void conv_tile(const TileArgs& a) {
   for_tile(acc, a, [&](V& x, int64_t o, int) __attribute__((always_inline)) { Vec::store(a.out + o, x); });
 }
 
+// ---- forward / backward data, one output block, stride 1: sliding over input columns ----
+// A one-block tile (16 output channels) broadcasts each input value once per FMA. With the
+// KWT kernel columns' weight vectors held, one broadcast of input column c serves the KWT
+// pixels that read it (j = c - u forward, DIR +1; j = c + u backward data, whose tap u reads
+// column j - u, DIR -1): UR + KWT - 1 broadcasts and KWT loads per UR*KWT FMAs instead of
+// UR + 1 per UR. nu must be KWT; w_u, in_t, w_t as in conv_tile.
+template <int UR, int KWT, int DIR>
+void slide_tile(const TileArgs& a) {
+  constexpr int CMIN = DIR > 0 ? 0 : -(KWT - 1), CMAX = DIR > 0 ? UR + KWT - 1 : UR;
+  V acc[1][UR][1];
+  if (a.accumulate)
+    for_tile(acc, a, [&](V& x, int64_t o, int) __attribute__((always_inline)) { x = Vec::load(a.out + o); });
+  else
+    for_tile(acc, a, [&](V& x, int64_t, int) __attribute__((always_inline)) { x = Vec::zero(); });
+  const int64_t w_u = a.w_u;
+  auto lane = [&](const float* in, const float* w) __attribute__((always_inline)) {
+    V wv[KWT];
+#pragma GCC unroll 8
+    for (int u = 0; u < KWT; ++u) wv[u] = Vec::load(w + u * w_u);
+#pragma GCC unroll 40
+    for (int c = CMIN; c < CMAX; ++c) {
+      const V xb = Vec::broadcast(in + c * L);
+#pragma GCC unroll 8
+      for (int u = 0; u < KWT; ++u) {
+        const int j = DIR > 0 ? c - u : c + u;
+        if (j >= 0 && j < UR) acc[0][j][0] = Vec::fma(wv[u], xb, acc[0][j][0]);
+      }
+    }
+  };
+  const float* in_b = a.in;
+  const float* w_b = a.w;
+  for (int b = 0; b < a.nblk; ++b, in_b += a.in_blk, w_b += a.w_blk) {
+    const int nl = b + 1 == a.nblk ? a.last_lanes : L;
+    const float* in_t = in_b;
+    const float* w_t = w_b;
+    for (int t = 0; t < a.nt; ++t, in_t += a.in_t, w_t += a.w_t) {
+      if (nl == L) {
+#pragma GCC unroll 2
+        for (int l = 0; l < L; ++l) lane(in_t + l, w_t + l * L);
+      } else {
+        for (int l = 0; l < nl; ++l) lane(in_t + l, w_t + l * L);
+      }
+    }
+  }
+  if (a.epilogue) {
+    if (a.bias) {
+      const V bias = Vec::load(a.bias);
+      for_tile(acc, a, [&](V& x, int64_t, int) __attribute__((always_inline)) { x = Vec::add(x, bias); });
+    }
+    if (a.res)
+      for_tile(acc, a, [&](V& x, int64_t o, int) __attribute__((always_inline)) { x = Vec::add(x, Vec::load(a.res + o)); });
+    if (a.act != 0)
+      for_tile(acc, a, [&](V& x, int64_t, int) __attribute__((always_inline)) { x = Vec::max(x, Vec::zero()); });
+    if (a.act == 2)
+      for_tile(acc, a, [&](V& x, int64_t, int) __attribute__((always_inline)) { x = Vec::min(x, Vec::set1(6.0f)); });
+  }
+  for_tile(acc, a, [&](V& x, int64_t o, int) __attribute__((always_inline)) { Vec::store(a.out + o, x); });
+}
+
 // ---- depthwise forward / backward data: UR pixels of one block, element-wise ----
 template <int UR, int STEP>
 void dw_tile(const TileArgs& a) {
@@ -410,6 +469,18 @@ template <int STEP, int... URs>
 constexpr void fill_dw_tiles(BlockedKernels& k, std::integer_sequence<int, URs...>) {
   ((k.dw_tile[STEP - 1][URs] = URs >= 1 ? &dw_tile<(URs >= 1 ? URs : 1), STEP> : nullptr), ...);
 }
+template <int D, int KWT, int UR>
+constexpr TileKernel slide_entry() {
+  if constexpr (UR >= 1 && UR <= Vec::kMaxUr && (KWT == 3 || KWT == 5) &&
+                UR + KWT + 1 <= Vec::kRegs)
+    return &slide_tile<UR, KWT, D == 0 ? 1 : -1>;
+  else
+    return nullptr;
+}
+template <int D, int KWT, int... URs>
+constexpr void fill_slide(BlockedKernels& k, std::integer_sequence<int, URs...>) {
+  ((k.slide[D][KWT][URs] = slide_entry<D, KWT, URs>()), ...);
+}
 template <int NCI, int KWT>
 constexpr WgradKernel wgrad_slide_entry() {
   if constexpr (NCI >= 1 && NCI <= L && KWT >= 1 && KWT * NCI + KWT + 1 <= Vec::kRegs)
@@ -477,6 +548,10 @@ constexpr BlockedKernels make_kernels() {
   fill_dw_tiles<2>(k, std::make_integer_sequence<int, Vec::kMaxUr + 1>{});
   fill_few_all(k, std::make_integer_sequence<int, kMaxKwt + 1>{});
   fill_wgrad_slides(k, std::make_integer_sequence<int, kMaxLanes + 1>{});
+  fill_slide<0, 3>(k, std::make_integer_sequence<int, kMaxUr + 1>{});
+  fill_slide<0, 5>(k, std::make_integer_sequence<int, kMaxUr + 1>{});
+  fill_slide<1, 3>(k, std::make_integer_sequence<int, kMaxUr + 1>{});
+  fill_slide<1, 5>(k, std::make_integer_sequence<int, kMaxUr + 1>{});
   return k;
 }
 

@@ -486,7 +486,13 @@ void forward_dense(const ConvDesc& d, const Geo& g, const BlockedKernels& k, con
       a.bias = bias ? s.bias + ocb0 * L : nullptr;
       const int64_t out_img = (int64_t(n) * g.cbo + ocb0) * g.y_plane;
       if (jr > jl) {
-        const Chunks c = chunks(jr - jl, max_ur(k, sw, nv, false));
+        // One output block, stride 1, 3 or 5 kernel columns: the sliding tiles.
+        const bool slide = !plain && nv == 1 && sw == 1 && d.kw <= kMaxKwt &&
+                           k.slide[0][d.kw][1] != nullptr;
+        int urmax = max_ur(k, sw, nv, false);
+        if (slide)
+          while (urmax > 1 && !k.slide[0][d.kw][urmax]) --urmax;
+        const Chunks c = chunks(jr - jl, urmax);
         for (int oh = r_lo; oh < r_hi; ++oh) {
           const Range kh = kh_range(oh);
           a.nt = std::max(0, kh.hi - kh.lo);
@@ -499,7 +505,10 @@ void forward_dense(const ConvDesc& d, const Geo& g, const BlockedKernels& k, con
             a.in = in_row + int64_t(ow0 * sw - d.pad_l + left) * px;
             a.out = y + out_row + int64_t(ow0) * L;
             a.res = residual ? residual + out_row + int64_t(ow0) * L : nullptr;
-            (plain ? k.tile_plain[step_idx][nv][ur] : tile_kernel(k, step, nv, ur))(a);
+            if (slide)
+              k.slide[0][d.kw][ur](a);
+            else
+              (plain ? k.tile_plain[step_idx][nv][ur] : tile_kernel(k, step, nv, ur))(a);
             ow0 += ur;
           }
         }
@@ -765,7 +774,13 @@ void backward_data_impl(const ConvDesc& d, const Geo& g, const BlockedKernels& k
           // Pixels [jl, jr) of a phase row read every kernel column inside dy (split), or all.
           const Range in = split ? bwd_interior(pw, g.ow) : Range{0, pw.count};
           const int jl = in.lo, jr = in.hi;
-          const Chunks c = chunks(std::max(1, jr - jl), max_ur(k, 1, nv, dw));
+          // One block of dx, stride 1, 3 or 5 kernel columns: the sliding tiles.
+          const bool slide = !dw && nv == 1 && sw == 1 && pw.ntap == d.kw && d.kw <= kMaxKwt &&
+                             k.slide[1][d.kw][1] != nullptr;
+          int urmax = max_ur(k, 1, nv, dw);
+          if (slide)
+            while (urmax > 1 && !k.slide[1][d.kw][urmax]) --urmax;
+          const Chunks c = chunks(std::max(1, jr - jl), urmax);
           for (int i = i_lo; i < i_hi && jr > jl; ++i) {
             const Range t = taps(i);
             a.nt = std::max(0, t.hi - t.lo);
@@ -779,6 +794,8 @@ void backward_data_impl(const ConvDesc& d, const Geo& g, const BlockedKernels& k
               a.out = dx + out_row + int64_t(rw + sw * j0) * L;
               if (dw)
                 k.dw_tile[0][ur](a);
+              else if (slide)
+                k.slide[1][d.kw][ur](a);
               else
                 k.tile[0][nv][ur][1](a);
               j0 += ur;

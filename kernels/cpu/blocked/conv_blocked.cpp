@@ -4,25 +4,30 @@
 // Forward. Per image, output-block group g (NOC blocks) and output row oh, the row is cut into
 // tiles of UR pixels; each tile is one call that reduces over every input block, the kernel
 // rows that fall inside the image (so top/bottom padding costs nothing) and every kernel
-// column. Left/right padding is read from a per-thread copy of the image with zero margins
-// (the copy is 1/(KH*KW*C_out/L) of the FMAs' traffic); without horizontal padding x is read
-// in place. NOC and UR come from a small cost model (tile_cycles) over the row length and the
-// number of output blocks.
+// column. Left/right padding: the columns whose kernel columns all read inside the image are
+// the row tiles, read in place; each edge column runs only its own kernel columns, in tiles of
+// up to 8 rows (fwd_split); narrow rows with wide kernels and NCHW inputs use a zero-margined
+// copy instead. NOC and UR come from a small cost model (tile_cycles). One output block at
+// stride 1 slides over input columns (slide_tile). Rows of <= 4 pixels (small maps) take tiles
+// of the same row in up to 8 images and split the kernel columns exactly (split_row).
 //
 // Backward data. dx pixels of one stride phase (ih % sh, iw % sw) see the same kernel taps, so
-// each phase row is a stride-1 correlation of dy with a sub-kernel: the forward kernel with
+// each phase row is a stride-1 correlation of dy with a sub-kernel: the forward tiles with
 // input step 1, output step sw, and negative tap strides (dy index falls as the tap rises).
 // Every dx pixel belongs to one phase and is written once; pixels no tap reaches get zeros.
+// Edges, small maps and one-block sliding as in the forward.
 //
 // Backward weights. Many filters: tiles (output-block group, input block) accumulate
-// [kh][kw][v][L ci][L co] over pixels with the wgrad kernel (x broadcast, dy loaded); per kernel
-// tap, the rows and columns that read inside the image are exact ranges, so no padded copy.
-// Tiles are the work items when there are enough of them; otherwise (small layers) items are
-// (tile, image chunk) and each thread keeps partial sums that are added at the end. Few filters
-// (<= kFewMax, the obfuscation step's 1-5): the few-filter kernel loads x vectors (L input
-// channels) and broadcasts each filter's dy, so one filter costs 1/L of a block; items are
-// (image, kernel row) with per-thread partials. Depthwise convolutions have their own
-// element-wise tiles in all three passes.
+// [kh][kw][v][L ci][L co] over pixels (x broadcast, dy loaded); per kernel tap, the rows and
+// columns that read inside the image are exact ranges, so no padded copy. Small weight
+// gradients (<= kImagesOuterFloats) pass each image chunk through every tile while it sits in
+// L2, every thread summing into its own copy; large ones make each tile a work item over all
+// images. One output block at stride 1 slides over input columns; 1-4 input lanes take several
+// kernel columns per call (an NCHW stem: the whole kernel). Few filters (<= kFewMax, the
+// obfuscation step's 1-5): the few-filter kernel loads x vectors (L input channels) and
+// broadcasts each filter's dy, so one filter costs 1/L of a block; items are (image, kernel
+// row) with per-thread partials. Depthwise convolutions have their own element-wise tiles in
+// all three passes.
 #include "kernels/cpu/blocked/conv_blocked.h"
 
 #include <omp.h>

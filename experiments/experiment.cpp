@@ -366,6 +366,46 @@ void write_provenance(h5::File& f, const Config& cfg, const RunOptions& opt, Dev
   f.attr("/", "sweep_index", int64_t(opt.sweep_index));
 }
 
+// What the attacks of a run see (experiments/attack_unit.h). The donor is attacks.donor, else
+// the victim recipe trained with seed + 1 (cached), loaded on first use into `donor`.
+AttackContext attack_context(const Config& cfg, const RunOptions& opt, models::Model& obf,
+                             const splitter::Secrets& secrets, const data::Splits& splits,
+                             const data::Normalization& norm, int pad_to,
+                             const std::vector<std::string>& layers, const models::ModelSpec& spec,
+                             Device dev, const std::string& donor_path,
+                             std::unique_ptr<models::Model>& donor) {
+  AttackContext ctx;
+  ctx.obfuscated = &obf;
+  ctx.secrets = &secrets;
+  ctx.splits = &splits;
+  ctx.norm = norm;
+  ctx.pad_to = pad_to;
+  ctx.rule = cfg.get_string("splitter.rule");
+  ctx.layers = layers;
+  ctx.seed = uint64_t(cfg.get_int("seed"));
+  ctx.progress = opt.progress;
+  ctx.cache_dir = opt.cache_dir.empty() ? (fs::path(cfg.get_string("output.dir")) / "victims").string()
+                                        : opt.cache_dir;
+  ctx.donor = [&cfg, &opt, &splits, norm, pad_to, spec, dev, donor_path, &donor]() -> models::Model* {
+    if (donor) return donor.get();
+    if (!donor_path.empty()) {
+      donor = io::load_model(donor_path);
+      const auto& d = donor->spec();
+      if (d.arch != spec.arch || d.in_channels != spec.in_channels || d.num_classes != spec.num_classes)
+        throw ConfigError("attacks.donor: " + donor_path + " holds a " + d.arch +
+                          ", not the attacked architecture " + spec.arch);
+    } else {
+      CachedVictim d = cached_victim(cfg, spec, splits, norm, pad_to,
+                                     uint64_t(cfg.get_int("seed")) + 1, opt, dev);
+      if (d.interrupted) throw std::runtime_error("interrupted while training the donor");
+      donor = std::move(d.model);
+    }
+    donor->to(dev);
+    return donor.get();
+  };
+  return ctx;
+}
+
 void plot(const Config& cfg, const fs::path& out, const fs::path& work) {
   if (!cfg.get_bool("output.plots")) return;
   fs::path script = fs::path(source_dir()) / "tools" / "plot_results.py";
@@ -443,7 +483,7 @@ RunSummary run_experiment(const Config& cfg, const RunOptions& opt) {
   }
   for (auto name : {"obfuscated.safetensors", "secrets.safetensors"}) fs::remove(work / name);
   ProtectResult P = protect(in, cfg);
-  if (P.interrupted) return S.interrupted = true, S;
+  if (P.interrupted) return S.interrupted = true, S;  // resumable
   const double search_seconds = seconds_since(t_search);
   models::Model& obf = *V.model;
 
@@ -456,34 +496,8 @@ RunSummary run_experiment(const Config& cfg, const RunOptions& opt) {
   if (!attacks.empty()) {
     secrets = std::make_unique<splitter::Secrets>(splitter::read_secrets(
         P.secrets_path, in.seal_key.empty() ? nullptr : &in.seal_key));
-    AttackContext ctx;
-    ctx.obfuscated = &obf;
-    ctx.secrets = secrets.get();
-    ctx.splits = &splits;
-    ctx.norm = norm;
-    ctx.pad_to = pad_to;
-    ctx.rule = rule;
-    ctx.layers = P.layers;
-    ctx.seed = seed;
-    ctx.progress = opt.progress;
-    ctx.cache_dir = opt.cache_dir.empty() ? (fs::path(cfg.get_string("output.dir")) / "victims").string()
-                                          : opt.cache_dir;
-    ctx.donor = [&]() -> models::Model* {  // attacks.donor, else the victim recipe with seed + 1
-      if (donor) return donor.get();
-      if (!attacks.donor_path().empty()) {
-        donor = io::load_model(attacks.donor_path());
-        const auto &d = donor->spec();
-        if (d.arch != spec.arch || d.in_channels != spec.in_channels || d.num_classes != spec.num_classes)
-          throw ConfigError("attacks.donor: " + attacks.donor_path() + " holds a " + d.arch +
-                            ", not the attacked architecture " + spec.arch);
-      } else {
-        CachedVictim d = cached_victim(cfg, spec, splits, norm, pad_to, seed + 1, opt, dev);
-        if (d.interrupted) throw std::runtime_error("interrupted while training the donor");
-        donor = std::move(d.model);
-      }
-      donor->to(dev);
-      return donor.get();
-    };
+    AttackContext ctx = attack_context(cfg, opt, obf, *secrets, splits, norm, pad_to, P.layers, spec,
+                                       dev, attacks.donor_path(), donor);
     attacks.run(ctx, original.get());  // the deployed model is the original (bit-exact restore)
     for (const auto& l : attacks.lines())
       if (l.role != AttackLine::Role::Score) S.attacks.emplace_back(l.column, l.value);

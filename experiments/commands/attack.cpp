@@ -161,37 +161,42 @@ void print_lines(const AttackSuite& suite) {
                   h.floor_column[i].c_str());
 }
 
-}  // namespace
-
-Command add_attack_command(CLI::App& root) {
-  auto a = std::make_shared<AttackArgs>();
+// The command's own options; every unit key is an option too (key_options).
+CLI::App* add_attack_options(CLI::App& root, AttackArgs& a) {
   std::string kinds;
   for (const auto& n : attack_names()) kinds += (kinds.empty() ? "" : ", ") + n;
   CLI::App* sub = root.add_subcommand(
       "attack", "Attack an obfuscated model with the attack units (" + kinds +
                     "); each unit's key is an option: --<key> VALUE (docs/attacks.md)");
   sub->allow_extras();
-  sub->add_option("--kind", a->kind, "attacks to run, comma-separated: " + kinds)->required();
-  sub->add_option("--weights", a->weights, "Obfuscated weights (.safetensors)")->required();
-  sub->add_option("--dataset", a->dataset, "Dataset the model was trained on")->required();
-  sub->add_option("--data-dir", a->data_dir, "Folder holding the dataset files");
-  add_arch_option(sub, a->arch);
-  sub->add_option("--secrets", a->secrets,
+  sub->add_option("--kind", a.kind, "attacks to run, comma-separated: " + kinds)->required();
+  sub->add_option("--weights", a.weights, "Obfuscated weights (.safetensors)")->required();
+  sub->add_option("--dataset", a.dataset, "Dataset the model was trained on")->required();
+  sub->add_option("--data-dir", a.data_dir, "Folder holding the dataset files");
+  add_arch_option(sub, a.arch);
+  sub->add_option("--secrets", a.secrets,
                   "Secrets of these weights: to score detectors, report stealthiness and (without "
                   "--victim) restore the deployed model that labels the queries");
-  sub->add_option("--key", a->key, "Key file when the secrets are sealed");
-  sub->add_option("--victim", a->victim, "The deployed (unobfuscated) model that labels the queries");
-  sub->add_option("--donor", a->donor, "A public model of the architecture (attacks.donor)");
-  sub->add_option("--rule", a->rule,
+  sub->add_option("--key", a.key, "Key file when the secrets are sealed");
+  sub->add_option("--victim", a.victim, "The deployed (unobfuscated) model that labels the queries");
+  sub->add_option("--donor", a.donor, "A public model of the architecture (attacks.donor)");
+  sub->add_option("--rule", a.rule,
                   "Eligible layers: spatial or all (default: the secrets' rule, else spatial)");
-  sub->add_option("--config", a->config, "An experiment config whose attacks: block is used");
-  sub->add_option("--set", a->sets, "Override a key, e.g. --set attacks.queries.budgets=[300]");
-  sub->add_option("--cache-dir", a->cache_dir, "Where floors are cached (default: no cache)");
-  sub->add_option("--seed", a->seed, "Seed (query split, shuffling, scratch init)")->capture_default_str();
-  sub->add_option("--device", a->device, "cpu, cuda or auto")->capture_default_str();
-  sub->add_option("--threads", a->threads, "CPU threads (default: all cores)");
-  sub->add_flag("--json", a->json, "Print a JSON result on stdout");
+  sub->add_option("--config", a.config, "An experiment config whose attacks: block is used");
+  sub->add_option("--set", a.sets, "Override a key, e.g. --set attacks.queries.budgets=[300]");
+  sub->add_option("--cache-dir", a.cache_dir, "Where floors are cached (default: no cache)");
+  sub->add_option("--seed", a.seed, "Seed (query split, shuffling, scratch init)")->capture_default_str();
+  sub->add_option("--device", a.device, "cpu, cuda or auto")->capture_default_str();
+  sub->add_option("--threads", a.threads, "CPU threads (default: all cores)");
+  sub->add_flag("--json", a.json, "Print a JSON result on stdout");
+  return sub;
+}
 
+}  // namespace
+
+Command add_attack_command(CLI::App& root) {
+  auto a = std::make_shared<AttackArgs>();
+  CLI::App* sub = add_attack_options(root, *a);
   Command c;
   c.app = sub;
   c.run = [a, sub]() -> int {

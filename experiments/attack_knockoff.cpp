@@ -4,8 +4,13 @@
 //   finetune        every weight, from the obfuscated model;
 //   bn+finetune     BatchNorm statistics re-estimated on the queries first, then every weight;
 //   bn_affine       statistics re-estimated, then only BatchNorm's scale and shift trained;
-//   reset+finetune  the detector's flags reset (GroupCover's first step), then every weight.
-// The BatchNorm variants are skipped on a model without BatchNorm.
+//   reset+finetune  the detector's flags reset (GroupCover's first step), then every weight;
+//   oracle          not an attack but a bound: the secret entries themselves reset (zero), then
+//                   every weight, i.e. what a perfect detector allows; whatever values a method
+//                   puts in those positions, an attacker who finds them does at least this well.
+//                   Needs the secrets; role "bound", never in the headline.
+// The BatchNorm variants are skipped on a model without BatchNorm, oracle without secrets.
+#include <algorithm>
 #include <cstdio>
 #include <set>
 
@@ -20,7 +25,7 @@ namespace {
 
 const std::vector<std::string>& variant_names() {
   static const std::vector<std::string> v = {"finetune", "bn+finetune", "bn_affine",
-                                             "reset+finetune"};
+                                             "reset+finetune", "oracle"};
   return v;
 }
 
@@ -75,7 +80,7 @@ class KnockoffAttack : public AttackUnit {
         };
     std::vector<std::string> todo;
     for (const auto& v : variants_)
-      if (bn_keys.empty() && v.rfind("bn", 0) == 0) continue;  // no BatchNorm
+      if ((bn_keys.empty() && v.rfind("bn", 0) == 0) || (v == "oracle" && !ctx.secrets)) continue;
       else todo.push_back(v);
     Progress bar("knockoff", int64_t(todo.size() * budgets_.size()), ctx.progress);
     int64_t done = 0;
@@ -89,6 +94,14 @@ class KnockoffAttack : public AttackUnit {
             make_detector(detector_, DetectorParams{})->detect(obf, scanned_keys(obf, scope_));
         flagged_ = weight_count(flagged);
         reset_weights(*start, flagged, reset_, donor);
+      } else if (v == "oracle") {
+        WeightSet secret;
+        for (const auto& t : ctx.secrets->tensors) {
+          auto& idx = secret[t.key];
+          idx.assign(t.index.begin(), t.index.end());
+          std::sort(idx.begin(), idx.end());
+        }
+        reset_weights(*start, secret, "zero");
       }
       HonestTraining h = ctx.training;
       if (v == "bn_affine") h.trainable = [&](const std::string& k) { return bn_keys.count(k) > 0; };
@@ -143,7 +156,9 @@ class KnockoffAttack : public AttackUnit {
         std::snprintf(lab, sizeof lab, "knockoff %s, %lld queries (lr %g by hold-out)",
                       run_variants_[v].c_str(), (long long)budgets_[b], fits_[v][b].lr);
         out.push_back({"knockoff." + run_variants_[v] + at_budget(budgets_[b]), lab,
-                       fits_[v][b].accuracy, budgets_[b]});
+                       fits_[v][b].accuracy, budgets_[b],
+                       run_variants_[v] == "oracle" ? AttackLine::Role::Bound
+                                                    : AttackLine::Role::Attack});
       }
     return out;
   }

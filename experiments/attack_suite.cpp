@@ -223,6 +223,7 @@ void AttackSuite::write(h5::File& f) const {
       queries.push_back(l.queries);
       role.push_back(l.role == AttackLine::Role::Attack  ? "attack"
                      : l.role == AttackLine::Role::Floor ? "floor"
+                     : l.role == AttackLine::Role::Bound ? "bound"
                                                          : "score");
     }
     f.write(g + "/lines/column", column);

@@ -61,14 +61,16 @@ struct AttackContext {
 
 // One number a unit reports.
 struct AttackLine {
-  enum class Role { Attack, Floor, Score };
+  // Score: a detector's precision or recall; Bound: an analysis that reads the secrets (what a
+  // perfect detector would allow), never an attack. Neither enters the headline.
+  enum class Role { Attack, Floor, Score, Bound };
   std::string column;  // collect's column, stable: "knockoff.bn+finetune@300"
   std::string label;   // for people: "BN re-estimated + fine-tune, 300 queries"
   double value = std::numeric_limits<double>::quiet_NaN();  // a fraction
   // Queries of the deployed model it used (labelled or not): 0 = none; -1 = not a query attack
   // (it used other data, e.g. the training split), which keeps it out of the headline.
   int64_t queries = 0;
-  Role role = Role::Attack;  // Score: a detector's precision or recall, not an accuracy
+  Role role = Role::Attack;
 };
 
 class AttackUnit {

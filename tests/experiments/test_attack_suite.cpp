@@ -178,3 +178,25 @@ TEST(AttackSuite, FloorsAreCachedByEverythingTheyDependOn) {
   EXPECT_EQ(cached_other, 0);  // another training protocol: another floor
   fs::remove_all(dir);
 }
+
+TEST(AttackSuite, OracleResetIsABoundThatNeedsTheSecretsAndStaysOutOfTheHeadline) {
+  Fixture fx("lenet5");
+  const auto secrets = splitter::diff_secrets(*fx.victim, *fx.obfuscated);
+  const std::string yaml =
+      "  kinds: [knockoff]\n  queries: {budgets: [16], labels: truth}\n"
+      "  knockoff: {variants: [oracle]}\n"
+      "  train: {lrs: [0.05], min_epochs: 1, min_steps: 2, batch: 16}\n";
+  auto without = exp::AttackSuite::parse(config(yaml));
+  auto ctx = fx.context();
+  without.run(ctx, nullptr);
+  EXPECT_TRUE(without.lines().empty());  // no secrets: nothing to bound
+  auto with = exp::AttackSuite::parse(config(yaml));
+  ctx = fx.context();
+  ctx.secrets = &secrets;
+  with.run(ctx, nullptr);
+  const auto lines = with.lines();
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_EQ(lines[0].column, "knockoff.oracle@16");
+  EXPECT_EQ(lines[0].role, exp::AttackLine::Role::Bound);
+  EXPECT_TRUE(std::isnan(with.headline().best_attack[0]));
+}

@@ -189,6 +189,17 @@ CLI::App* add_attack_options(CLI::App& root, AttackArgs& a) {
   sub->add_option("--device", a.device, "cpu, cuda or auto")->capture_default_str();
   sub->add_option("--threads", a.threads, "CPU threads (default: all cores)");
   sub->add_flag("--json", a.json, "Print a JSON result on stdout");
+  std::string footer = "\nOptions of the units (attacks.<kind>.<key>; docs/config-reference.md):\n";
+  for (const auto& make : attack_table()) {
+    auto u = make();
+    footer += "  " + u->name() + ":";
+    for (const auto& k : u->keys()) footer += " --" + k.path;
+    footer += "\n";
+  }
+  footer += "  shared: --budgets --source --labels --eval_size (attacks.queries), --lrs --holdout "
+            "--min_epochs --min_steps --batch --momentum --weight_decay (attacks.train)\n"
+            "  (dashes or underscores; lists comma-separated; --no-<key> for a false boolean)";
+  sub->footer(footer);
   return sub;
 }
 

@@ -730,16 +730,27 @@ def plot_curve(f, cols, out_dir, stem, written):
     save(fig, out_dir, f"{stem}_rl_vs_random.png", written)
 
 
-def curve_markdown(f):
-    """The curve's table (docs/attacks.md): one row per (method, policy, budget), mean ± sd over
-    the seeds present, accuracies in %."""
-    cols = summary_columns(f)
-    if not {"splitter.budget", "splitter.method"} <= set(cols):
-        raise FormatError(f"{f.filename}: not a curve sweep (needs splitter.budget and splitter.method)")
-    series = headline_series(f)
+def curve_markdown(files):
+    """The curve's table (docs/attacks.md) of one or more curve summaries (the same grid, other
+    methods): one row per (method, policy, budget), mean ± sd over the seeds present, in %."""
+    cols, series, frac, obf = {}, {}, [], []
+    for f in files:
+        c = summary_columns(f)
+        if not {"splitter.budget", "splitter.method"} <= set(c):
+            raise FormatError(f"{f.filename}: not a curve sweep (needs splitter.budget and "
+                              f"splitter.method)")
+        n = len(next(iter(c.values())))
+        for k in set(cols) | set(c):
+            cols[k] = cols.get(k, [""] * len(frac)) + c.get(k, ["rl" if k == "controller.kind" else ""] * n)
+        s = headline_series(f)
+        for key in set(series) | set(s):
+            series[key] = np.concatenate([series.get(key, np.full(len(frac), np.nan)),
+                                          s.get(key, np.full(n, np.nan))])
+        frac += list(np.asarray(arr(f, "runs/obfuscated_fraction", 1), dtype=float))
+        obf += list(np.asarray(arr(f, "runs/obfuscated_accuracy", 1), dtype=float))
+    frac, obf = np.asarray(frac), np.asarray(obf)
     qs = sorted({q for (what, q) in series if what == "best"})
-    frac = np.asarray(arr(f, "runs/obfuscated_fraction", 1), dtype=float)
-    obf = np.asarray(arr(f, "runs/obfuscated_accuracy", 1), dtype=float)
+    f = files[0]
     def cell(v, rows, scale=100, digits=1):
         m, sd = mean_sd(v, rows)
         if np.isnan(m):
@@ -785,7 +796,9 @@ def plot_summary(f, out_dir, stem):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description="Plot an nnsplitter run file or sweep summary (HDF5).")
-    ap.add_argument("file", help="RUN.h5 (format nnsplitter-run-1) or SUMMARY.h5 (nnsplitter-summary-1)")
+    ap.add_argument("file", nargs="+",
+                    help="RUN.h5 (format nnsplitter-run-1) or SUMMARY.h5 (nnsplitter-summary-1); "
+                         "with --markdown, one or more curve summaries")
     ap.add_argument("--out", help="folder for the PNGs (default: beside the file)")
     ap.add_argument("--markdown", action="store_true",
                     help="print the security-vs-budget table of a curve sweep summary and exit")
@@ -793,6 +806,25 @@ def main(argv=None):
     if h5py is None:
         print("plot_results.py: h5py is missing (apt-get install python3-h5py)", file=sys.stderr)
         return 2
+    if len(args.file) > 1 and not args.markdown:
+        print("plot_results.py: several files only with --markdown", file=sys.stderr)
+        return 2
+    if args.markdown:
+        try:
+            opened = [open_result(p)[0] for p in args.file]
+        except UsageError as e:
+            print(f"plot_results.py: {e}", file=sys.stderr)
+            return 2
+        try:
+            print(curve_markdown(opened))
+        except (FormatError, KeyError, ValueError) as e:
+            print(f"plot_results.py: {e}", file=sys.stderr)
+            return 1
+        finally:
+            for f in opened:
+                f.close()
+        return 0
+    args.file = args.file[0]
     try:
         f, fmt = open_result(args.file)
     except UsageError as e:
@@ -805,14 +837,6 @@ def main(argv=None):
         print(f"plot_results.py: cannot create output folder {out_dir}: {e}", file=sys.stderr)
         return 2
     stem = os.path.splitext(os.path.basename(args.file))[0]
-    if args.markdown:
-        try:
-            with f:
-                print(curve_markdown(f))
-        except (FormatError, KeyError, ValueError) as e:
-            print(f"plot_results.py: {args.file}: {e}", file=sys.stderr)
-            return 1
-        return 0
     try:
         with f:
             written = plot_run(f, out_dir, stem) if fmt == RUN_FORMAT else plot_summary(f, out_dir, stem)

@@ -16,12 +16,13 @@ MethodInfo swap_method_info();
 MethodInfo spread_method_info();
 MethodInfo bn_secret_method_info();
 MethodInfo attack_aware_method_info();
+MethodInfo critical_method_info();
 
 const std::vector<MethodInfo>& method_table() {
   static const std::vector<MethodInfo> table = {
       nnsplitter_method_info(), quantile_method_info(), permute_method_info(),
       swap_method_info(),       spread_method_info(),   bn_secret_method_info(),
-      attack_aware_method_info()};
+      attack_aware_method_info(), critical_method_info()};
   return table;
 }
 

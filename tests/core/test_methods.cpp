@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -407,6 +408,36 @@ TEST(AttackAwareMethod, ScoreIsTheWorseOfDeployedAndAttacked) {
   EXPECT_GE(out.accuracy, data.accuracy());
   EXPECT_GT(out.steps, 0);
   EXPECT_FALSE(changed(*c.original, *c.model).empty());
+}
+
+// critical: the changed entries are the largest-magnitude ones of the chosen filters, as many
+// per layer as nnsplitter's mask of the same filters holds.
+TEST(CriticalMethod, TakesTheLargestWeightsOfTheChosenFiltersWithNNSplittersBudget) {
+  Case c("critical");
+  auto method = splitter::make_method(*c.model, c.layers, c.opt);
+  auto data = c.data();
+  method->run_episode(c.filters, data, 5);
+  method->keep_episode_as_best();
+  const auto budget = splitter::select_mask(c.layers, c.filters, c.opt.c, c.opt.eps);
+  size_t checked = 0;
+  for (const auto& m : method->best().masks()) {
+    const auto& l = c.layers[size_t(m.layer)];
+    ASSERT_EQ(m.index.size(), budget[size_t(m.layer)].index.size()) << l.key;
+    if (m.index.empty()) continue;
+    std::vector<float> w;
+    for (auto& e : c.original->state())
+      if (e.key == l.key) w = e.tensor->to_vector();
+    float smallest_taken = INFINITY;
+    for (int64_t i : m.index) smallest_taken = std::min(smallest_taken, std::fabs(w[size_t(i)]));
+    const int64_t f = c.filters[size_t(m.layer)][0];
+    for (int64_t j = 0; j < l.filter_size; ++j) {
+      const int64_t i = f * l.filter_size + j;
+      if (!std::binary_search(m.index.begin(), m.index.end(), i))
+        EXPECT_LE(std::fabs(w[size_t(i)]), smallest_taken) << l.key << "[" << i << "]";
+    }
+    ++checked;
+  }
+  EXPECT_GT(checked, 0u);
 }
 
 TEST(Methods, UnknownNameIsRefused) {

@@ -1,200 +1,278 @@
 #include "experiments/attack_suite.h"
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
 
-#include "core/io/model_io.h"
-#include "experiments/cli.h"
+#include "experiments/groupcover.h"
 #include "experiments/trainer.h"
 
 namespace nns::exp {
 
-void add_groupcover_keys(Schema& s) {
+// Each unit's factory, defined in its own file.
+std::unique_ptr<AttackUnit> make_norm_clip_attack();
+std::unique_ptr<AttackUnit> make_finetune_attack();
+std::unique_ptr<AttackUnit> make_boundary_reset_attack();
+std::unique_ptr<AttackUnit> make_groupcover_attack();
+std::unique_ptr<AttackUnit> make_bn_recalibrate_attack();
+std::unique_ptr<AttackUnit> make_knockoff_attack();
+std::unique_ptr<AttackUnit> make_floor_attack();
+
+const std::vector<std::function<std::unique_ptr<AttackUnit>()>>& attack_table() {
+  static const std::vector<std::function<std::unique_ptr<AttackUnit>()>> table = {
+      make_norm_clip_attack,      make_finetune_attack, make_boundary_reset_attack,
+      make_groupcover_attack,     make_bn_recalibrate_attack, make_knockoff_attack,
+      make_floor_attack};
+  return table;
+}
+
+std::vector<std::string> attack_names() {
+  std::vector<std::string> n;
+  for (const auto& make : attack_table()) n.push_back(make()->name());
+  return n;
+}
+
+std::unique_ptr<AttackUnit> make_attack(const std::string& name) {
+  for (const auto& make : attack_table())
+    if (auto u = make(); u->name() == name) return u;
+  return nullptr;
+}
+
+KeySpec unit_key(std::string name, ValueType type, std::string def, std::string doc,
+                 std::optional<double> min, std::optional<double> max,
+                 std::vector<std::string> choices) {
+  return {std::move(name), type, std::move(def), std::move(doc), min, max, std::move(choices)};
+}
+
+std::string at_budget(int64_t b) { return "@" + std::to_string(b); }
+
+void add_attack_keys(Schema& s) {
   using V = ValueType;
   auto add = [&](std::string path, ValueType t, std::string def, std::string doc,
                  std::optional<double> lo = {}, std::optional<double> hi = {},
                  std::vector<std::string> choices = {}) {
-    s.add({"attacks.groupcover." + path, t, std::move(def), std::move(doc), lo, hi,
-           std::move(choices)});
+    s.add({"attacks." + path, t, std::move(def), std::move(doc), lo, hi, std::move(choices)});
   };
-  add("detector", V::String, "extreme_percentile",
-      "detector whose flags are reset (every detector is scored against the secrets)", {}, {},
-      detector_names());
-  add("percentile", V::Float, "0.001",
-      "extreme_percentile*: percent of the sorted weights at each end (GroupCover: 0.001)", 1e-9,
-      49);
-  add("eps", V::Float, "2e-3",
-      "extreme_percentile*: flag weights within 2*eps of either end value (GroupCover: 2e-3)", 0,
-      {});
-  add("bin_fraction", V::Float, "1e-3", "cv_bins: bin width as a fraction of the weight range",
-      1e-9, 0.5);
-  add("resets", V::StringList, "[donor]",
-      "reset modes, each followed by knockoff fine-tuning", {}, {}, reset_modes());
+  std::string kinds_doc = "attacks to run after protection ([] = none):";
+  for (const auto& make : attack_table()) {
+    auto u = make();
+    kinds_doc += " " + u->name() + " (" + u->summary() + ");";
+  }
+  kinds_doc.back() = '.';
+  add("kinds", V::StringList, "[norm_clip, boundary_reset, bn_recalibrate, knockoff, floor]",
+      kinds_doc, {}, {}, attack_names());
   add("donor", V::String, "\"\"",
-      "public model of the architecture (.safetensors); \"\" = the victim recipe trained with "
-      "seed + 1 (cached like the victim)");
-  add("budgets", V::IntList, "[300, 500]", "query budgets (knockoff transfer-set sizes)", 1, {});
-  add("epochs", V::Int, "10", "knockoff epochs (GroupCover: 10)", 0, {});
-  add("lr", V::Float, "0.1", "knockoff SGD learning rate, constant (GroupCover: 0.1)", 1e-9, {});
-  add("momentum", V::Float, "0.5", "knockoff SGD momentum (GroupCover: 0.5)", 0, 1);
-  add("batch", V::Int, "64", "knockoff batch size (GroupCover: 64)", 1, 65536);
-  add("queries", V::String, "test",
-      "query source: test = held out of the test split (accuracy on the rest), train = the "
-      "victim's training split (GroupCover's choice)", {}, {}, query_sources());
-  add("labels", V::String, "victim",
+      "a public model of the architecture (.safetensors) for the attacks that use one (resets "
+      "to a donor, the donor floor); \"\" = run: the victim recipe trained with seed + 1 "
+      "(cached like the victim), attack: none");
+  add("queries.budgets", V::IntList, "[100, 300, 1000]",
+      "query budgets Q: how many images the attacker has the deployed model label (a budget b "
+      "uses the first b)", 1, {});
+  add("queries.source", V::String, "test",
+      "where the queries come from: test = held out of the test split (every attack's accuracy "
+      "on the rest), train = the victim's training split (GroupCover's choice)",
+      {}, {}, query_sources());
+  add("queries.labels", V::String, "victim",
       "query labels: the deployed victim's argmax (API access) or the ground truth", {}, {},
       {"victim", "truth"});
-  add("scope", V::String, "trainable",
-      "what the detectors scan: trainable = every trainable parameter (GroupCover; BatchNorm "
-      "scales included), weights = convolution and linear weights only",
-      {}, {}, detector_scopes());
-  add("bn_recalibrate", V::Bool, "true",
-      "also the label-free attack on the same queries: the obfuscated model's BatchNorm "
-      "statistics re-estimated on the first b queries, nothing else changed (models with "
-      "BatchNorm)");
-  add("floor", V::Bool, "true",
-      "also the black-box floor: the donor and a fresh model trained on the same queries");
-}
-
-GroupCoverRun run_groupcover(const Config& cfg, models::Model& obfuscated, models::Model& victim,
-                             const splitter::Secrets& secrets, const data::Splits& splits,
-                             const data::Normalization& norm, int pad_to,
-                             const std::function<std::unique_ptr<models::Model>()>& trained_donor) {
-  const std::string p = "attacks.groupcover.";
-  GroupCoverRun run;
-  GroupCoverOptions& o = run.options;
-  o.detector = cfg.get_string(p + "detector");
-  o.params.percentile = cfg.get_float(p + "percentile");
-  o.params.eps = cfg.get_float(p + "eps");
-  o.params.bin_fraction = cfg.get_float(p + "bin_fraction");
-  o.scope = cfg.get_string(p + "scope");
-  o.resets = cfg.get_strings(p + "resets");
-  o.knockoff.budgets = cfg.get_ints(p + "budgets");
-  o.knockoff.epochs = int(cfg.get_int(p + "epochs"));
-  o.knockoff.lr = float(cfg.get_float(p + "lr"));
-  o.knockoff.momentum = float(cfg.get_float(p + "momentum"));
-  o.knockoff.batch = int(cfg.get_int(p + "batch"));
-  o.knockoff.seed = uint64_t(cfg.get_int("seed"));
-  o.knockoff.pad_to = pad_to;
-  o.floor = cfg.get_bool(p + "floor");
-  o.bn_recalibrate = cfg.get_bool(p + "bn_recalibrate");
-  if (o.knockoff.budgets.empty()) throw ConfigError(p + "budgets: needs at least one budget");
-  run.query_source = cfg.get_string(p + "queries");
-  run.labels = cfg.get_string(p + "labels");
-
-  const bool need_donor =
-      o.floor || std::find(o.resets.begin(), o.resets.end(), "donor") != o.resets.end();
-  std::unique_ptr<models::Model> donor;
-  if (need_donor) {
-    const std::string path = cfg.get_string(p + "donor");
-    if (path.empty()) {
-      donor = trained_donor();
-      if (!donor) {
-        run.interrupted = true;
-        return run;
-      }
-    } else {
-      donor = io::load_model(path);
-      const auto &d = donor->spec(), &s = obfuscated.spec();
-      if (d.arch != s.arch || d.in_channels != s.in_channels || d.num_classes != s.num_classes)
-        throw ConfigError(p + "donor: " + path + " holds a " + d.arch +
-                          ", not the attacked architecture " + s.arch);
-      donor->to(obfuscated.device());
+  add("queries.eval_size", V::Int, "0",
+      "evaluation images of every attack: the first this many of those left after the queries "
+      "(0 = all of them)", 0, {});
+  add("train.lrs", V::FloatList, "[0.01, 0.03, 0.1]",
+      "learning rates an attacker tries (SGD, cosine schedule); the one with the best accuracy "
+      "on a held-out part of its own queries is used", 1e-9, {});
+  add("train.holdout", V::Float, "0.2", "share of the queries held out to choose the learning rate",
+      0.01, 0.9);
+  add("train.min_epochs", V::Int, "30", "epochs at least", 1, {});
+  add("train.min_steps", V::Int, "150",
+      "optimizer steps at least (more epochs on few queries), so that training converges", 0, {});
+  add("train.batch", V::Int, "64", "batch size", 1, 65536);
+  add("train.momentum", V::Float, "0.9", "SGD momentum", 0, 1);
+  add("train.weight_decay", V::Float, "5e-4", "L2 weight decay", 0, {});
+  for (const auto& make : attack_table()) {
+    auto u = make();
+    for (KeySpec k : u->keys()) {
+      k.path = "attacks." + u->name() + "." + k.path;
+      s.add(std::move(k));
     }
   }
-  const int64_t n = *std::max_element(o.knockoff.budgets.begin(), o.knockoff.budgets.end());
-  QuerySplit q;
-  try {
-    q = split_queries(splits, run.query_source, n, o.knockoff.seed);
-  } catch (const std::invalid_argument& e) {
-    throw ConfigError(p + "budgets: " + e.what());
-  }
-  const data::Dataset transfer =
-      label_queries(q.pool, run.labels == "victim" ? &victim : nullptr, norm, pad_to);
-  AccuracyFn acc = [&](models::Model& m) {
-    return evaluate(m, q.eval, norm, 256, pad_to).accuracy();
-  };
-  run.eval_samples = q.eval.size();
-  victim.set_training(false);
-  obfuscated.set_training(false);
-  run.accuracy_victim_eval = acc(victim);
-  run.accuracy_obfuscated_eval = acc(obfuscated);
-  run.result = groupcover_attack(obfuscated, &secrets, donor.get(), transfer, norm, o, acc);
-  return run;
 }
 
-void write_groupcover(h5::File& f, const GroupCoverRun& r) {
-  const std::string g = "attacks/groupcover";
-  const GroupCoverResult& res = r.result;
-  f.write(g + "/budgets", res.budgets, "count");
-  f.write(g + "/resets", res.resets);
-  f.write(g + "/accuracy_reset", res.accuracy_reset, "fraction");
-  std::vector<double> rec;
-  for (const auto& row : res.recovered) rec.insert(rec.end(), row.begin(), row.end());
-  f.write(g + "/recovered", rec, "fraction",
-          {int64_t(res.recovered.size()), int64_t(res.budgets.size())});
-  if (!res.floor_donor.empty()) f.write(g + "/floor_donor", res.floor_donor, "fraction");
-  if (!res.floor_scratch.empty()) f.write(g + "/floor_scratch", res.floor_scratch, "fraction");
-  if (!res.bn_recalibrated.empty())
-    f.write(g + "/bn_recalibrated", res.bn_recalibrated, "fraction");
-  f.write(g + "/flagged", weight_count(res.flagged), "count");
-  f.write(g + "/accuracy_victim_eval", r.accuracy_victim_eval, "fraction");
-  f.write(g + "/accuracy_obfuscated_eval", r.accuracy_obfuscated_eval, "fraction");
-  f.write(g + "/eval_samples", r.eval_samples, "count");
-  for (const auto& s : res.scores) {
-    const std::string d = g + "/detectors/" + s.detector;
-    f.write(d + "/flagged", s.flagged, "count");
-    f.write(d + "/true_positives", s.true_positives, "count");
-    f.write(d + "/secrets", s.secrets, "count");
-    f.write(d + "/precision", s.precision, "fraction");
-    f.write(d + "/recall", s.recall, "fraction");
+AttackSuite AttackSuite::parse(const Config& cfg) {
+  AttackSuite s;
+  for (const auto& name : cfg.get_strings("attacks.kinds")) {
+    auto u = make_attack(name);
+    if (!u) throw ConfigError("attacks.kinds: unknown attack '" + name + "'");
+    if (std::any_of(s.units_.begin(), s.units_.end(), [&](auto& v) { return v->name() == name; }))
+      throw ConfigError("attacks.kinds: '" + name + "' listed twice");
+    u->parse(cfg);
+    s.units_.push_back(std::move(u));
   }
-  f.attr(g, "detector", r.options.detector);
-  f.attr(g, "percentile", r.options.params.percentile);
-  f.attr(g, "eps", r.options.params.eps);
-  f.attr(g, "scope", r.options.scope);
-  f.attr(g, "queries", r.query_source);
-  f.attr(g, "labels", r.labels);
-  f.attr(g, "epochs", int64_t(r.options.knockoff.epochs));
-  f.attr(g, "lr", double(r.options.knockoff.lr));
-  f.attr(g, "momentum", double(r.options.knockoff.momentum));
-  f.attr(g, "batch", int64_t(r.options.knockoff.batch));
+  s.donor_path_ = cfg.get_string("attacks.donor");
+  s.source_ = cfg.get_string("attacks.queries.source");
+  s.labels_ = cfg.get_string("attacks.queries.labels");
+  s.budgets_ = cfg.get_ints("attacks.queries.budgets");
+  s.eval_size_ = cfg.get_int("attacks.queries.eval_size");
+  if (s.budgets_.empty()) throw ConfigError("attacks.queries.budgets: needs at least one budget");
+  HonestTraining& t = s.training_;
+  t.lrs = cfg.get_floats("attacks.train.lrs");
+  if (t.lrs.empty()) throw ConfigError("attacks.train.lrs: needs at least one learning rate");
+  t.holdout = cfg.get_float("attacks.train.holdout");
+  t.min_epochs = int(cfg.get_int("attacks.train.min_epochs"));
+  t.min_steps = cfg.get_int("attacks.train.min_steps");
+  t.batch = int(cfg.get_int("attacks.train.batch"));
+  t.momentum = float(cfg.get_float("attacks.train.momentum"));
+  t.weight_decay = float(cfg.get_float("attacks.train.weight_decay"));
+  return s;
+}
+
+bool AttackSuite::needs_queries() const {
+  return std::any_of(units_.begin(), units_.end(), [](auto& u) { return u->uses_queries(); });
+}
+
+void AttackSuite::run(AttackContext& ctx, models::Model* victim) {
+  if (!ctx.obfuscated || !ctx.splits) throw std::logic_error("AttackSuite::run: empty context");
+  ctx.queries.source = source_;
+  ctx.queries.labels = labels_;
+  ctx.queries.budgets = budgets_;
+  ctx.training = training_;
+  ctx.training.seed = ctx.seed;
+  ctx.training.pad_to = ctx.pad_to;
+  const int64_t n = needs_queries() ? *std::max_element(budgets_.begin(), budgets_.end()) : 0;
+  if (n > 0) {
+    if (labels_ == "victim" && !victim)
+      throw UsageError("attacks.queries.labels victim: the queries need the deployed model");
+    QuerySplit q;
+    try {
+      q = split_queries(*ctx.splits, source_, n, ctx.seed);
+    } catch (const std::invalid_argument& e) {
+      throw ConfigError(std::string("attacks.queries.budgets: ") + e.what());
+    }
+    ctx.queries.pool = label_queries(q.pool, labels_ == "victim" ? victim : nullptr, ctx.norm,
+                                     ctx.pad_to);
+    ctx.queries.eval = std::move(q.eval);
+  } else {
+    ctx.queries.eval = ctx.splits->test;
+  }
+  if (eval_size_ > 0 && eval_size_ < ctx.queries.eval.size())
+    ctx.queries.eval = first_samples(ctx.queries.eval, eval_size_);
+  const data::Dataset* eval = &ctx.queries.eval;
+  const data::Normalization norm = ctx.norm;
+  const int pad_to = ctx.pad_to;
+  ctx.accuracy = [eval, norm, pad_to](models::Model& m) {
+    m.set_training(false);
+    return evaluate(m, *eval, norm, 256, pad_to).accuracy();
+  };
+  eval_samples_ = ctx.queries.eval.size();
+  obfuscated_eval_ = ctx.accuracy(*ctx.obfuscated);
+  if (victim) {
+    victim_eval_ = ctx.accuracy(*victim);
+    ctx.victim_fingerprint = splitter::fingerprint(*victim);
+  }
+  for (auto& u : units_) {
+    if (ctx.progress) std::fprintf(stderr, "attack %s\n", u->name().c_str());
+    u->run(ctx);
+  }
+}
+
+std::vector<AttackLine> AttackSuite::lines() const {
+  std::vector<AttackLine> all;
+  for (const auto& u : units_)
+    for (auto& l : u->lines()) all.push_back(std::move(l));
+  return all;
+}
+
+Headline headline_of(const std::vector<AttackLine>& lines, const std::vector<int64_t>& budgets) {
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  Headline h;
+  h.budgets = budgets;
+  for (int64_t q : budgets) {
+    double best = nan, floor = nan;
+    std::string best_col, floor_col;
+    for (const auto& l : lines) {
+      if (std::isnan(l.value)) continue;
+      if (l.role == AttackLine::Role::Attack && l.queries >= 0 && l.queries <= q &&
+          (std::isnan(best) || l.value > best))
+        best = l.value, best_col = l.column;
+      if (l.role == AttackLine::Role::Floor && l.queries == q &&
+          (std::isnan(floor) || l.value > floor))
+        floor = l.value, floor_col = l.column;
+    }
+    h.best_attack.push_back(best);
+    h.floor.push_back(floor);
+    h.gap.push_back(best - floor);
+    h.best_attack_column.push_back(best_col);
+    h.floor_column.push_back(floor_col);
+  }
+  return h;
+}
+
+void AttackSuite::write(h5::File& f) const {
+  if (units_.empty()) return;
+  for (const auto& u : units_) {
+    const std::string g = "attacks/" + u->name();
+    u->write(f, g);
+    const auto ls = u->lines();
+    std::vector<std::string> column, label, role;
+    std::vector<double> value;
+    std::vector<int64_t> queries;
+    for (const auto& l : ls) {
+      column.push_back(l.column);
+      label.push_back(l.label);
+      value.push_back(l.value);
+      queries.push_back(l.queries);
+      role.push_back(l.role == AttackLine::Role::Attack  ? "attack"
+                     : l.role == AttackLine::Role::Floor ? "floor"
+                     : l.role == AttackLine::Role::Bound ? "bound"
+                                                         : "score");
+    }
+    f.write(g + "/lines/column", column);
+    f.write(g + "/lines/label", label);
+    f.write(g + "/lines/value", value, "fraction");
+    f.write(g + "/lines/queries", queries, "count");
+    f.write(g + "/lines/role", role);
+  }
+  f.write("attacks/eval/samples", eval_samples_, "count");
+  f.write("attacks/eval/obfuscated", obfuscated_eval_, "fraction");
+  f.write("attacks/eval/victim", victim_eval_, "fraction");
+  f.attr("attacks/eval", "queries", source_);
+  f.attr("attacks/eval", "labels", labels_);
+  const Headline h = headline();
+  f.write("attacks/headline/budgets", h.budgets, "count");
+  f.write("attacks/headline/best_attack", h.best_attack, "fraction");
+  f.write("attacks/headline/best_attack_column", h.best_attack_column);
+  f.write("attacks/headline/floor", h.floor, "fraction");
+  f.write("attacks/headline/floor_column", h.floor_column);
+  f.write("attacks/headline/gap", h.gap, "fraction");
+  const HonestTraining& t = training_;
+  f.write("attacks/train/lrs", t.lrs, "1");
+  f.attr("attacks/train", "holdout", t.holdout);
+  f.attr("attacks/train", "min_epochs", int64_t(t.min_epochs));
+  f.attr("attacks/train", "min_steps", t.min_steps);
+  f.attr("attacks/train", "batch", int64_t(t.batch));
+  f.attr("attacks/train", "momentum", double(t.momentum));
+  f.attr("attacks/train", "weight_decay", double(t.weight_decay));
 }
 
 std::vector<std::pair<std::string, double>> attack_columns(const h5::File& f) {
   std::vector<std::pair<std::string, double>> c;
   if (f.exists("secrets/bytes")) c.emplace_back("secrets_bytes", f.read_double("secrets/bytes"));
-  const std::string g = "attacks/groupcover";
-  if (f.exists(g + "/budgets")) {
-    if (f.exists(g + "/detectors")) {
-      for (const auto& d : f.list(g + "/detectors")) {
-        c.emplace_back("precision." + d, f.read_double(g + "/detectors/" + d + "/precision"));
-        c.emplace_back("recall." + d, f.read_double(g + "/detectors/" + d + "/recall"));
-      }
-    }
-    const auto budgets = f.read_ints(g + "/budgets");
-    const auto resets = f.read_strings(g + "/resets");
-    const auto rec = f.read_doubles(g + "/recovered");
-    for (size_t r = 0; r < resets.size(); ++r)
-      for (size_t b = 0; b < budgets.size(); ++b)
-        c.emplace_back("groupcover." + resets[r] + "@" + std::to_string(budgets[b]),
-                       rec.at(r * budgets.size() + b));
-    if (f.exists(g + "/bn_recalibrated")) {
-      const auto v = f.read_doubles(g + "/bn_recalibrated");
-      for (size_t b = 0; b < budgets.size() && b < v.size(); ++b)
-        c.emplace_back("bn_recal@" + std::to_string(budgets[b]), v[b]);
-    }
-    for (const char* which : {"donor", "scratch"}) {
-      const std::string path = g + "/floor_" + which;
-      if (!f.exists(path)) continue;
-      const auto v = f.read_doubles(path);
-      for (size_t b = 0; b < budgets.size() && b < v.size(); ++b)
-        c.emplace_back(std::string("floor.") + which + "@" + std::to_string(budgets[b]), v[b]);
-    }
+  if (!f.is_group("attacks")) return c;
+  for (const auto& make : attack_table()) {
+    const std::string g = "attacks/" + make()->name() + "/lines";
+    if (!f.exists(g + "/column")) continue;
+    const auto cols = f.read_strings(g + "/column");
+    const auto vals = f.read_doubles(g + "/value");
+    for (size_t i = 0; i < cols.size() && i < vals.size(); ++i) c.emplace_back(cols[i], vals[i]);
   }
-  if (f.exists("attacks/boundary_reset/accuracy_reset")) {
-    c.emplace_back("boundary_reset", f.read_double("attacks/boundary_reset/accuracy_reset"));
-    const auto ft = f.read_doubles("attacks/boundary_reset/accuracy_finetuned");
-    if (ft.size() > 1) c.emplace_back("boundary_reset+ft", ft.back());
+  if (f.exists("attacks/headline/budgets")) {
+    const auto b = f.read_ints("attacks/headline/budgets");
+    for (const char* what : {"best_attack", "floor", "gap"}) {
+      const auto v = f.read_doubles(std::string("attacks/headline/") + what);
+      const std::string name = std::string(what) == "best_attack" ? "best" : what;
+      for (size_t i = 0; i < b.size() && i < v.size(); ++i)
+        c.emplace_back(name + at_budget(b[i]), v[i]);
+    }
   }
   return c;
 }

@@ -4,9 +4,12 @@
 #include <cmath>
 #include <cstdio>
 #include <limits>
+#include <memory>
+#include <numeric>
 #include <stdexcept>
 
-#include "experiments/groupcover.h"
+#include "core/nn/layers.h"
+
 #include "experiments/trainer.h"
 
 namespace nns::exp {
@@ -78,6 +81,169 @@ void train_measuring(models::Model& model, const data::Dataset& d, const data::N
 }
 
 }  // namespace
+
+// ---------------------------------------------------------------- weight sets, resets
+
+int64_t weight_count(const WeightSet& w) {
+  int64_t n = 0;
+  for (const auto& [key, idx] : w) n += int64_t(idx.size());
+  return n;
+}
+
+const std::vector<std::string>& reset_modes() {
+  static const std::vector<std::string> modes = {"zero", "mean", "donor"};
+  return modes;
+}
+
+void reset_weights(models::Model& model, const WeightSet& flagged, const std::string& mode,
+                   models::Model* donor) {
+  if (std::find(reset_modes().begin(), reset_modes().end(), mode) == reset_modes().end())
+    throw std::invalid_argument("reset: unknown mode '" + mode + "' (zero, mean or donor)");
+  if (mode == "donor" && !donor) throw std::invalid_argument("reset: mode donor needs a donor");
+  for (const auto& [key, idx] : flagged) {
+    if (idx.empty()) continue;
+    Tensor& t = f32_state_tensor(model, key, "reset");
+    std::vector<float> v = t.to_vector();
+    for (int64_t i : idx)
+      if (i < 0 || i >= int64_t(v.size()))
+        throw std::invalid_argument("reset: index " + std::to_string(i) + " out of range for '" +
+                                    key + "' (" + std::to_string(v.size()) + " entries)");
+    if (mode == "zero") {
+      for (int64_t i : idx) v[size_t(i)] = 0.0f;
+    } else if (mode == "mean") {
+      std::vector<bool> is_flagged(v.size(), false);
+      for (int64_t i : idx) is_flagged[size_t(i)] = true;
+      double s = 0;
+      size_t n = 0;
+      for (size_t i = 0; i < v.size(); ++i)
+        if (!is_flagged[i]) {
+          s += v[i];
+          ++n;
+        }
+      const float mean = n ? float(s / double(n)) : 0.0f;
+      for (int64_t i : idx) v[size_t(i)] = mean;
+    } else {
+      Tensor& dt = f32_state_tensor(*donor, key, "reset (donor)");
+      if (dt.shape() != t.shape())
+        throw std::invalid_argument("reset: donor's '" + key + "' has shape " +
+                                    shape_str(dt.shape()) + ", expected " + shape_str(t.shape()));
+      const std::vector<float> dv = dt.to_vector();
+      for (int64_t i : idx) v[size_t(i)] = dv[size_t(i)];
+    }
+    t.copy_from(Tensor::from_vector(v, t.shape()));
+  }
+}
+
+// ---------------------------------------------------------------- BatchNorm recalibration
+
+data::Dataset first_samples(const data::Dataset& d, int64_t n) {
+  std::vector<int64_t> first(static_cast<size_t>(n));
+  std::iota(first.begin(), first.end(), int64_t(0));
+  return data::subset(d, first);
+}
+
+int recalibrate_batchnorm(models::Model& model, const data::Dataset& images, int64_t n,
+                          const data::Normalization& norm, int batch, int pad_to) {
+  if (n < 1 || n > images.size() || batch < 1)
+    throw std::invalid_argument("recalibrate_batchnorm: " + std::to_string(n) + " images of " +
+                                std::to_string(images.size()) + ", batch " +
+                                std::to_string(batch));
+  std::vector<nn::BatchNorm2d*> bns;
+  for (auto& [name, m] : model.modules())
+    if (auto* b = dynamic_cast<nn::BatchNorm2d*>(m); b && !b->bypassed()) bns.push_back(b);
+  if (bns.empty()) return 0;
+  model.set_training(false);
+  std::vector<float> momentum;
+  for (auto* b : bns) {
+    momentum.push_back(b->momentum);
+    b->running_mean.fill(0.0f);
+    b->running_var.fill(1.0f);
+    b->num_batches_tracked.zero();
+    b->set_training(true);
+  }
+  const data::Dataset part = first_samples(images, n);
+  data::BatchOptions bo;
+  bo.pad_to = pad_to;
+  data::Loader loader(part, norm, batch, false, 0, bo);
+  Tensor x, y;
+  int seen = 0;
+  models::NoGrad no_grad(model);  // statistics only: no activation kept for a backward
+  while (loader.next(x, y)) {
+    ++seen;
+    for (auto* b : bns) b->momentum = 1.0f / float(seen);  // running = mean of the batch statistics
+    model.forward(x.to(model.device()));
+  }
+  for (size_t i = 0; i < bns.size(); ++i) bns[i]->momentum = momentum[i];
+  model.set_training(false);
+  return int(bns.size());
+}
+
+// ---------------------------------------------------------------- honest training
+
+HonestFit fit_with_holdout(models::Model& start, const data::Dataset& queries,
+                           const data::Normalization& norm, const HonestTraining& h,
+                           const AccuracyFn& acc,
+                           const std::function<void(models::Model&, const data::Dataset&)>& prepare) {
+  if (!acc) throw std::invalid_argument("fit_with_holdout: no accuracy oracle");
+  if (h.lrs.empty() || h.batch < 1 || h.min_epochs < 0 || h.min_steps < 0 ||
+      !(h.holdout > 0 && h.holdout < 1))
+    throw std::invalid_argument("fit_with_holdout: lrs, batch >= 1, holdout in (0, 1) required");
+  const int64_t n = queries.size();
+  if (n < 1) throw std::invalid_argument("fit_with_holdout: no queries");
+  auto epochs_for = [&](int64_t m) {
+    const int64_t per_epoch = (m + h.batch - 1) / h.batch;
+    return int(std::max<int64_t>(std::max(h.min_epochs, 1), (h.min_steps + per_epoch - 1) / per_epoch));
+  };
+  // Trains a prepared copy on d with lr; null when training diverged.
+  auto train = [&](const data::Dataset& d, double lr) -> std::unique_ptr<models::Model> {
+    auto copy = models::clone_model(start);
+    if (prepare) prepare(*copy, d);
+    TrainOptions t;
+    t.epochs = epochs_for(d.size());
+    t.batch = h.batch;
+    t.lr = float(lr);
+    t.optimizer = "sgd";
+    t.schedule = "cosine";
+    t.momentum = h.momentum;
+    t.weight_decay = h.weight_decay;
+    t.nesterov = false;
+    t.seed = h.seed;
+    t.pad_to = h.pad_to;
+    t.progress = false;
+    t.trainable = h.trainable;
+    try {
+      train_model(*copy, d, nullptr, norm, t);
+    } catch (const std::runtime_error& e) {
+      if (!is_divergence(e)) throw;
+      return nullptr;
+    }
+    copy->set_training(false);
+    return copy;
+  };
+  HonestFit fit;
+  const int64_t held = std::min<int64_t>(n - 1, std::max<int64_t>(1, int64_t(std::llround(h.holdout * double(n)))));
+  size_t best = 0;
+  if (n >= 2 && h.lrs.size() > 1) {
+    const data::Dataset fit_part = first_samples(queries, n - held);
+    std::vector<int64_t> rest(static_cast<size_t>(held));
+    std::iota(rest.begin(), rest.end(), n - held);
+    const data::Dataset held_part = data::subset(queries, rest);
+    double best_acc = -1;
+    for (size_t i = 0; i < h.lrs.size(); ++i) {
+      auto m = train(fit_part, h.lrs[i]);
+      const double a = m ? evaluate(*m, held_part, norm, 256, h.pad_to).accuracy()
+                         : std::numeric_limits<double>::quiet_NaN();
+      fit.holdout_accuracy.push_back(a);
+      if (a > best_acc) best_acc = a, best = i;
+    }
+  }
+  fit.lr = h.lrs[best];
+  fit.epochs = epochs_for(n);
+  if (auto m = train(queries, fit.lr)) fit.accuracy = acc(*m);
+  else std::fprintf(stderr, "warning: training on %lld queries at lr %g diverged; recorded as NaN\n",
+                    (long long)n, fit.lr);
+  return fit;
+}
 
 // ---------------------------------------------------------------- norm clipping
 

@@ -1,12 +1,15 @@
-// Attacks on an obfuscated model (SPEC §2 "Attacks"). The attacker holds the obfuscated model and
-// the architecture, not the secrets. Every attack works on copies (models::clone_model) and never
-// modifies the model it is given. Accuracy is measured by an oracle the caller supplies, so the
-// attacks do not depend on how test data is loaded. The lead maps the results into the
-// `attacks/` group of the result file (docs/results-format.md).
+// Attacks on an obfuscated model (SPEC §2 "Attacks"): the algorithms, below the attack units
+// (experiments/attack_unit.h) that configure, run and report them. The attacker holds the
+// obfuscated model and the architecture, not the secrets. Every attack works on copies
+// (models::clone_model) and never modifies the model it is given. Accuracy is measured by an
+// oracle the caller supplies, so the attacks do not depend on how test data is loaded.
+// groupcover.h builds on this file (never the other way round).
 #pragma once
 
 #include <cstdint>
 #include <functional>
+#include <limits>
+#include <map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -24,6 +27,70 @@ using AccuracyFn = std::function<double(models::Model&)>;
 // The F32 state entry `key` of m; std::invalid_argument naming `who` when it is missing or not
 // F32. Shared by the attacks here and in groupcover.h.
 Tensor& f32_state_tensor(models::Model& m, const std::string& key, const char* who);
+
+// Weights picked out of a model: tensor key -> ascending flat indexes into that tensor.
+using WeightSet = std::map<std::string, std::vector<int64_t>>;
+int64_t weight_count(const WeightSet& w);
+
+// In place: every listed weight of `model` set to 0 ("zero"), to the mean of its tensor's
+// unlisted entries ("mean"; 0 when all are listed), or to the donor's value at the same index
+// ("donor"; same shapes required). Bad mode, missing donor, unknown key, an index out of range
+// or a shape mismatch -> std::invalid_argument.
+void reset_weights(models::Model& model, const WeightSet& flagged, const std::string& mode,
+                   models::Model* donor = nullptr);
+// "zero, mean, donor"
+const std::vector<std::string>& reset_modes();
+
+// ---- BatchNorm recalibration (label-free)
+
+// Re-estimates, in place, every BatchNorm's running mean and variance of `model` from the first
+// n images of `images` (labels unused; AdaBN, Li et al. 2016): statistics reset, forwards with
+// only the BatchNorm layers in training mode, every batch weighted equally (PyTorch's
+// momentum=None), the weights untouched; the model is left in eval mode. Returns how many
+// BatchNorm layers it re-estimated (0: a model without BatchNorm, nothing changed). n outside
+// [1, images.size()] or batch < 1 -> std::invalid_argument.
+int recalibrate_batchnorm(models::Model& model, const data::Dataset& images, int64_t n,
+                          const data::Normalization& norm, int batch, int pad_to);
+
+// The first n samples of d.
+data::Dataset first_samples(const data::Dataset& d, int64_t n);
+
+// ---- training at its best, honestly (attacks.train; docs/attacks.md "The strongest honest
+// attacker")
+
+// How an attacker with a few labelled queries trains: SGD with momentum and a cosine schedule,
+// epochs = max(min_epochs, enough epochs for min_steps steps), and the learning rate chosen
+// from `lrs` by hold-out on its own queries (never on the test set).
+struct HonestTraining {
+  std::vector<double> lrs = {0.01, 0.03, 0.1};
+  double holdout = 0.2;   // share of the queries held out to choose the lr (at least one image)
+  int min_epochs = 30;
+  int64_t min_steps = 150;
+  int batch = 64;
+  float momentum = 0.9f, weight_decay = 5e-4f;
+  uint64_t seed = 0;      // shuffling
+  int pad_to = 0;
+  // Parameters trained (by key); null = all. Frozen ones still receive gradients, unused.
+  std::function<bool(const std::string&)> trainable;
+};
+
+struct HonestFit {
+  double lr = 0;                         // the chosen learning rate (0 when every lr diverged)
+  std::vector<double> holdout_accuracy;  // [lr]: agreement with the held-out labels (NaN: diverged)
+  int epochs = 0;                        // of the final training
+  double accuracy = std::numeric_limits<double>::quiet_NaN();  // acc() of the final model
+};
+
+// For each lr: a copy of `start`, prepared (`prepare`, e.g. BatchNorm re-estimated, on the
+// images it may train on) and trained on the first (1 - holdout) of `queries`, scored on the
+// held-out rest; the best lr (ties: the first) then trains a fresh prepared copy on all queries,
+// whose accuracy acc() gives. `start` is not modified. Fewer than two queries -> no hold-out:
+// the first lr is used.
+HonestFit fit_with_holdout(models::Model& start, const data::Dataset& queries,
+                           const data::Normalization& norm, const HonestTraining& h,
+                           const AccuracyFn& acc,
+                           const std::function<void(models::Model&, const data::Dataset&)>&
+                               prepare = {});
 
 // ---- norm clipping ----
 

@@ -18,7 +18,6 @@
 #include "core/splitter/mask.h"
 #include "core/splitter/secrets.h"
 #include "experiments/attack_suite.h"
-#include "experiments/attacks.h"
 #include "experiments/h5file.h"
 #include "experiments/metrics.h"
 #include "experiments/protect.h"
@@ -65,33 +64,7 @@ const Schema& experiment_schema() {
     add("victim.augment", V::String, "auto", "random crop + flip: auto (CIFAR), on, off", {}, {},
         {"auto", "on", "off"});
     add_method_keys(s);
-    add("attacks.kinds", V::StringList, "[norm_clip, finetune, boundary_reset]",
-        "attacks to run after protection ([] = none)", {}, {},
-        {"norm_clip", "finetune", "boundary_reset", "groupcover"});
-    add("attacks.norm_clip.k", V::FloatList, "[1, 2, 3]",
-        "clip each eligible layer to mean +- k*std, for each k", 0, {});
-    add("attacks.norm_clip.global_range", V::FloatPairOrAuto, "auto",
-        "also clip every eligible layer to [lo, hi]; auto = the pretrained model's eligible range; "
-        "none = skip", {}, {}, {"auto", "none"});
-    add("attacks.finetune.fractions", V::FloatList, "[0.01, 0.05, 0.1]",
-        "shares of the training set the attacker holds", 1e-6, 1);
-    add("attacks.finetune.epochs", V::Int, "5", "fine-tuning epochs", 1, {});
-    add("attacks.finetune.optimizer", V::String, "sgd", "sgd or adam", {}, {}, {"sgd", "adam"});
-    add("attacks.finetune.lr", V::Float, "0.01", "fine-tuning learning rate (constant)", 1e-9, {});
-    add("attacks.finetune.batch", V::Int, "128", "fine-tuning batch size", 1, 65536);
-    add("attacks.finetune.scratch", V::Bool, "true",
-        "also train the architecture from scratch on the same data");
-    add("attacks.boundary_reset.delta", V::Float, "1e-3",
-        "flag weights within delta of the model's min or max", 0, {});
-    add("attacks.boundary_reset.mode", V::String, "zero",
-        "reset flagged weights to zero, to the layer mean, or to a donor model's values", {}, {},
-        {"zero", "mean", "donor"});
-    add("attacks.boundary_reset.donor", V::String, "\"\"",
-        "weights of another model of the same architecture (mode donor)");
-    add("attacks.boundary_reset.samples", V::Int, "0",
-        "labelled samples for few-shot fine-tuning after the reset (0 = none)", 0, {});
-    add("attacks.boundary_reset.epochs", V::Int, "5", "few-shot fine-tuning epochs", 1, {});
-    add_groupcover_keys(s);
+    add_attack_keys(s);
     add("output.dir", V::String, "results", "root folder of results");
     add("output.plots", V::Bool, "true", "write PNG plots beside the HDF5 file");
     add("output.seal", V::Bool, "false",
@@ -275,7 +248,7 @@ std::string summary_table(const RunSummary& s) {
                 s.total_weights ? 100.0 * double(s.obfuscated_weights) / double(s.total_weights) : 0.0);
   o << buf;
   for (auto& [name, acc] : s.attacks) {
-    std::snprintf(buf, sizeof buf, "  %-34s %8.2f%%\n", ("attack: " + name).c_str(), 100 * acc);
+    std::snprintf(buf, sizeof buf, "  %-44s %8.2f%%\n", ("attack: " + name).c_str(), 100 * acc);
     o << buf;
   }
   std::snprintf(buf, sizeof buf, "  %-34s %8.1f s\n", "time", s.seconds);
@@ -283,12 +256,183 @@ std::string summary_table(const RunSummary& s) {
   return o.str();
 }
 
+
+namespace {
+
+// The protect part of the result file (victim, accuracy, weights, secrets, search, stealth);
+// docs/results-format.md.
+void write_protection(h5::File& f, const ProtectResult& P, const CachedVictim& V,
+                      const StealthMetrics& stealth, const std::vector<int64_t>& eligible_per_layer,
+                      const std::string& arch, const std::string& dataset, bool sealed,
+                      const std::string& policy) {
+  std::vector<double> tl, ta, te;
+  for (auto& e : V.train.epochs) {
+    tl.push_back(e.train_loss);
+    ta.push_back(e.train_accuracy);
+    te.push_back(e.test_accuracy);
+  }
+  f.write("victim/train_loss", tl, "1");
+  f.write("victim/train_accuracy", ta, "fraction");
+  f.write("victim/test_accuracy", te, "fraction");
+  f.attr("victim", "arch", arch);
+  f.attr("victim", "dataset", dataset);
+  f.attr("victim", "source", V.source);
+  f.attr("victim", "parameters", int64_t(P.total_weights));
+  f.write("accuracy/original", P.original_accuracy, "fraction");
+  f.write("accuracy/obfuscated", P.obfuscated_accuracy, "fraction");
+  f.write("accuracy/restored", P.restored_accuracy, "fraction");
+  f.write("accuracy/restored_bit_exact", int64_t(P.restored_bit_exact ? 1 : 0), "1");
+  f.write("weights/layer_names", P.layers);
+  f.write("weights/eligible_per_layer", eligible_per_layer, "count");
+  f.write("weights/obfuscated_per_layer", P.per_layer_counts, "count");
+  f.write("weights/obfuscated_total", int64_t(P.obfuscated_weights), "count");
+  f.write("weights/total", int64_t(P.total_weights), "count");
+  f.write("weights/eligible_total", int64_t(P.eligible_weights), "count");
+  f.write("weights/obfuscated_fraction",
+          P.total_weights ? double(P.obfuscated_weights) / double(P.total_weights) : 0.0, "fraction");
+  f.write("secrets/bytes", int64_t(P.secrets_bytes), "bytes");
+  f.attr("secrets", "sealed", int64_t(sealed ? 1 : 0));
+  std::vector<int64_t> ep, upd, wts;
+  std::vector<double> acc, rew, secs;
+  int kmax = 1, best = 0;
+  double best_reward = -1e300;
+  for (auto& e : P.trajectory) {
+    ep.push_back(e.episode);
+    upd.push_back(e.update);
+    wts.push_back(e.total);
+    acc.push_back(e.accuracy);
+    rew.push_back(e.reward);
+    secs.push_back(e.seconds);
+    for (auto& fl : e.filters) kmax = std::max(kmax, int(fl.size()));
+    if (e.reward >= best_reward) best_reward = e.reward, best = e.episode;
+  }
+  f.write("search/trajectory/episode", ep, "count");
+  f.write("search/trajectory/update", upd, "count");
+  f.write("search/trajectory/accuracy", acc, "fraction");
+  f.write("search/trajectory/reward", rew, "1");
+  f.write("search/trajectory/weights", wts, "count");
+  f.write("search/trajectory/seconds", secs, "seconds");
+  const int64_t L = int64_t(P.layers.size()), E = int64_t(P.trajectory.size());
+  std::vector<int64_t> filt(size_t(E * L * kmax), -1);
+  for (int64_t e = 0; e < E; ++e)
+    for (int64_t l = 0; l < L && l < int64_t(P.trajectory[e].filters.size()); ++l)
+      for (size_t j = 0; j < P.trajectory[e].filters[l].size(); ++j)
+        filt[size_t((e * L + l) * kmax + int64_t(j))] = P.trajectory[e].filters[l][j];
+  f.write("search/trajectory/filters", filt, "count", {E, L, kmax});
+  std::vector<int64_t> un;
+  std::vector<double> ul, um;
+  for (auto& u : P.update_records) {
+    un.push_back(u.update);
+    ul.push_back(u.loss);
+    um.push_back(u.mean_reward);
+  }
+  f.write("search/updates/update", un, "count");
+  f.write("search/updates/loss", ul, "1");
+  f.write("search/updates/mean_reward", um, "1");
+  f.attr("search", "c", P.c);
+  f.attr("search", "eps", P.eps);
+  f.attr("search", "clamp_lo", P.clamp_lo);
+  f.attr("search", "clamp_hi", P.clamp_hi);
+  f.attr("search", "k", int64_t(P.k));
+  f.attr("search", "target_per_layer", P.target_per_layer);
+  f.attr("search", "method", P.method);
+  f.attr("search", "best_episode", int64_t(best));
+  f.attr("search", "policy", policy);
+  f.write("stealth/at_bounds_fraction", stealth.at_bounds_fraction, "fraction");
+  f.write("stealth/at_bounds_per_layer", stealth.at_bounds_per_layer, "fraction");
+  f.write("stealth/ks_distance", stealth.ks_distance, "1");
+  f.write("stealth/ks_per_layer", stealth.ks_per_layer, "1");
+  f.write("stealth/histogram/edges", stealth.original.edges, "weight");
+  f.write("stealth/histogram/original", stealth.original.counts, "count");
+  f.write("stealth/histogram/obfuscated", stealth.obfuscated.counts, "count");
+  f.write("stealth/histogram/masked_original", stealth.masked_original.counts, "count");
+  f.write("stealth/histogram/masked_obfuscated", stealth.masked_obfuscated.counts, "count");
+}
+
+void write_provenance(h5::File& f, const Config& cfg, const RunOptions& opt, Device dev,
+                      uint64_t seed, const std::string& start_time) {
+  f.attr("/", "format", std::string("nnsplitter-run-1"));
+  f.attr("/", "version", std::string(version()));
+  f.attr("/", "git_commit", std::string(git_commit()));
+  f.attr("/", "host", hostname());
+  f.attr("/", "device", std::string(device_name(dev)));
+  f.attr("/", "threads", int64_t(current_threads()));
+  f.attr("/", "seed", int64_t(seed));
+  f.attr("/", "start_time", start_time);
+  f.attr("/", "end_time", iso_now());
+  f.attr("/", "config", cfg.effective_yaml());
+  std::string run_name = cfg.get_string("name");
+  if (opt.sweep_index >= 0) {
+    char idx[32];
+    std::snprintf(idx, sizeof idx, "/run_%04d", opt.sweep_index);
+    run_name += idx;
+  }
+  f.attr("/", "run_name", run_name);
+  f.attr("/", "sweep_index", int64_t(opt.sweep_index));
+}
+
+// What the attacks of a run see (experiments/attack_unit.h). The donor is attacks.donor, else
+// the victim recipe trained with seed + 1 (cached), loaded on first use into `donor`.
+AttackContext attack_context(const Config& cfg, const RunOptions& opt, models::Model& obf,
+                             const splitter::Secrets& secrets, const data::Splits& splits,
+                             const data::Normalization& norm, int pad_to,
+                             const std::vector<std::string>& layers, const models::ModelSpec& spec,
+                             Device dev, const std::string& donor_path,
+                             std::unique_ptr<models::Model>& donor) {
+  AttackContext ctx;
+  ctx.obfuscated = &obf;
+  ctx.secrets = &secrets;
+  ctx.splits = &splits;
+  ctx.norm = norm;
+  ctx.pad_to = pad_to;
+  ctx.rule = cfg.get_string("splitter.rule");
+  ctx.layers = layers;
+  ctx.seed = uint64_t(cfg.get_int("seed"));
+  ctx.progress = opt.progress;
+  ctx.cache_dir = opt.cache_dir.empty() ? (fs::path(cfg.get_string("output.dir")) / "victims").string()
+                                        : opt.cache_dir;
+  ctx.donor = [&cfg, &opt, &splits, norm, pad_to, spec, dev, donor_path, &donor]() -> models::Model* {
+    if (donor) return donor.get();
+    if (!donor_path.empty()) {
+      donor = io::load_model(donor_path);
+      const auto& d = donor->spec();
+      if (d.arch != spec.arch || d.in_channels != spec.in_channels || d.num_classes != spec.num_classes)
+        throw ConfigError("attacks.donor: " + donor_path + " holds a " + d.arch +
+                          ", not the attacked architecture " + spec.arch);
+    } else {
+      CachedVictim d = cached_victim(cfg, spec, splits, norm, pad_to,
+                                     uint64_t(cfg.get_int("seed")) + 1, opt, dev);
+      if (d.interrupted) throw std::runtime_error("interrupted while training the donor");
+      donor = std::move(d.model);
+    }
+    donor->to(dev);
+    return donor.get();
+  };
+  return ctx;
+}
+
+void plot(const Config& cfg, const fs::path& out, const fs::path& work) {
+  if (!cfg.get_bool("output.plots")) return;
+  fs::path script = fs::path(source_dir()) / "tools" / "plot_results.py";
+  if (!fs::exists(script) || !fs::exists("/usr/bin/python3")) {
+    std::fprintf(stderr, "warning: %s not found: no plots\n", script.c_str());
+    return;
+  }
+  std::string cmd = "/usr/bin/python3 '" + script.string() + "' '" + out.string() + "' --out '" +
+                    work.string() + "' >&2";
+  if (std::system(cmd.c_str()) != 0)
+    std::fprintf(stderr, "warning: plotting failed (%s); the HDF5 file is complete\n", cmd.c_str());
+}
+
+}  // namespace
+
 RunSummary run_experiment(const Config& cfg, const RunOptions& opt) {
   const auto t0 = std::chrono::steady_clock::now();
   const std::string start_time = iso_now();
   RunSummary S;
   S.output_path = opt.output_path;
   if (opt.output_path.empty()) throw UsageError("run: no output path");
+  AttackSuite attacks = AttackSuite::parse(cfg);  // configuration errors before any work
   set_threads(int(cfg.get_int("threads")));
   Device dev = require_device(cfg.get_string("device"));
   const uint64_t seed = uint64_t(cfg.get_int("seed"));
@@ -300,46 +444,31 @@ RunSummary run_experiment(const Config& cfg, const RunOptions& opt) {
   const fs::path work = opt.state_dir.empty() ? fs::path(out).replace_extension("") : fs::path(opt.state_dir);
   fs::create_directories(out.parent_path());
   fs::create_directories(work);
-
   auto splits = data::load_dataset(dataset, cfg.get_string("dataset.data_dir"));
   const auto norm = data::normalization_for(dataset);
-  auto test_accuracy = [&](models::Model& m) {
-    return evaluate(m, splits.test, norm, 256, pad_to).accuracy();
-  };
 
   // ---- victim: load, or train (cached by a hash of its training recipe)
   auto t_victim = std::chrono::steady_clock::now();
-  std::unique_ptr<models::Model> victim;
-  std::map<std::string, std::string> victim_meta;
-  std::string victim_source;
-  TrainResult victim_train;
-  const std::string weights = cfg.get_string("victim.weights");
-  if (!weights.empty()) {
-    victim = io::load_model(weights, &victim_meta);
-    if (victim->spec().arch != spec.arch || victim->spec().in_channels != spec.in_channels ||
-        victim->spec().num_classes != spec.num_classes)
-      throw ConfigError("victim.weights: " + weights + " holds a " + victim->spec().arch +
+  CachedVictim V;
+  if (const std::string weights = cfg.get_string("victim.weights"); !weights.empty()) {
+    V.model = io::load_model(weights, &V.meta);
+    const auto& vs = V.model->spec();
+    if (vs.arch != spec.arch || vs.in_channels != spec.in_channels || vs.num_classes != spec.num_classes)
+      throw ConfigError("victim.weights: " + weights + " holds a " + vs.arch +
                         " that does not match model.arch " + spec.arch + " on " + dataset);
-    victim_source = weights;
+    V.source = weights;
   } else {
-    CachedVictim cv = cached_victim(cfg, spec, splits, norm, pad_to, seed, opt, dev);
-    if (cv.interrupted) {
-      S.interrupted = true;
-      return S;
-    }
-    victim = std::move(cv.model);
-    victim_meta = std::move(cv.meta);
-    victim_source = std::move(cv.source);
-    victim_train = std::move(cv.train);
+    V = cached_victim(cfg, spec, splits, norm, pad_to, seed, opt, dev);
+    if (V.interrupted) return S.interrupted = true, S;
   }
-  victim->to(dev);
+  V.model->to(dev);
   const double victim_seconds = seconds_since(t_victim);
-  auto original = models::clone_model(*victim);
+  auto original = models::clone_model(*V.model);
 
-  // ---- protect
+  // ---- protect (the victim's model is left holding the obfuscated weights)
   auto t_search = std::chrono::steady_clock::now();
   ProtectInputs in;
-  in.model = victim.get();
+  in.model = V.model.get();
   in.train = &splits.train;
   in.test = &splits.test;
   in.norm = norm;
@@ -350,7 +479,7 @@ RunSummary run_experiment(const Config& cfg, const RunOptions& opt) {
   in.progress = opt.progress;
   in.resume = opt.resume;
   in.stop_flag = opt.stop_flag;
-  in.weights_metadata = victim_meta;
+  in.weights_metadata = V.meta;
   in.weights_metadata.erase(kVictimCurves);
   if (cfg.get_bool("output.seal")) {
     fs::path key = work / "secret.key";
@@ -359,110 +488,30 @@ RunSummary run_experiment(const Config& cfg, const RunOptions& opt) {
   }
   for (auto name : {"obfuscated.safetensors", "secrets.safetensors"}) fs::remove(work / name);
   ProtectResult P = protect(in, cfg);
-  if (P.interrupted) {
-    S.interrupted = true;
-    return S;
-  }
+  if (P.interrupted) return S.interrupted = true, S;  // resumable
   const double search_seconds = seconds_since(t_search);
-  models::Model& obf = *victim;  // holds the obfuscated weights now
+  models::Model& obf = *V.model;
 
-  // ---- stealthiness and attacks
+  // ---- stealthiness and the attacks (attacks.kinds, experiments/attack_suite.h)
   auto t_attacks = std::chrono::steady_clock::now();
   StealthMetrics stealth = stealth_metrics(*original, obf, P.layers, P.clamp_lo, P.clamp_hi);
-  std::vector<std::string> kinds = cfg.get_strings("attacks.kinds");
-  auto has = [&](const std::string& k) {
-    return std::find(kinds.begin(), kinds.end(), k) != kinds.end();
-  };
-  NormClipResult clip;
-  FinetuneResult ft;
-  BoundaryResetResult br;
-  if (has("norm_clip")) {
-    double lo = 0, hi = 0;
-    if (cfg.is_word("attacks.norm_clip.global_range", "auto")) {
-      auto layers = splitter::eligible(*original, cfg.get_string("splitter.rule"));
-      auto st = splitter::eligible_stats(layers);
-      lo = st.min;
-      hi = st.max;
-    } else if (!cfg.is_word("attacks.norm_clip.global_range", "none")) {
-      std::tie(lo, hi) = cfg.get_pair("attacks.norm_clip.global_range");
+  const std::string rule = cfg.get_string("splitter.rule");
+  std::unique_ptr<splitter::Secrets> secrets;
+  std::unique_ptr<models::Model> donor;
+  if (!attacks.empty()) {
+    secrets = std::make_unique<splitter::Secrets>(splitter::read_secrets(
+        P.secrets_path, in.seal_key.empty() ? nullptr : &in.seal_key));
+    AttackContext ctx = attack_context(cfg, opt, obf, *secrets, splits, norm, pad_to, P.layers, spec,
+                                       dev, attacks.donor_path(), donor);
+    attacks.run(ctx, original.get());  // the deployed model is the original (bit-exact restore)
+    for (const auto& l : attacks.lines())
+      if (l.role != AttackLine::Role::Score) S.attacks.emplace_back(l.column, l.value);
+    const Headline h = attacks.headline();
+    for (size_t i = 0; i < h.budgets.size(); ++i) {
+      S.attacks.emplace_back("best" + at_budget(h.budgets[i]) + " (" + h.best_attack_column[i] + ")",
+                             h.best_attack[i]);
+      S.attacks.emplace_back("floor" + at_budget(h.budgets[i]), h.floor[i]);
     }
-    clip = norm_clip_attack(obf, P.layers, cfg.get_floats("attacks.norm_clip.k"), lo, hi, test_accuracy);
-    for (size_t i = 0; i < clip.k.size(); ++i) {
-      char name[64];
-      std::snprintf(name, sizeof name, "norm clip k=%g", clip.k[i]);
-      S.attacks.emplace_back(name, clip.accuracy[i]);
-    }
-    if (clip.global_accuracy >= 0) S.attacks.emplace_back("norm clip global range", clip.global_accuracy);
-  }
-  if (has("finetune")) {
-    FinetuneOptions fo;
-    fo.fractions = cfg.get_floats("attacks.finetune.fractions");
-    fo.epochs = int(cfg.get_int("attacks.finetune.epochs"));
-    fo.optimizer = cfg.get_string("attacks.finetune.optimizer");
-    fo.lr = float(cfg.get_float("attacks.finetune.lr"));
-    fo.batch = int(cfg.get_int("attacks.finetune.batch"));
-    fo.scratch = cfg.get_bool("attacks.finetune.scratch");
-    fo.seed = seed;
-    fo.pad_to = pad_to;
-    ft = finetune_attack(obf, splits.train, norm, fo, test_accuracy);
-    for (size_t i = 0; i < ft.fractions.size(); ++i) {
-      char name[64];
-      std::snprintf(name, sizeof name, "fine-tune %g%% data", 100 * ft.fractions[i]);
-      S.attacks.emplace_back(name, ft.accuracy[i].back());
-      if (!ft.scratch_accuracy.empty()) {
-        std::snprintf(name, sizeof name, "scratch %g%% data", 100 * ft.fractions[i]);
-        S.attacks.emplace_back(name, ft.scratch_accuracy[i].back());
-      }
-    }
-  }
-  if (has("boundary_reset")) {
-    BoundaryResetOptions bo;
-    bo.delta = cfg.get_float("attacks.boundary_reset.delta");
-    bo.mode = cfg.get_string("attacks.boundary_reset.mode");
-    std::unique_ptr<models::Model> donor;
-    if (bo.mode == "donor") {
-      std::string dpath = cfg.get_string("attacks.boundary_reset.donor");
-      if (dpath.empty())
-        throw ConfigError("attacks.boundary_reset.donor: mode donor needs a donor weights file");
-      donor = io::load_model(dpath);
-      donor->to(dev);
-      bo.donor = donor.get();
-    }
-    bo.finetune_samples = cfg.get_int("attacks.boundary_reset.samples");
-    bo.finetune_epochs = int(cfg.get_int("attacks.boundary_reset.epochs"));
-    bo.seed = seed;
-    bo.pad_to = pad_to;
-    auto sec = splitter::read_secrets(P.secrets_path, in.seal_key.empty() ? nullptr : &in.seal_key);
-    br = boundary_reset_attack(obf, P.layers, &sec, splits.train, norm, bo, test_accuracy);
-    S.attacks.emplace_back("boundary reset", br.accuracy_reset);
-    if (!br.accuracy_finetuned.empty())
-      S.attacks.emplace_back("boundary reset + few-shot", br.accuracy_finetuned.back());
-  }
-  GroupCoverRun gc;
-  if (has("groupcover")) {
-    auto sec = splitter::read_secrets(P.secrets_path, in.seal_key.empty() ? nullptr : &in.seal_key);
-    // The deployed victim is the original model (restoration is bit-exact); the public donor is
-    // the same recipe trained with another seed.
-    gc = run_groupcover(cfg, obf, *original, sec, splits, norm, pad_to, [&] {
-      auto d = cached_victim(cfg, spec, splits, norm, pad_to, seed + 1, opt, dev);
-      return d.interrupted ? nullptr : std::move(d.model);
-    });
-    if (gc.interrupted) {
-      S.interrupted = true;
-      return S;
-    }
-    const auto& r = gc.result;
-    for (size_t i = 0; i < r.resets.size(); ++i)
-      for (size_t b = 0; b < r.budgets.size(); ++b)
-        S.attacks.emplace_back("groupcover " + r.resets[i] + " " + std::to_string(r.budgets[b]) +
-                                   " queries",
-                               r.recovered[i][b]);
-    for (size_t b = 0; b < r.floor_donor.size(); ++b)
-      S.attacks.emplace_back("floor donor " + std::to_string(r.budgets[b]) + " queries",
-                             r.floor_donor[b]);
-    for (size_t b = 0; b < r.floor_scratch.size(); ++b)
-      S.attacks.emplace_back("floor scratch " + std::to_string(r.budgets[b]) + " queries",
-                             r.floor_scratch[b]);
   }
   const double attacks_seconds = seconds_since(t_attacks);
 
@@ -472,172 +521,19 @@ RunSummary run_experiment(const Config& cfg, const RunOptions& opt) {
   S.restored_accuracy = P.restored_accuracy;
   S.obfuscated_weights = P.obfuscated_weights;
   S.total_weights = P.total_weights;
-  S.seconds = seconds_since(t0);
   std::vector<int64_t> eligible_per_layer;
-  {
-    auto layers = splitter::eligible(*original, cfg.get_string("splitter.rule"));
-    for (auto& l : layers) eligible_per_layer.push_back(l.param->value.numel());
-  }
+  for (auto& l : splitter::eligible(*original, rule)) eligible_per_layer.push_back(l.param->value.numel());
   h5::write_atomically(out.string(), [&](h5::File& f) {
-    f.attr("/", "format", std::string("nnsplitter-run-1"));
-    f.attr("/", "version", std::string(version()));
-    f.attr("/", "git_commit", std::string(git_commit()));
-    f.attr("/", "host", hostname());
-    f.attr("/", "device", std::string(device_name(dev)));
-    f.attr("/", "threads", int64_t(current_threads()));
-    f.attr("/", "seed", int64_t(seed));
-    f.attr("/", "start_time", start_time);
-    f.attr("/", "end_time", iso_now());
-    f.attr("/", "config", cfg.effective_yaml());
-    std::string run_name = cfg.get_string("name");
-    if (opt.sweep_index >= 0) {
-      char idx[32];
-      std::snprintf(idx, sizeof idx, "/run_%04d", opt.sweep_index);
-      run_name += idx;
-    }
-    f.attr("/", "run_name", run_name);
-    f.attr("/", "sweep_index", int64_t(opt.sweep_index));
-    // victim
-    std::vector<double> tl, ta, te;
-    for (auto& e : victim_train.epochs) {
-      tl.push_back(e.train_loss);
-      ta.push_back(e.train_accuracy);
-      te.push_back(e.test_accuracy);
-    }
-    f.write("victim/train_loss", tl, "1");
-    f.write("victim/train_accuracy", ta, "fraction");
-    f.write("victim/test_accuracy", te, "fraction");
-    f.attr("victim", "arch", spec.arch);
-    f.attr("victim", "dataset", dataset);
-    f.attr("victim", "source", victim_source);
-    f.attr("victim", "parameters", int64_t(P.total_weights));
-    // accuracy
-    f.write("accuracy/original", P.original_accuracy, "fraction");
-    f.write("accuracy/obfuscated", P.obfuscated_accuracy, "fraction");
-    f.write("accuracy/restored", P.restored_accuracy, "fraction");
-    f.write("accuracy/restored_bit_exact", int64_t(P.restored_bit_exact ? 1 : 0), "1");
-    // weights
-    f.write("weights/layer_names", P.layers);
-    f.write("weights/eligible_per_layer", eligible_per_layer, "count");
-    f.write("weights/obfuscated_per_layer", P.per_layer_counts, "count");
-    f.write("weights/obfuscated_total", int64_t(P.obfuscated_weights), "count");
-    f.write("weights/total", int64_t(P.total_weights), "count");
-    f.write("weights/eligible_total", int64_t(P.eligible_weights), "count");
-    f.write("weights/obfuscated_fraction",
-            P.total_weights ? double(P.obfuscated_weights) / double(P.total_weights) : 0.0, "fraction");
-    f.write("secrets/bytes", int64_t(P.secrets_bytes), "bytes");
-    f.attr("secrets", "sealed", int64_t(in.seal_key.empty() ? 0 : 1));
-    // search
-    f.write("search/trajectory/episode", [&] {
-      std::vector<int64_t> v;
-      for (auto& e : P.trajectory) v.push_back(e.episode);
-      return v;
-    }(), "count");
-    std::vector<int64_t> upd, wts;
-    std::vector<double> acc, rew, secs;
-    int kmax = 1;
-    for (auto& e : P.trajectory) {
-      upd.push_back(e.update);
-      wts.push_back(e.total);
-      acc.push_back(e.accuracy);
-      rew.push_back(e.reward);
-      secs.push_back(e.seconds);
-      for (auto& fl : e.filters) kmax = std::max(kmax, int(fl.size()));
-    }
-    f.write("search/trajectory/update", upd, "count");
-    f.write("search/trajectory/accuracy", acc, "fraction");
-    f.write("search/trajectory/reward", rew, "1");
-    f.write("search/trajectory/weights", wts, "count");
-    f.write("search/trajectory/seconds", secs, "seconds");
-    const int64_t L = int64_t(P.layers.size()), E = int64_t(P.trajectory.size());
-    std::vector<int64_t> filt(size_t(E * L * kmax), -1);
-    for (int64_t e = 0; e < E; ++e)
-      for (int64_t l = 0; l < L && l < int64_t(P.trajectory[e].filters.size()); ++l)
-        for (size_t j = 0; j < P.trajectory[e].filters[l].size(); ++j)
-          filt[size_t((e * L + l) * kmax + int64_t(j))] = P.trajectory[e].filters[l][j];
-    f.write("search/trajectory/filters", filt, "count", {E, L, kmax});
-    std::vector<int64_t> un;
-    std::vector<double> ul, um;
-    for (auto& u : P.update_records) {
-      un.push_back(u.update);
-      ul.push_back(u.loss);
-      um.push_back(u.mean_reward);
-    }
-    f.write("search/updates/update", un, "count");
-    f.write("search/updates/loss", ul, "1");
-    f.write("search/updates/mean_reward", um, "1");
-    f.attr("search", "c", P.c);
-    f.attr("search", "eps", P.eps);
-    f.attr("search", "clamp_lo", P.clamp_lo);
-    f.attr("search", "clamp_hi", P.clamp_hi);
-    f.attr("search", "best_episode", int64_t(P.trajectory.empty() ? 0 : [&] {
-             int best = 0;
-             double r = -1e300;
-             for (auto& e : P.trajectory)
-               if (e.reward >= r) {
-                 r = e.reward;
-                 best = e.episode;
-               }
-             return best;
-           }()));
-    f.attr("search", "policy", cfg.get_string("controller.kind"));
-    // stealth
-    f.write("stealth/at_bounds_fraction", stealth.at_bounds_fraction, "fraction");
-    f.write("stealth/at_bounds_per_layer", stealth.at_bounds_per_layer, "fraction");
-    f.write("stealth/ks_distance", stealth.ks_distance, "1");
-    f.write("stealth/ks_per_layer", stealth.ks_per_layer, "1");
-    f.write("stealth/histogram/edges", stealth.original.edges, "weight");
-    f.write("stealth/histogram/original", stealth.original.counts, "count");
-    f.write("stealth/histogram/obfuscated", stealth.obfuscated.counts, "count");
-    f.write("stealth/histogram/masked_original", stealth.masked_original.counts, "count");
-    f.write("stealth/histogram/masked_obfuscated", stealth.masked_obfuscated.counts, "count");
-    // attacks
-    if (has("norm_clip")) {
-      f.write("attacks/norm_clip/k", clip.k, "1");
-      f.write("attacks/norm_clip/accuracy", clip.accuracy, "fraction");
-      if (clip.global_accuracy >= 0) {
-        f.write("attacks/norm_clip/global_accuracy", clip.global_accuracy, "fraction");
-        f.attr("attacks/norm_clip/global_accuracy", "lo", clip.global_lo);
-        f.attr("attacks/norm_clip/global_accuracy", "hi", clip.global_hi);
-      }
-    }
-    if (has("finetune")) {
-      const int64_t Pn = int64_t(ft.fractions.size());
-      const int64_t cols = Pn ? int64_t(ft.accuracy[0].size()) : 0;
-      std::vector<double> a, sc;
-      for (auto& row : ft.accuracy) a.insert(a.end(), row.begin(), row.end());
-      for (auto& row : ft.scratch_accuracy) sc.insert(sc.end(), row.begin(), row.end());
-      f.write("attacks/finetune/fractions", ft.fractions, "fraction");
-      f.write("attacks/finetune/accuracy", a, "fraction", {Pn, cols});
-      if (!sc.empty()) f.write("attacks/finetune/scratch_accuracy", sc, "fraction", {Pn, cols});
-    }
-    if (has("boundary_reset")) {
-      f.write("attacks/boundary_reset/detected", br.detected, "count");
-      f.write("attacks/boundary_reset/true_positives", br.true_positives, "count");
-      f.write("attacks/boundary_reset/obfuscated", br.obfuscated, "count");
-      f.write("attacks/boundary_reset/accuracy_reset", br.accuracy_reset, "fraction");
-      f.write("attacks/boundary_reset/accuracy_finetuned", br.accuracy_finetuned, "fraction");
-      f.attr("attacks/boundary_reset", "delta", cfg.get_float("attacks.boundary_reset.delta"));
-      f.attr("attacks/boundary_reset", "mode", cfg.get_string("attacks.boundary_reset.mode"));
-    }
-    if (has("groupcover")) write_groupcover(f, gc);
+    write_provenance(f, cfg, opt, dev, seed, start_time);
+    write_protection(f, P, V, stealth, eligible_per_layer, spec.arch, dataset, !in.seal_key.empty(),
+                     cfg.get_string("controller.kind"));
+    attacks.write(f);
     f.write("times/total", seconds_since(t0), "seconds");
     f.write("times/victim", victim_seconds, "seconds");
     f.write("times/search", search_seconds, "seconds");
     f.write("times/attacks", attacks_seconds, "seconds");
   });
-
-  if (cfg.get_bool("output.plots")) {
-    fs::path script = fs::path(source_dir()) / "tools" / "plot_results.py";
-    if (fs::exists(script) && fs::exists("/usr/bin/python3")) {
-      std::string cmd = "/usr/bin/python3 '" + script.string() + "' '" + out.string() + "' --out '" +
-                        work.string() + "' >&2";
-      if (std::system(cmd.c_str()) != 0)
-        std::fprintf(stderr, "warning: plotting failed (%s); the HDF5 file is complete\n", cmd.c_str());
-    } else {
-      std::fprintf(stderr, "warning: %s not found: no plots\n", script.c_str());
-    }
-  }
+  plot(cfg, out, work);
   S.seconds = seconds_since(t0);
   return S;
 }

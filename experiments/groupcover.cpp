@@ -25,13 +25,6 @@ std::pair<double, double> percentile_ends(std::vector<float> v, double percentil
   return {v[lower > 0 ? lower - 1 : 0], v[upper < n ? upper : n - 1]};
 }
 
-// The first n samples of d (the first n queries of a transfer set).
-data::Dataset first_samples(const data::Dataset& d, int64_t n) {
-  std::vector<int64_t> first(static_cast<size_t>(n));
-  std::iota(first.begin(), first.end(), int64_t(0));
-  return data::subset(d, first);
-}
-
 std::vector<float> finite_values(const std::vector<float>& v) {
   std::vector<float> out;
   out.reserve(v.size());
@@ -41,12 +34,6 @@ std::vector<float> finite_values(const std::vector<float>& v) {
 }
 
 }  // namespace
-
-int64_t weight_count(const WeightSet& w) {
-  int64_t n = 0;
-  for (const auto& [key, idx] : w) n += int64_t(idx.size());
-  return n;
-}
 
 std::vector<std::string> trainable_keys(models::Model& m) { return scanned_keys(m, "trainable"); }
 
@@ -215,52 +202,6 @@ DetectionScore score_detection(const std::string& detector, const WeightSet& fla
   return s;
 }
 
-// ---------------------------------------------------------------- resets
-
-const std::vector<std::string>& reset_modes() {
-  static const std::vector<std::string> modes = {"zero", "mean", "donor"};
-  return modes;
-}
-
-void reset_weights(models::Model& model, const WeightSet& flagged, const std::string& mode,
-                   models::Model* donor) {
-  if (std::find(reset_modes().begin(), reset_modes().end(), mode) == reset_modes().end())
-    throw std::invalid_argument("reset: unknown mode '" + mode + "' (zero, mean or donor)");
-  if (mode == "donor" && !donor) throw std::invalid_argument("reset: mode donor needs a donor");
-  for (const auto& [key, idx] : flagged) {
-    if (idx.empty()) continue;
-    Tensor& t = f32_state_tensor(model, key, "reset");
-    std::vector<float> v = t.to_vector();
-    for (int64_t i : idx)
-      if (i < 0 || i >= int64_t(v.size()))
-        throw std::invalid_argument("reset: index " + std::to_string(i) + " out of range for '" +
-                                    key + "' (" + std::to_string(v.size()) + " entries)");
-    if (mode == "zero") {
-      for (int64_t i : idx) v[size_t(i)] = 0.0f;
-    } else if (mode == "mean") {
-      std::vector<bool> is_flagged(v.size(), false);
-      for (int64_t i : idx) is_flagged[size_t(i)] = true;
-      double s = 0;
-      size_t n = 0;
-      for (size_t i = 0; i < v.size(); ++i)
-        if (!is_flagged[i]) {
-          s += v[i];
-          ++n;
-        }
-      const float mean = n ? float(s / double(n)) : 0.0f;
-      for (int64_t i : idx) v[size_t(i)] = mean;
-    } else {
-      Tensor& dt = f32_state_tensor(*donor, key, "reset (donor)");
-      if (dt.shape() != t.shape())
-        throw std::invalid_argument("reset: donor's '" + key + "' has shape " +
-                                    shape_str(dt.shape()) + ", expected " + shape_str(t.shape()));
-      const std::vector<float> dv = dt.to_vector();
-      for (int64_t i : idx) v[size_t(i)] = dv[size_t(i)];
-    }
-    t.copy_from(Tensor::from_vector(v, t.shape()));
-  }
-}
-
 // ---------------------------------------------------------------- knockoff
 
 const std::vector<std::string>& query_sources() {
@@ -303,42 +244,6 @@ data::Dataset label_queries(const data::Dataset& pool, models::Model* victim,
                              std::to_string(pool.size()) + " queries");
   d.labels.assign(r.predictions.begin(), r.predictions.end());
   return d;
-}
-
-int recalibrate_batchnorm(models::Model& model, const data::Dataset& images, int64_t n,
-                          const data::Normalization& norm, int batch, int pad_to) {
-  if (n < 1 || n > images.size() || batch < 1)
-    throw std::invalid_argument("recalibrate_batchnorm: " + std::to_string(n) + " images of " +
-                                std::to_string(images.size()) + ", batch " +
-                                std::to_string(batch));
-  std::vector<nn::BatchNorm2d*> bns;
-  for (auto& [name, m] : model.modules())
-    if (auto* b = dynamic_cast<nn::BatchNorm2d*>(m); b && !b->bypassed()) bns.push_back(b);
-  if (bns.empty()) return 0;
-  model.set_training(false);
-  std::vector<float> momentum;
-  for (auto* b : bns) {
-    momentum.push_back(b->momentum);
-    b->running_mean.fill(0.0f);
-    b->running_var.fill(1.0f);
-    b->num_batches_tracked.zero();
-    b->set_training(true);
-  }
-  const data::Dataset part = first_samples(images, n);
-  data::BatchOptions bo;
-  bo.pad_to = pad_to;
-  data::Loader loader(part, norm, batch, false, 0, bo);
-  Tensor x, y;
-  int seen = 0;
-  models::NoGrad no_grad(model);  // statistics only: no activation kept for a backward
-  while (loader.next(x, y)) {
-    ++seen;
-    for (auto* b : bns) b->momentum = 1.0f / float(seen);  // running = mean of the batch statistics
-    model.forward(x.to(model.device()));
-  }
-  for (size_t i = 0; i < bns.size(); ++i) bns[i]->momentum = momentum[i];
-  model.set_training(false);
-  return int(bns.size());
 }
 
 std::vector<double> knockoff_train(models::Model& start, const data::Dataset& transfer,
@@ -404,14 +309,6 @@ GroupCoverResult groupcover_attack(models::Model& obfuscated, const splitter::Se
                                         : make_detector(name, o.params)->detect(obfuscated, keys);
       res.scores.push_back(score_detection(name, flagged, *secrets));
     }
-  if (o.bn_recalibrate)
-    for (int64_t b : o.knockoff.budgets) {
-      if (b < 1 || b > transfer.size()) break;  // knockoff_train below reports the bad budget
-      auto copy = models::clone_model(obfuscated);
-      if (recalibrate_batchnorm(*copy, transfer, b, norm, o.knockoff.batch, o.knockoff.pad_to) == 0)
-        break;
-      res.bn_recalibrated.push_back(acc(*copy));
-    }
   for (const auto& mode : o.resets) {
     auto copy = models::clone_model(obfuscated);
     reset_weights(*copy, res.flagged, mode, donor);
@@ -419,12 +316,6 @@ GroupCoverResult groupcover_attack(models::Model& obfuscated, const splitter::Se
     res.resets.push_back(mode);
     res.accuracy_reset.push_back(acc(*copy));
     res.recovered.push_back(knockoff_train(*copy, transfer, norm, o.knockoff, acc));
-  }
-  if (o.floor) {
-    if (donor) res.floor_donor = knockoff_train(*donor, transfer, norm, o.knockoff, acc);
-    auto fresh = models::build_model(obfuscated.spec(), o.knockoff.seed + 1);
-    fresh->to(obfuscated.device());
-    res.floor_scratch = knockoff_train(*fresh, transfer, norm, o.knockoff, acc);
   }
   return res;
 }

@@ -1,8 +1,8 @@
 // The published attack on NNSplitter (GroupCover, Zhang et al., ICML 2024; SPEC §2 "The
 // published protocol", docs/attacks.md): identify the obfuscated weights from the weight
 // statistics alone, reset them, and fine-tune on a few hundred queries labelled by the deployed
-// victim (knockoff). Beside it, the black-box floor: the same queries training the architecture
-// from a public donor and from scratch, with no obfuscated model at all.
+// victim (knockoff), at GroupCover's own settings. (The black-box floor and the attacks at their
+// best are the units `floor` and `knockoff`, experiments/attack_*.cpp.)
 //
 // The attacker's side (detectors, resets, knockoff training) never reads the secrets; they are
 // used only to score a detector (precision and recall). Every function works on copies or on
@@ -21,10 +21,6 @@
 #include "experiments/attacks.h"
 
 namespace nns::exp {
-
-// Flagged weights: tensor key -> ascending flat indexes into that tensor.
-using WeightSet = std::map<std::string, std::vector<int64_t>>;
-int64_t weight_count(const WeightSet& w);
 
 // The tensors GroupCover scans: every trainable parameter (model.parameters(); BatchNorm
 // weights and biases included, buffers excluded), in model order.
@@ -107,17 +103,6 @@ struct DetectionScore {
 DetectionScore score_detection(const std::string& detector, const WeightSet& flagged,
                                const splitter::Secrets& secrets);
 
-// ---- resets
-
-// In place: every flagged weight of `model` set to 0 ("zero"), to the mean of its tensor's
-// unflagged entries ("mean"; 0 when all are flagged), or to the donor's value at the same index
-// ("donor"; same shapes required). Bad mode, missing donor, unknown key, an index out of range
-// or a shape mismatch -> std::invalid_argument.
-void reset_weights(models::Model& model, const WeightSet& flagged, const std::string& mode,
-                   models::Model* donor = nullptr);
-// "zero, mean, donor"
-const std::vector<std::string>& reset_modes();
-
 // ---- knockoff fine-tuning
 
 // Where the queries come from (docs/attacks.md): "test" = the first n of a seeded permutation of
@@ -159,30 +144,15 @@ std::vector<double> knockoff_train(models::Model& start, const data::Dataset& tr
                                    const data::Normalization& norm, const KnockoffOptions& o,
                                    const AccuracyFn& acc);
 
-// ---- BatchNorm recalibration (label-free)
-
-// Re-estimates, in place, every BatchNorm's running mean and variance of `model` from the first
-// n images of `images` (labels unused; AdaBN, Li et al. 2016): statistics reset, forwards with
-// only the BatchNorm layers in training mode, every batch weighted equally (PyTorch's
-// momentum=None), the weights untouched; the model is left in eval mode. Returns how many
-// BatchNorm layers it re-estimated (0: a model without BatchNorm, nothing changed). n outside
-// [1, images.size()] or batch < 1 -> std::invalid_argument.
-int recalibrate_batchnorm(models::Model& model, const data::Dataset& images, int64_t n,
-                          const data::Normalization& norm, int batch, int pad_to);
-
 // ---- the protocol
 
 struct GroupCoverOptions {
   std::string detector = "extreme_percentile";  // drives the reset
   DetectorParams params;
   std::string scope = "trainable";  // scanned_keys(): trainable (GroupCover) or weights
-  // Also the label-free attack on the same queries: the obfuscated model's BatchNorm
-  // statistics re-estimated on the first b queries (no reset, no training).
-  bool bn_recalibrate = true;
   std::vector<std::string> scored = detector_names();  // detectors scored against the secrets
   std::vector<std::string> resets = {"donor"};         // each: reset, then knockoff
   KnockoffOptions knockoff;
-  bool floor = true;  // also the black-box floor (from the donor when given, from scratch)
 };
 
 struct GroupCoverResult {
@@ -192,16 +162,11 @@ struct GroupCoverResult {
   std::vector<std::string> resets;
   std::vector<double> accuracy_reset;          // [reset]: after the reset, before training
   std::vector<std::vector<double>> recovered;  // [reset][budget]
-  std::vector<double> floor_donor, floor_scratch;  // [budget]; floor_donor empty without donor
-  // [budget]: recalibrate_batchnorm on the obfuscated model with the first b queries; empty when
-  // off or the model has no BatchNorm.
-  std::vector<double> bn_recalibrated;
 };
 
-// detect (o.detector on scanned_keys(o.scope)) -> for each reset mode: reset a copy, measure, knockoff
-// on `transfer` per budget; the floor trains the donor and build_model(spec, seed + 1) on the
-// same transfer set. `secrets` (may be null) only scores the detectors. Mode donor without a
-// donor -> std::invalid_argument.
+// detect (o.detector on scanned_keys(o.scope)) -> for each reset mode: reset a copy, measure,
+// knockoff on `transfer` per budget. `secrets` (may be null) only scores the detectors. Mode
+// donor without a donor -> std::invalid_argument.
 GroupCoverResult groupcover_attack(models::Model& obfuscated, const splitter::Secrets* secrets,
                                    models::Model* donor, const data::Dataset& transfer,
                                    const data::Normalization& norm, const GroupCoverOptions& o,

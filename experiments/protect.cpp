@@ -38,13 +38,12 @@ void add_method_keys(Schema& s) {
     s.add({std::move(path), t, std::move(def), std::move(doc), lo, hi, std::move(choices)});
   };
   using V = ValueType;
-  add("splitter.method", V::String, "nnsplitter",
-      "how the chosen filters are obfuscated: nnsplitter (the paper: Adam to one shared clamp), "
-      "quantile (the same, each weight bounded inside its own layer's high-density range), "
-      "permute (values swapped inside the chosen filters; every layer keeps its values), or "
-      "swap (the chosen filters' values swapped with other entries of their layer, chosen by "
-      "the loss gradient; every layer keeps its values, no extreme value moves)",
-      {}, {}, splitter::method_names());
+  {
+    std::string doc = "how the chosen filters are obfuscated:";
+    for (const auto& m : splitter::method_table()) doc += " " + m.name + " (" + m.summary + ");";
+    doc.back() = '.';
+    add("splitter.method", V::String, "nnsplitter", doc, {}, {}, splitter::method_names());
+  }
   add("splitter.bn_stats", V::String, "running",
       "BatchNorm during the search (steps and reward): running = its running statistics (the "
       "paper), batch = each batch's own statistics with the running ones left untouched, so the "
@@ -62,6 +61,12 @@ void add_method_keys(Schema& s) {
       "per layer on average)", 0, {}, {"auto"});
   add("splitter.target_per_layer", V::Float, "15",
       "with eps auto: expected number of masked weights per layer", 0.01, {});
+  add("splitter.budget", V::Float, "0",
+      "share of all the model's weights to change (0.001 = 0.1%, the paper's budget); 0 = off: "
+      "k and target_per_layer as given. Sets target_per_layer = budget * weights / layers and "
+      "k = the fewest chosen units (filters; input channels for spread) per layer whose entries "
+      "hold three times the budget (at most the smallest layer's count)",
+      0, 0.5);
   add("splitter.clamp", V::FloatPairOrAuto, "auto",
       "[lo, hi] bounds of the obfuscated weights; auto = min and max of the eligible weights",
       {}, {}, {"auto"});
@@ -78,29 +83,17 @@ void add_method_keys(Schema& s) {
   add("splitter.val_source", V::String, "split",
       "where the reward is measured: split (held-out training images) or test (the authors)", {},
       {}, {"split", "test"});
-  add("splitter.quantile.inner", V::Float, "0.02",
-      "quantile: each weight's upper bound is its layer's quantile at a level drawn in "
-      "[1 - outer, 1 - inner], the lower bound at a level in [inner, outer]", 0, 0.5);
-  add("splitter.quantile.outer", V::Float, "0.15", "quantile: see splitter.quantile.inner", 0, 0.5);
-  add("splitter.permute.rounds", V::Int, "12", "permute: rounds of gradient-guided swaps at most",
-      1, {});
-  add("splitter.permute.batches", V::Int, "4",
-      "permute: training batches averaged for each round's gradient", 1, {});
-  add("splitter.permute.step", V::Float, "0.25",
-      "permute: swaps per layer and round, as a fraction of the layer's budget", 0.001, 1);
-  add("splitter.swap.rounds", V::Int, "12", "swap: rounds of gradient-guided swaps at most", 1,
-      {});
-  add("splitter.swap.batches", V::Int, "4",
-      "swap: training batches averaged for each round's gradient (the layer's full dW)", 1, {});
-  add("splitter.swap.step", V::Float, "0.25",
-      "swap: swaps per layer and round, as a fraction of the layer's budget (NNSplitter's mask "
-      "size for the chosen filters, both ends of a swap counted)", 0.001, 1);
-  add("splitter.swap.quantile", V::Float, "0.01",
-      "swap: only values strictly between the layer's pretrained quantiles at q and 1 - q move, "
-      "so no per-layer extreme is ever moved into a secret position", 0, 0.499);
-  add("splitter.swap.pool", V::Int, "128",
-      "swap: partners per round for the chosen filters' entries: the layer's this many highest "
-      "and lowest movable entries by gradient and by value", 1, {});
+  // Each method's own keys, from its entry in the method table (core/splitter/method.h).
+  for (const auto& m : splitter::method_table())
+    for (const auto& k : m.keys) {
+      using T = splitter::MethodKey::Type;
+      const ValueType t = k.type == T::Int     ? V::Int
+                          : k.type == T::Float ? V::Float
+                          : k.type == T::Bool  ? V::Bool
+                                               : V::String;
+      add("splitter." + m.name + "." + k.name, t, k.default_value, m.name + ": " + k.doc, k.min,
+          k.max, k.choices);
+    }
   add("controller.kind", V::String, "rl",
       "filter selection: rl (the LSTM/RNN policy) or random (uniform, same episode budget)", {},
       {}, {"rl", "random"});
@@ -141,6 +134,8 @@ json ProtectResult::to_json() const {
   j["c"] = c;
   j["eps"] = eps;
   j["clamp"] = {clamp_lo, clamp_hi};
+  j["k"] = k;
+  j["target_per_layer"] = target_per_layer;
   j["episodes"] = episodes;
   j["updates"] = updates;
   j["seconds"] = seconds;
@@ -243,6 +238,7 @@ struct ProtectOptions {
   std::optional<double> c, eps;
   double target_per_layer = 0;
   std::optional<std::pair<double, double>> clamp;
+  double budget = 0;  // splitter.budget (0 = off)
   bool use_rl = true;
   rl::ControllerOptions controller;
   splitter::MethodOptions method;  // c, eps and clamps are filled once the model is known
@@ -279,19 +275,11 @@ struct ProtectOptions {
     m.obfuscator.eval_every = cfg.get_int("splitter.eval_every");
     m.obfuscator.max_steps = cfg.get_int("splitter.max_steps");
     m.obfuscator.bn_batch_stats = cfg.get_string("splitter.bn_stats") == "batch";
-    m.quantile_inner = cfg.get_float("splitter.quantile.inner");
-    m.quantile_outer = cfg.get_float("splitter.quantile.outer");
-    if (m.quantile_inner > m.quantile_outer)
-      throw ConfigError("splitter.quantile.inner (" + num(m.quantile_inner) +
-                        ") must not exceed splitter.quantile.outer (" + num(m.quantile_outer) + ")");
-    m.permute_rounds = int(cfg.get_int("splitter.permute.rounds"));
-    m.permute_batches = int(cfg.get_int("splitter.permute.batches"));
-    m.permute_step = cfg.get_float("splitter.permute.step");
-    m.swap_rounds = int(cfg.get_int("splitter.swap.rounds"));
-    m.swap_batches = int(cfg.get_int("splitter.swap.batches"));
-    m.swap_step = cfg.get_float("splitter.swap.step");
-    m.swap_quantile = cfg.get_float("splitter.swap.quantile");
-    m.swap_pool = int(cfg.get_int("splitter.swap.pool"));
+    const splitter::MethodInfo* info = splitter::find_method(m.method);
+    if (!info) throw ConfigError("splitter.method: unknown method '" + m.method + "'");
+    for (const auto& k : info->keys)
+      m.params.set(k.name, cfg.text("splitter." + m.method + "." + k.name));
+    o.budget = cfg.get_float("splitter.budget");
     return o;
   }
 };
@@ -604,7 +592,7 @@ splitter::Secrets make_secrets(models::Model& original, models::Model& obfuscate
                                               {"clamp_lo", num(R.clamp_lo)},
                                               {"clamp_hi", num(R.clamp_hi)},
                                               {"rule", o.rule},
-                                              {"k", std::to_string(o.k)},
+                                              {"k", std::to_string(R.k)},
                                               {"seed", std::to_string(in.seed)},
                                               {"layers", json(R.layers).dump()},
                                               {"layer_counts", json(R.per_layer_counts).dump()}};
@@ -649,7 +637,7 @@ ProtectResult protect(const ProtectInputs& in, const Config& cfg) {
   auto t_start = std::chrono::steady_clock::now();
   models::Model& model = *in.model;
   const Device dev = model.device();
-  const ProtectOptions o = ProtectOptions::parse(cfg);
+  ProtectOptions o = ProtectOptions::parse(cfg);
   if (!fs::is_directory(in.out_dir)) fs::create_directories(in.out_dir);
   ProtectResult R;
   R.method = o.method.method;
@@ -670,20 +658,45 @@ ProtectResult protect(const ProtectInputs& in, const Config& cfg) {
   for (auto& l : layers) R.layers.push_back(l.key);
   R.c = o.c ? *o.c : stats.mean;
   std::tie(R.clamp_lo, R.clamp_hi) = o.clamp ? *o.clamp : std::pair<double, double>(stats.min, stats.max);
-  R.eps = o.eps ? *o.eps : splitter::auto_eps(layers, float(R.c), o.k, o.target_per_layer);
-  std::vector<int> filters_per_layer;
-  for (auto& l : layers) {
-    if (o.k > l.filters && !o.controller.with_replacement)
-      throw ConfigError("splitter.k = " + std::to_string(o.k) + " exceeds the " +
-                        std::to_string(l.filters) + " filters of layer " + l.key);
-    filters_per_layer.push_back(l.filters);
-  }
   splitter::MethodOptions mo = o.method;
   mo.c = float(R.c);
-  mo.eps = float(R.eps);
+  mo.eps = 1;  // provisional: the probe below only reports what the method chooses per layer
   mo.obfuscator.clamp_lo = float(R.clamp_lo);
   mo.obfuscator.clamp_hi = float(R.clamp_hi);
   mo.obfuscator.stop = in.stop_flag;
+  // What the search chooses in each layer (filters; input channels for spread) and the budget.
+  // A layer with k or fewer units has all of them chosen.
+  std::vector<int> filters_per_layer;
+  std::vector<int64_t> unit_entries;
+  {
+    auto probe = splitter::make_method(model, layers, mo);
+    filters_per_layer = probe->choices_per_layer();
+    for (size_t l = 0; l < layers.size(); ++l) unit_entries.push_back(probe->choice_size(l));
+  }
+  if (o.budget > 0) {  // the fewest units per layer whose entries hold three times the budget
+    const double target = o.budget * double(R.total_weights);
+    const int most = *std::max_element(filters_per_layer.begin(), filters_per_layer.end());
+    auto held = [&](int k) {
+      double n = 0;
+      for (size_t l = 0; l < layers.size(); ++l)
+        n += double(std::min(k, filters_per_layer[l])) * double(unit_entries[l]);
+      return n;
+    };
+    o.k = 1;
+    while (o.k < most && held(o.k) < 3 * target) ++o.k;
+    o.controller.k = o.k;
+    o.target_per_layer = target / double(layers.size());
+  }
+  R.k = o.k;
+  R.target_per_layer = o.target_per_layer;
+  if (o.eps) {
+    R.eps = *o.eps;
+  } else {  // auto: the expected count over the method's own choice units
+    auto units = layers;
+    for (size_t l = 0; l < units.size(); ++l) units[l].filters = filters_per_layer[l];
+    R.eps = splitter::auto_eps(units, float(R.c), o.k, o.target_per_layer);
+  }
+  mo.eps = float(R.eps);
   auto method = splitter::make_method(model, layers, mo);
 
   // ---- the search

@@ -61,6 +61,8 @@ struct ProtectResult {
   std::vector<int64_t> per_layer_counts;
   std::vector<std::vector<int32_t>> best_filters;
   double c = 0, eps = 0, clamp_lo = 0, clamp_hi = 0;
+  int k = 0;                      // chosen units per layer (splitter.k, or from splitter.budget)
+  double target_per_layer = 0;    // eps auto's target (idem)
   int episodes = 0, updates = 0;
   double seconds = 0, search_seconds = 0;
   bool interrupted = false;

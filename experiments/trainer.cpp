@@ -166,8 +166,11 @@ TrainResult train_model(models::Model& model, const data::Dataset& train,
   bo.random_crop = o.augment;
   bo.hflip = o.augment;
   data::Loader loader(train, norm, o.batch, true, o.seed, bo, /*drop_last=*/false);
-  auto opt = optim::make_optimizer(o.optimizer, model.parameters(), o.lr, o.weight_decay,
-                                   o.momentum, o.nesterov);
+  auto params = model.parameters();
+  if (o.trainable)
+    std::erase_if(params, [&](const auto& p) { return !o.trainable(p.first); });
+  auto opt = optim::make_optimizer(o.optimizer, params, o.lr, o.weight_decay, o.momentum,
+                                   o.nesterov);
   optim::Schedule sched;
   sched.kind = o.schedule;
   sched.total_steps = int64_t(o.epochs) * loader.num_batches();

@@ -33,6 +33,8 @@ struct TrainOptions {
   const std::atomic<bool>* stop_flag = nullptr;
   // Called after every finished epoch (after its checkpoint is written), 1-based.
   std::function<void(int)> on_epoch_end;
+  // The parameters the optimizer updates, by key (null = all); the others keep their values.
+  std::function<bool(const std::string&)> trainable;
 };
 
 struct EpochRecord {

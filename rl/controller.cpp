@@ -108,10 +108,6 @@ Controller::Controller(std::vector<int> filters_per_layer, ControllerOptions opt
     if (n < 1) throw std::invalid_argument("controller: every layer needs at least one filter");
     min_filters = std::min(min_filters, n);
   }
-  if (!opt_.with_replacement && opt_.k > min_filters)
-    throw std::invalid_argument("controller: k = " + std::to_string(opt_.k) +
-                                " distinct filters requested but a layer has only " +
-                                std::to_string(min_filters));
   max_token_ = std::min(opt_.token_size - 1, min_filters);
   offset_.resize(filters_.size() + 1, 0);
   for (size_t l = 0; l < filters_.size(); ++l) offset_[l + 1] = offset_[l] + filters_[l];
@@ -190,6 +186,10 @@ const std::vector<int32_t>& Controller::draw_order(const Episode& e, int layer) 
   return e.draws.empty() ? e.filters[layer] : e.draws[layer];
 }
 
+int Controller::draws_in(size_t layer) const {
+  return opt_.with_replacement ? opt_.k : std::min(opt_.k, filters_[layer]);
+}
+
 void Controller::check_episode(const Episode& e) const {
   const size_t L = filters_.size();
   const auto& d = e.draws.empty() ? e.filters : e.draws;
@@ -197,10 +197,10 @@ void Controller::check_episode(const Episode& e) const {
     throw std::invalid_argument("controller: episode does not match the " + std::to_string(L) +
                                 " layers");
   for (size_t l = 0; l < L; ++l)
-    if (static_cast<int>(d[l].size()) != opt_.k)
+    if (static_cast<int>(d[l].size()) != draws_in(l))
       throw std::invalid_argument("controller: episode layer " + std::to_string(l) + " has " +
-                                  std::to_string(d[l].size()) + " draws, expected k = " +
-                                  std::to_string(opt_.k));
+                                  std::to_string(d[l].size()) + " draws, expected " +
+                                  std::to_string(draws_in(l)));
 }
 
 Controller::Episode Controller::sample(Rng& rng) {
@@ -220,7 +220,7 @@ Controller::Episode Controller::sample(Rng& rng) {
     for (int f = 0; f < n; ++f) w[f] = std::exp(double(z[f]) - m);
     std::vector<char> taken(n, 0);
     auto& dr = e.draws[l];
-    for (int j = 0; j < opt_.k; ++j) {
+    for (int j = 0; j < draws_in(size_t(l)); ++j) {
       const int f = draw_index(w, taken, rng);
       dr.push_back(f);
       if (!opt_.with_replacement) taken[f] = 1;

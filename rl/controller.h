@@ -26,7 +26,8 @@ namespace nns::rl {
 struct ControllerOptions {
   std::string cell = "lstm";        // lstm | rnn
   int hidden = 512, token_size = 256;
-  int k = 1;                        // filters drawn per layer
+  int k = 1;                        // filters drawn per layer (without replacement: at most
+                                    // the layer's filters, all of them when it has fewer)
   bool with_replacement = false;    // true reproduces the authors (draws may repeat)
   float init_range = 0.1f;          // every parameter U(-r, r), decoder (head) biases 0
   float lr = 0.01f;                 // Adam
@@ -99,6 +100,7 @@ class Controller {
   const float* host_logits(int layer, int b) const;
   const std::vector<int32_t>& draw_order(const Episode& e, int layer) const;
   void check_episode(const Episode& e) const;
+  int draws_in(size_t layer) const;  // k, capped at the layer's filters without replacement
 
   std::vector<int> filters_;
   std::vector<int64_t> offset_;  // prefix sums of filters_

@@ -1,5 +1,6 @@
 #include "rl/random_policy.h"
 
+#include <algorithm>
 #include <set>
 #include <stdexcept>
 #include <string>
@@ -8,10 +9,9 @@ namespace nns::rl {
 
 RandomPolicy::RandomPolicy(std::vector<int> filters_per_layer, int k)
     : filters_(std::move(filters_per_layer)), k_(k) {
+  if (k_ < 1) throw std::invalid_argument("random policy: k must be at least 1");
   for (int f : filters_)
-    if (f < k_)
-      throw std::invalid_argument("random policy: k = " + std::to_string(k_) + " exceeds a layer of " +
-                                  std::to_string(f) + " filters");
+    if (f < 1) throw std::invalid_argument("random policy: a layer without filters");
 }
 
 Controller::Episode RandomPolicy::sample(Rng& rng) const {
@@ -19,7 +19,7 @@ Controller::Episode RandomPolicy::sample(Rng& rng) const {
   ep.filters.resize(filters_.size());
   for (size_t l = 0; l < filters_.size(); ++l) {
     std::set<int32_t> chosen;
-    while (int(chosen.size()) < k_) chosen.insert(int32_t(rng.below(uint64_t(filters_[l]))));
+    while (int(chosen.size()) < std::min(k_, filters_[l])) chosen.insert(int32_t(rng.below(uint64_t(filters_[l]))));
     ep.filters[l].assign(chosen.begin(), chosen.end());
   }
   return ep;

@@ -1,5 +1,6 @@
 // The baseline filter policy (`controller.kind: random`): per layer, k distinct filters drawn
-// uniformly, with the same episode budget as the controller and nothing learnt.
+// uniformly (every filter of a layer that has k or fewer), with the same episode budget as the
+// controller and nothing learnt.
 #pragma once
 
 #include <vector>
@@ -11,9 +12,9 @@ namespace nns::rl {
 
 class RandomPolicy {
  public:
-  // filters_per_layer[l] >= k for every layer (else std::invalid_argument).
+  // k >= 1 and every layer has a filter (else std::invalid_argument).
   RandomPolicy(std::vector<int> filters_per_layer, int k);
-  // Per layer, k distinct filters, sorted; drawn layer by layer, each by rejection of repeats
+  // Per layer, min(k, filters) distinct filters, sorted; drawn layer by layer, each by rejection of repeats
   // from rng.below(filters). Only `filters` of the episode is filled.
   Controller::Episode sample(Rng& rng) const;
 

@@ -624,6 +624,151 @@ def plot_recovery(f, cols, out_dir, stem, written):
         save(fig, out_dir, f"{stem}_recovery_{safe_name(attack)}.png", written)
 
 
+HEADLINE = re.compile(r"^(best|floor|gap)@(\d+)$")
+
+
+def headline_series(f):
+    """{(what, Q): per-run values} of the headline columns best@Q, floor@Q, gap@Q."""
+    out = {}
+    if "runs/attacks" not in f:
+        return out
+    for name in f["runs/attacks"].keys():
+        m = HEADLINE.match(name)
+        if m:
+            out[(m.group(1), int(m.group(2)))] = np.asarray(arr(f, f"runs/attacks/{name}", 1),
+                                                            dtype=float)
+    return out
+
+
+def curve_groups(f, cols):
+    """Runs grouped by (method, policy, budget): the curve's points; seeds are averaged."""
+    n = len(next(iter(cols.values())))
+    kind = cols.get("controller.kind", ["rl"] * n)
+    groups = {}
+    for i in range(n):
+        groups.setdefault((cols["splitter.method"][i], kind[i], float(cols["splitter.budget"][i])),
+                          []).append(i)
+    return groups
+
+
+def mean_sd(v, rows):
+    x = v[rows]
+    x = x[np.isfinite(x)]
+    if not x.size:
+        return np.nan, np.nan
+    return float(x.mean()), float(x.std(ddof=1)) if x.size > 1 else 0.0
+
+
+def plot_curve(f, cols, out_dir, stem, written):
+    """The security-vs-budget curve: per query budget Q, the best attack against the realised
+    share of changed weights, one curve per method (RL policy), the floor at Q as a line; and the
+    RL policy against random filter choice for every method that has both."""
+    if not {"splitter.budget", "splitter.method"} <= set(cols):
+        return
+    series = headline_series(f)
+    qs = sorted({q for (what, q) in series if what == "best"})
+    if not qs:
+        return
+    frac = np.asarray(arr(f, "runs/obfuscated_fraction", 1), dtype=float)
+    obf = np.asarray(arr(f, "runs/obfuscated_accuracy", 1), dtype=float)
+    groups = curve_groups(f, cols)
+    methods = list(dict.fromkeys(m for (m, k, b) in groups))
+    budgets = sorted({b for (m, k, b) in groups})
+    fig, axes = plt.subplots(1, len(qs) + 1, figsize=(5.2 * (len(qs) + 1), 4.6), squeeze=False)
+    for ax, q in zip(axes[0], qs + [None]):
+        for method in methods:
+            pts = [(b, groups[(method, "rl", b)]) for b in budgets if (method, "rl", b) in groups]
+            if not pts:
+                continue
+            x = [100 * mean_sd(frac, rows)[0] for b, rows in pts]
+            vals = series[("best", q)] if q is not None else obf
+            y = [mean_sd(vals, rows) for b, rows in pts]
+            ax.errorbar(x, [v[0] for v in y], yerr=[v[1] for v in y], fmt="o-", capsize=3,
+                        label=method)
+        if q is not None and ("floor", q) in series:
+            fl = series[("floor", q)]
+            ax.axhline(np.nanmean(fl), color="black", ls="--",
+                       label=f"floor at {q} queries (scratch, mean)")
+            ax.axhline(np.nanmean(fl) + 0.05, color="black", ls=":", lw=0.8,
+                       label="floor + 5 points")
+            ax.set_title(f"best attack with {q} queries", fontsize=10)
+            ax.set_ylabel("accuracy after the best attack (fraction)")
+        else:
+            ax.axhline(0.12, color="tab:red", ls=":", lw=0.8, label="12%")
+            ax.set_title("deployed (obfuscated) model", fontsize=10)
+            ax.set_ylabel("test accuracy (fraction)")
+        ax.set_xscale("log")
+        ax.set_xlabel("weights changed (% of all, realised)")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", fontsize=7)
+    fig.suptitle(f"Security vs budget — {os.path.basename(f.filename)} (RL policy; mean ± sd over "
+                 f"seeds where there are several){missing_note(f)}", fontsize=11)
+    save(fig, out_dir, f"{stem}_curve.png", written)
+
+    pairs = [m for m in methods if any((m, "random", b) in groups for b in budgets)]
+    if not pairs:
+        return
+    fig, axes = plt.subplots(1, len(pairs), figsize=(5.6 * len(pairs), 4.4), squeeze=False)
+    q = 300 if 300 in qs else qs[0]
+    for ax, method in zip(axes[0], pairs):
+        for kind, style in (("rl", "o-"), ("random", "s--")):
+            pts = [(b, groups[(method, kind, b)]) for b in budgets if (method, kind, b) in groups]
+            x = [100 * b for b, rows in pts]
+            ax.plot(x, [mean_sd(obf, rows)[0] for b, rows in pts], style, color="tab:red",
+                    label=f"deployed accuracy, {kind}")
+            ax.plot(x, [mean_sd(series[("best", q)], rows)[0] for b, rows in pts], style,
+                    color="tab:blue", label=f"best attack at {q} queries, {kind}")
+        ax.set_xscale("log")
+        ax.set_xlabel("budget (% of all weights)")
+        ax.set_ylabel("accuracy (fraction)")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", fontsize=7)
+        ax.set_title(method, fontsize=10)
+    fig.suptitle(f"RL policy vs random filter choice — {os.path.basename(f.filename)}", fontsize=11)
+    save(fig, out_dir, f"{stem}_rl_vs_random.png", written)
+
+
+def curve_markdown(files):
+    """The curve's table (docs/attacks.md) of one or more curve summaries (the same grid, other
+    methods): one row per (method, policy, budget), mean ± sd over the seeds present, in %."""
+    cols, series, frac, obf = {}, {}, [], []
+    for f in files:
+        c = summary_columns(f)
+        if not {"splitter.budget", "splitter.method"} <= set(c):
+            raise FormatError(f"{f.filename}: not a curve sweep (needs splitter.budget and "
+                              f"splitter.method)")
+        n = len(next(iter(c.values())))
+        for k in set(cols) | set(c):
+            cols[k] = cols.get(k, [""] * len(frac)) + c.get(k, ["rl" if k == "controller.kind" else ""] * n)
+        s = headline_series(f)
+        for key in set(series) | set(s):
+            series[key] = np.concatenate([series.get(key, np.full(len(frac), np.nan)),
+                                          s.get(key, np.full(n, np.nan))])
+        frac += list(np.asarray(arr(f, "runs/obfuscated_fraction", 1), dtype=float))
+        obf += list(np.asarray(arr(f, "runs/obfuscated_accuracy", 1), dtype=float))
+    frac, obf = np.asarray(frac), np.asarray(obf)
+    qs = sorted({q for (what, q) in series if what == "best"})
+    f = files[0]
+    def cell(v, rows, scale=100, digits=1):
+        m, sd = mean_sd(v, rows)
+        if np.isnan(m):
+            return "–"
+        return f"{scale * m:.{digits}f}" + (f" ± {scale * sd:.{digits}f}" if len(rows) > 1 else "")
+    head = ["method", "policy", "budget", "n", "changed %", "deployed %"]
+    for q in qs:
+        head += [f"best@{q} %", f"floor@{q} %", f"gap@{q}"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for (m, k, b), rows in sorted(curve_groups(f, cols).items(), key=lambda e: (e[0][1], e[0][0], e[0][2])):
+        row = [m, k, f"{100 * b:g}%", str(len(rows)), cell(frac, rows, 100, 3), cell(obf, rows)]
+        for q in qs:
+            row += [cell(series[("best", q)], rows), cell(series[("floor", q)], rows),
+                    cell(series[("gap", q)], rows)]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
 def plot_summary(f, out_dir, stem):
     cols = summary_columns(f)
     for m in ("obfuscated_accuracy", "obfuscated_fraction"):
@@ -643,6 +788,7 @@ def plot_summary(f, out_dir, stem):
                     plot_heatmap(f, cols, axes_keys[a], axes_keys[b], m, out_dir, stem, written)
     if "runs/attacks" in f:
         plot_recovery(f, cols, out_dir, stem, written)
+        plot_curve(f, cols, out_dir, stem, written)
     return written
 
 
@@ -650,12 +796,35 @@ def plot_summary(f, out_dir, stem):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description="Plot an nnsplitter run file or sweep summary (HDF5).")
-    ap.add_argument("file", help="RUN.h5 (format nnsplitter-run-1) or SUMMARY.h5 (nnsplitter-summary-1)")
+    ap.add_argument("file", nargs="+",
+                    help="RUN.h5 (format nnsplitter-run-1) or SUMMARY.h5 (nnsplitter-summary-1); "
+                         "with --markdown, one or more curve summaries")
     ap.add_argument("--out", help="folder for the PNGs (default: beside the file)")
+    ap.add_argument("--markdown", action="store_true",
+                    help="print the security-vs-budget table of a curve sweep summary and exit")
     args = ap.parse_args(argv)
     if h5py is None:
         print("plot_results.py: h5py is missing (apt-get install python3-h5py)", file=sys.stderr)
         return 2
+    if len(args.file) > 1 and not args.markdown:
+        print("plot_results.py: several files only with --markdown", file=sys.stderr)
+        return 2
+    if args.markdown:
+        try:
+            opened = [open_result(p)[0] for p in args.file]
+        except UsageError as e:
+            print(f"plot_results.py: {e}", file=sys.stderr)
+            return 2
+        try:
+            print(curve_markdown(opened))
+        except (FormatError, KeyError, ValueError) as e:
+            print(f"plot_results.py: {e}", file=sys.stderr)
+            return 1
+        finally:
+            for f in opened:
+                f.close()
+        return 0
+    args.file = args.file[0]
     try:
         f, fmt = open_result(args.file)
     except UsageError as e:

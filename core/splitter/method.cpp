@@ -1,14 +1,87 @@
 #include "core/splitter/method.h"
 
+#include <cstdlib>
 #include <stdexcept>
 
+#include "core/splitter/method_common.h"
 #include "kernels/ops.h"
 
 namespace nns::splitter {
 
-const std::vector<std::string>& method_names() {
-  static const std::vector<std::string> names = {"nnsplitter", "quantile", "permute", "swap"};
+// Each method's table entry, defined beside its class.
+MethodInfo nnsplitter_method_info();
+MethodInfo quantile_method_info();
+MethodInfo permute_method_info();
+MethodInfo swap_method_info();
+MethodInfo spread_method_info();
+MethodInfo bn_secret_method_info();
+MethodInfo attack_aware_method_info();
+MethodInfo critical_method_info();
+
+const std::vector<MethodInfo>& method_table() {
+  static const std::vector<MethodInfo> table = {
+      nnsplitter_method_info(), quantile_method_info(), permute_method_info(),
+      swap_method_info(),       spread_method_info(),   bn_secret_method_info(),
+      attack_aware_method_info(), critical_method_info()};
+  return table;
+}
+
+const MethodInfo* find_method(const std::string& name) {
+  for (const auto& m : method_table())
+    if (m.name == name) return &m;
+  return nullptr;
+}
+
+std::vector<std::string> method_names() {
+  std::vector<std::string> names;
+  for (const auto& m : method_table()) names.push_back(m.name);
   return names;
+}
+
+// ---- MethodParams
+
+namespace {
+
+const MethodKey& declared_key(const std::string& method, const std::string& name) {
+  const MethodInfo* info = find_method(method);
+  if (!info) throw std::invalid_argument("unknown method '" + method + "'");
+  for (const auto& k : info->keys)
+    if (k.name == name) return k;
+  throw std::invalid_argument("method " + method + " has no parameter '" + name + "'");
+}
+
+}  // namespace
+
+std::string MethodParams::text(const std::string& method, const std::string& name) const {
+  const MethodKey& k = declared_key(method, name);
+  auto it = values_.find(name);
+  std::string v = it == values_.end() ? k.default_value : it->second;
+  if (v.size() >= 2 && (v.front() == '"' || v.front() == '\'') && v.back() == v.front())
+    v = v.substr(1, v.size() - 2);
+  return v;
+}
+
+double MethodParams::number(const std::string& method, const std::string& name) const {
+  const std::string v = text(method, name);
+  char* end = nullptr;
+  const double d = std::strtod(v.c_str(), &end);
+  if (v.empty() || *end != '\0')
+    throw std::invalid_argument("splitter." + method + "." + name + ": '" + v + "' is not a number");
+  return d;
+}
+
+int64_t MethodParams::integer(const std::string& method, const std::string& name) const {
+  const double d = number(method, name);
+  if (d != double(int64_t(d)))
+    throw std::invalid_argument("splitter." + method + "." + name + ": not an integer");
+  return int64_t(d);
+}
+
+bool MethodParams::flag(const std::string& method, const std::string& name) const {
+  const std::string v = text(method, name);
+  if (v == "true") return true;
+  if (v == "false") return false;
+  throw std::invalid_argument("splitter." + method + "." + name + ": '" + v + "' is not a boolean");
 }
 
 // ---- MaskSet
@@ -97,7 +170,9 @@ std::vector<std::pair<std::string, Tensor>> MaskSet::export_values(const std::st
 MaskSet MaskSet::import_values(const std::vector<EligibleLayer>& layers, const FilterChoice& filters,
                                const std::map<std::string, const Tensor*>& tensors,
                                const std::string& prefix, const std::string& what) {
-  if (filters.size() != layers.size())
+  // A method may own entries beyond the eligible layers (bn_secret: BatchNorm parameters): those
+  // come without filters.
+  if (filters.size() > layers.size())
     throw std::runtime_error(what + ": " + std::to_string(filters.size()) + " filter lists for " +
                              std::to_string(layers.size()) + " layers");
   std::vector<LayerMask> masks(layers.size());
@@ -112,7 +187,7 @@ MaskSet MaskSet::import_values(const std::vector<EligibleLayer>& layers, const F
     if (it.dtype() != DType::I64 || vt.dtype() != DType::F32 || it.numel() != vt.numel())
       throw std::runtime_error(what + ": malformed saved entries for layer " + layers[l].key);
     masks[l].layer = int(l);
-    masks[l].filters = filters[l];
+    if (l < filters.size()) masks[l].filters = filters[l];
     Tensor ih = it.to(Device::CPU);
     for (int64_t i = 0; i < ih.numel(); ++i) {
       const int64_t v = ih.i64()[i];
@@ -161,22 +236,40 @@ void Method::import_best(const FilterChoice& filters,
   best_ = MaskSet::import_values(layers_, filters, tensors, "best.", what);
 }
 
-std::map<std::string, std::string> Method::metadata() const { return {{"method", opt_.method}}; }
+std::map<std::string, std::string> Method::metadata() const {
+  std::map<std::string, std::string> m = {{"method", opt_.method}};
+  if (const MethodInfo* info = find_method(opt_.method))
+    for (const auto& k : info->keys) m[opt_.method + "_" + k.name] = opt_.text(k.name);
+  return m;
+}
+
+std::vector<int> Method::choices_per_layer() const {
+  std::vector<int> n;
+  for (const auto& l : layers_) n.push_back(l.filters);
+  return n;
+}
+
+int64_t Method::choice_size(size_t l) const { return layers_.at(l).filter_size; }
 
 std::unique_ptr<Method> make_method(models::Model& model, std::vector<EligibleLayer> layers,
                                     MethodOptions opt) {
-  if (opt.method == "nnsplitter")
-    return std::make_unique<NNSplitterMethod>(model, std::move(layers), std::move(opt));
-  if (opt.method == "quantile")
-    return std::make_unique<QuantileMethod>(model, std::move(layers), std::move(opt));
-  if (opt.method == "permute")
-    return std::make_unique<PermuteMethod>(model, std::move(layers), std::move(opt));
-  if (opt.method == "swap")
-    return std::make_unique<SwapMethod>(model, std::move(layers), std::move(opt));
-  throw std::invalid_argument("unknown method '" + opt.method + "'");
+  const MethodInfo* info = find_method(opt.method);
+  if (!info) throw std::invalid_argument("unknown method '" + opt.method + "'");
+  return info->make(model, std::move(layers), std::move(opt));
 }
 
 // ---- nnsplitter: the paper
+
+MethodInfo nnsplitter_method_info() {
+  return {"nnsplitter",
+          "the paper: Adam pushes the entries |w - c| < eps of the chosen filters to one shared "
+          "clamp",
+          "the reproduction",
+          {},
+          [](models::Model& m, std::vector<EligibleLayer> l, MethodOptions o) -> std::unique_ptr<Method> {
+            return std::make_unique<NNSplitterMethod>(m, std::move(l), std::move(o));
+          }};
+}
 
 MaskSet NNSplitterMethod::obfuscate_episode(const FilterChoice& filters, ObfuscationData& data,
                                             uint64_t, EpisodeOutcome& out) {

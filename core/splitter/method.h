@@ -24,8 +24,10 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -39,28 +41,70 @@ namespace nns::splitter {
 // Per eligible layer, the chosen filters (sorted, distinct).
 using FilterChoice = std::vector<std::vector<int32_t>>;
 
-// The method names accepted by make_method (and splitter.method); the first is the default.
-const std::vector<std::string>& method_names();
+// One parameter of a method. Its configuration key is splitter.<method>.<name>; the schema
+// (experiments/protect.cpp) is generated from these descriptions, so the default lives here and
+// nowhere else. A neutral description: core/ knows nothing of the config system.
+struct MethodKey {
+  enum class Type { Int, Float, String, Bool };
+  std::string name;
+  Type type = Type::Float;
+  std::string default_value;  // YAML text, e.g. "12", "0.25", "negate"
+  std::string doc;
+  std::optional<double> min, max;     // numbers
+  std::vector<std::string> choices;   // strings
+};
 
-// Typed method parameters, parsed once from the configuration. Defaults live in the config
-// schema (experiments/protect.cpp); the values here are only what a default-built struct holds.
+// A method's parameter values by name (YAML text, validated by the schema before they get
+// here). A name that was not set reads as its key's default; a name the method does not declare
+// is a std::invalid_argument.
+class MethodParams {
+ public:
+  void set(const std::string& name, std::string value) { values_[name] = std::move(value); }
+  int64_t integer(const std::string& method, const std::string& name) const;
+  double number(const std::string& method, const std::string& name) const;
+  std::string text(const std::string& method, const std::string& name) const;
+  bool flag(const std::string& method, const std::string& name) const;
+
+ private:
+  std::map<std::string, std::string> values_;
+};
+
+struct MethodOptions;
+class Method;
+
+// Everything the rest of the program needs to know about one method: its name (the value of
+// splitter.method), a one-line description for the schema, its hypothesis (docs/methods.md
+// says the same at length), its keys, and how to build it.
+struct MethodInfo {
+  std::string name, summary, hypothesis;
+  std::vector<MethodKey> keys;
+  std::function<std::unique_ptr<Method>(models::Model&, std::vector<EligibleLayer>, MethodOptions)>
+      make;
+};
+
+// Every method, the default first. Adding a method: one file core/splitter/method_<name>.cpp
+// holding the class and its `MethodInfo <name>_method_info()`, its line in this table
+// (method.cpp), and its test (tests/core/test_methods.cpp runs the shared contract on every
+// entry of the table by itself).
+const std::vector<MethodInfo>& method_table();
+// The entry named `name`, or null.
+const MethodInfo* find_method(const std::string& name);
+// The names in the table, in its order.
+std::vector<std::string> method_names();
+
+// Typed method parameters, parsed once from the configuration. The common part (c, eps, the
+// obfuscator's Adam and stopping) is shared by every method; each method reads its own keys
+// from `params`.
 struct MethodOptions {
   std::string method = "nnsplitter";
-  float c = 0, eps = 0;                  // mask: |w - c| < eps (nnsplitter, quantile; permute's budget)
-  ObfuscatorOptions obfuscator;          // Adam, shared clamp, stopping (nnsplitter, quantile)
-  // quantile: the upper bound of each weight is its layer's quantile at a level drawn uniformly
-  // in [1 - outer, 1 - inner], the lower bound at a level in [inner, outer].
-  double quantile_inner = 0.02, quantile_outer = 0.15;
-  // permute: rounds of gradient-guided swaps at most; batches averaged per gradient; swaps per
-  // layer and round as a fraction of the layer's budget.
-  int permute_rounds = 12, permute_batches = 4;
-  double permute_step = 0.25;
-  // swap: the same round structure as permute; only values strictly between the layer's
-  // pretrained quantiles at swap_quantile and 1 - swap_quantile move; a round's partners are the
-  // swap_pool highest and lowest of the layer's other movable entries by gradient and by value.
-  int swap_rounds = 12, swap_batches = 4;
-  double swap_step = 0.25, swap_quantile = 0.01;
-  int swap_pool = 128;
+  float c = 0, eps = 0;                  // mask: |w - c| < eps (and the swap methods' budget)
+  ObfuscatorOptions obfuscator;          // Adam, shared clamp, stopping
+  MethodParams params;                   // splitter.<method>.*
+  // Convenience for the methods: their own parameters.
+  int64_t integer(const std::string& name) const { return params.integer(method, name); }
+  double number(const std::string& name) const { return params.number(method, name); }
+  std::string text(const std::string& name) const { return params.text(method, name); }
+  bool flag(const std::string& name) const { return params.flag(method, name); }
 };
 
 // What one episode did.
@@ -130,8 +174,15 @@ class Method {
   std::vector<std::pair<std::string, Tensor>> export_best() const;
   void import_best(const FilterChoice& filters, const std::map<std::string, const Tensor*>& tensors,
                    const std::string& what);
-  // The method's parameters, for the secrets' metadata.
-  virtual std::map<std::string, std::string> metadata() const;
+  // The method's parameters, for the secrets' metadata: "method" and "<method>_<key>" for every
+  // key of its table entry.
+  std::map<std::string, std::string> metadata() const;
+  // What the search chooses in each eligible layer (the controller's action space): by default
+  // its filters (output slices). A method may choose other units (spread: input channels).
+  virtual std::vector<int> choices_per_layer() const;
+  // Entries of one chosen unit of layer l (a filter's filter_size by default): the budget knob
+  // (splitter.budget) sizes k with it.
+  virtual int64_t choice_size(size_t l) const;
 
  protected:
   // Changes the model for one episode; returns the entries it may have changed (their
@@ -147,7 +198,8 @@ class Method {
   MaskSet current_, best_;
 };
 
-// Builds the method opt.method names; std::invalid_argument for an unknown name.
+// Builds the method opt.method names (method_table()); std::invalid_argument for an unknown
+// name.
 std::unique_ptr<Method> make_method(models::Model& model, std::vector<EligibleLayer> layers,
                                     MethodOptions opt);
 
@@ -164,7 +216,6 @@ class NNSplitterMethod : public Method {
 class QuantileMethod : public Method {
  public:
   using Method::Method;
-  std::map<std::string, std::string> metadata() const override;
   // Per-weight bounds of the masks of one episode, drawn from `seed` (the contract above):
   // lo[l][i] <= hi[l][i], both values between two quantiles of layer l's pretrained weights.
   std::pair<std::vector<std::vector<float>>, std::vector<std::vector<float>>> bounds(
@@ -181,7 +232,6 @@ class QuantileMethod : public Method {
 class PermuteMethod : public Method {
  public:
   using Method::Method;
-  std::map<std::string, std::string> metadata() const override;
 
  protected:
   MaskSet obfuscate_episode(const FilterChoice& filters, ObfuscationData& data, uint64_t seed,
@@ -191,7 +241,6 @@ class PermuteMethod : public Method {
 class SwapMethod : public Method {
  public:
   using Method::Method;
-  std::map<std::string, std::string> metadata() const override;
   // The open interval of values that may move in each eligible layer: its pretrained values'
   // quantiles at swap_quantile and 1 - swap_quantile. The model must hold the pretrained values
   // on the first call (or the first episode).

@@ -27,6 +27,21 @@ std::vector<detail::SwapPair> all_pairs(const detail::SwapLayer& s) {
 
 }  // namespace
 
+MethodInfo permute_method_info() {
+  using T = MethodKey::Type;
+  return {"permute",
+          "values swapped inside the chosen filters; every layer keeps its values",
+          "a permutation is invisible to value detectors: every layer's multiset of values is "
+          "preserved exactly",
+          {{"rounds", T::Int, "12", "rounds of gradient-guided swaps at most", 1, {}, {}},
+           {"batches", T::Int, "4", "training batches averaged for each round's gradient", 1, {}, {}},
+           {"step", T::Float, "0.25",
+            "swaps per layer and round, as a fraction of the layer's budget", 0.001, 1, {}}},
+          [](models::Model& m, std::vector<EligibleLayer> l, MethodOptions o) -> std::unique_ptr<Method> {
+            return std::make_unique<PermuteMethod>(m, std::move(l), std::move(o));
+          }};
+}
+
 MaskSet PermuteMethod::obfuscate_episode(const FilterChoice& filters, ObfuscationData& data,
                                          uint64_t, EpisodeOutcome& out) {
   // Budgets from NNSplitter's mask; candidates: every entry of the chosen filters.
@@ -46,19 +61,12 @@ MaskSet PermuteMethod::obfuscate_episode(const FilterChoice& filters, Obfuscatio
     s.value = s.original;
     states.push_back(std::move(s));
   }
-  detail::SwapRounds rounds{opt_.permute_rounds, opt_.permute_batches, opt_.permute_step,
+  detail::SwapRounds rounds{int(opt_.integer("rounds")), int(opt_.integer("batches")),
+                            opt_.number("step"),
                             opt_.obfuscator.patience, opt_.obfuscator.stop,
                             opt_.obfuscator.bn_batch_stats};
   return detail::swap_search(model_, layers_, std::move(states), budget_masks, data, rounds,
                              [](size_t, const detail::SwapLayer& s) { return all_pairs(s); }, out);
-}
-
-std::map<std::string, std::string> PermuteMethod::metadata() const {
-  auto m = Method::metadata();
-  m["permute_rounds"] = std::to_string(opt_.permute_rounds);
-  m["permute_batches"] = std::to_string(opt_.permute_batches);
-  m["permute_step"] = detail::num(opt_.permute_step);
-  return m;
 }
 
 }  // namespace nns::splitter

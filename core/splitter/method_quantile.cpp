@@ -8,10 +8,31 @@
 
 namespace nns::splitter {
 
+MethodInfo quantile_method_info() {
+  using T = MethodKey::Type;
+  return {"quantile",
+          "nnsplitter's mask and objective, each weight bounded inside its own layer's "
+          "high-density range",
+          "detectors that look for values piled at the extremes find nothing when the values stay "
+          "in the high-density part of their own layer",
+          {{"inner", T::Float, "0.02",
+            "each weight's upper bound is its layer's quantile at a level drawn in [1 - outer, "
+            "1 - inner], the lower bound at a level in [inner, outer]",
+            0, 0.5, {}},
+           {"outer", T::Float, "0.15", "see splitter.quantile.inner", 0, 0.5, {}}},
+          [](models::Model& m, std::vector<EligibleLayer> l, MethodOptions o) -> std::unique_ptr<Method> {
+            if (o.number("inner") > o.number("outer"))
+              throw std::invalid_argument("splitter.quantile.inner (" + o.text("inner") +
+                                          ") must not exceed splitter.quantile.outer (" +
+                                          o.text("outer") + ")");
+            return std::make_unique<QuantileMethod>(m, std::move(l), std::move(o));
+          }};
+}
+
 std::pair<std::vector<std::vector<float>>, std::vector<std::vector<float>>> QuantileMethod::bounds(
     const std::vector<LayerMask>& masks, uint64_t seed) {
-  if (!(0 <= opt_.quantile_inner && opt_.quantile_inner <= opt_.quantile_outer &&
-        opt_.quantile_outer < 0.5))
+  const double inner = opt_.number("inner"), outer = opt_.number("outer");
+  if (!(0 <= inner && inner <= outer && outer < 0.5))
     throw std::invalid_argument("quantile method: need 0 <= inner <= outer < 0.5");
   if (sorted_.empty()) sorted_ = detail::sorted_layer_values(layers_);
   Rng rng(seed);
@@ -21,8 +42,8 @@ std::pair<std::vector<std::vector<float>>, std::vector<std::vector<float>>> Quan
   for (size_t m = 0; m < masks.size(); ++m) {
     const auto& s = sorted_.at(masks[m].layer);
     for (size_t i = 0; i < masks[m].index.size(); ++i) {
-      lo[m].push_back(detail::quantile(s, rng.uniform(opt_.quantile_inner, opt_.quantile_outer)));
-      hi[m].push_back(detail::quantile(s, 1.0 - rng.uniform(opt_.quantile_inner, opt_.quantile_outer)));
+      lo[m].push_back(detail::quantile(s, rng.uniform(inner, outer)));
+      hi[m].push_back(detail::quantile(s, 1.0 - rng.uniform(inner, outer)));
     }
   }
   return {lo, hi};
@@ -38,13 +59,6 @@ MaskSet QuantileMethod::obfuscate_episode(const FilterChoice& filters, Obfuscati
   out.steps = r.steps;
   out.evaluations = r.evaluations;
   return set;
-}
-
-std::map<std::string, std::string> QuantileMethod::metadata() const {
-  auto m = Method::metadata();
-  m["quantile_inner"] = detail::num(opt_.quantile_inner);
-  m["quantile_outer"] = detail::num(opt_.quantile_outer);
-  return m;
 }
 
 }  // namespace nns::splitter

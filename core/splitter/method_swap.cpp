@@ -68,19 +68,46 @@ std::vector<detail::SwapPair> candidate_pairs(const detail::SwapLayer& s, const 
 
 }  // namespace
 
+MethodInfo swap_method_info() {
+  using T = MethodKey::Type;
+  return {"swap",
+          "the chosen filters' values swapped with other entries of their layer, chosen by the "
+          "loss gradient; every layer keeps its values, no extreme value moves",
+          "values inside one filter are too alike for permute to hurt; partners from the whole "
+          "layer carry far more damage, the layer's multiset is still exact, and no per-layer "
+          "extreme ever lands in a secret position",
+          {{"rounds", T::Int, "12", "rounds of gradient-guided swaps at most", 1, {}, {}},
+           {"batches", T::Int, "4",
+            "training batches averaged for each round's gradient (the layer's full dW)", 1, {}, {}},
+           {"step", T::Float, "0.25",
+            "swaps per layer and round, as a fraction of the layer's budget (NNSplitter's mask "
+            "size for the chosen filters, both ends of a swap counted)",
+            0.001, 1, {}},
+           {"quantile", T::Float, "0.01",
+            "only values strictly between the layer's pretrained quantiles at q and 1 - q move, "
+            "so no per-layer extreme is ever moved into a secret position",
+            0, 0.499, {}},
+           {"pool", T::Int, "128",
+            "partners per round for the chosen filters' entries: the layer's this many highest "
+            "and lowest movable entries by gradient and by value",
+            1, {}, {}}},
+          [](models::Model& m, std::vector<EligibleLayer> l, MethodOptions o) -> std::unique_ptr<Method> {
+            return std::make_unique<SwapMethod>(m, std::move(l), std::move(o));
+          }};
+}
+
 const std::vector<std::pair<float, float>>& SwapMethod::movable_range() {
-  if (!(0 <= opt_.swap_quantile && opt_.swap_quantile < 0.5))
-    throw std::invalid_argument("swap method: need 0 <= quantile < 0.5");
+  const double q = opt_.number("quantile");
+  if (!(0 <= q && q < 0.5)) throw std::invalid_argument("swap method: need 0 <= quantile < 0.5");
   if (range_.empty())
     for (const auto& sorted : detail::sorted_layer_values(layers_))
-      range_.emplace_back(detail::quantile(sorted, opt_.swap_quantile),
-                          detail::quantile(sorted, 1.0 - opt_.swap_quantile));
+      range_.emplace_back(detail::quantile(sorted, q), detail::quantile(sorted, 1.0 - q));
   return range_;
 }
 
 MaskSet SwapMethod::obfuscate_episode(const FilterChoice& filters, ObfuscationData& data,
                                       uint64_t, EpisodeOutcome& out) {
-  if (opt_.swap_pool < 1) throw std::invalid_argument("swap method: pool must be at least 1");
+  if (opt_.integer("pool") < 1) throw std::invalid_argument("swap method: pool must be at least 1");
   const auto& range = movable_range();
   auto budget_masks = select_mask(layers_, filters, opt_.c, opt_.eps);
   std::vector<detail::SwapLayer> states;
@@ -109,23 +136,14 @@ MaskSet SwapMethod::obfuscate_episode(const FilterChoice& filters, ObfuscationDa
     states.push_back(std::move(s));
     sides.push_back(std::move(side));
   }
-  detail::SwapRounds rounds{opt_.swap_rounds, opt_.swap_batches, opt_.swap_step,
+  detail::SwapRounds rounds{int(opt_.integer("rounds")), int(opt_.integer("batches")),
+                            opt_.number("step"),
                             opt_.obfuscator.patience, opt_.obfuscator.stop,
                             opt_.obfuscator.bn_batch_stats};
-  const size_t pool = size_t(opt_.swap_pool);
+  const size_t pool = size_t(opt_.integer("pool"));
   return detail::swap_search(
       model_, layers_, std::move(states), budget_masks, data, rounds,
       [&](size_t k, const detail::SwapLayer& s) { return candidate_pairs(s, sides[k], pool); }, out);
-}
-
-std::map<std::string, std::string> SwapMethod::metadata() const {
-  auto m = Method::metadata();
-  m["swap_rounds"] = std::to_string(opt_.swap_rounds);
-  m["swap_batches"] = std::to_string(opt_.swap_batches);
-  m["swap_step"] = detail::num(opt_.swap_step);
-  m["swap_quantile"] = detail::num(opt_.swap_quantile);
-  m["swap_pool"] = std::to_string(opt_.swap_pool);
-  return m;
 }
 
 }  // namespace nns::splitter

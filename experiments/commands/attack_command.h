@@ -1,5 +1,5 @@
-// `nnsplitter attack`: the attacks of SPEC §2 on an obfuscated weights file (norm clipping,
-// fine-tuning, boundary reset). Registered in experiments/main.cpp like the others:
+// `nnsplitter attack`: the attack units (experiments/attack_suite.h) on an obfuscated weights
+// file, each unit's keys as options. Registered in experiments/main.cpp like the others:
 //   add_attack_command(app)
 #pragma once
 

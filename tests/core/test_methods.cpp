@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -20,7 +21,8 @@ using namespace nns;
 
 namespace {
 
-// A resnet20 at width 0.25 with random weights and random BatchNorm statistics; data: random
+// A resnet20 at width 0.25 with random weights and random BatchNorm statistics and affine
+// parameters; data: random
 // images labelled by the model's own predictions, so the oracle starts at accuracy 1.
 struct Case {
   std::unique_ptr<models::Model> model, original;
@@ -29,9 +31,9 @@ struct Case {
   splitter::FilterChoice filters;
   splitter::MethodOptions opt;
 
-  explicit Case(const std::string& method) {
+  explicit Case(const std::string& method, const std::string& arch = "resnet20") {
     models::ModelSpec s;
-    s.arch = "resnet20";
+    s.arch = arch;
     s.in_channels = 1;
     s.input_size = 16;
     s.num_classes = 10;
@@ -41,6 +43,12 @@ struct Case {
     for (auto& e : model->state())
       if (e.key.find("running_var") != std::string::npos)
         for (int64_t i = 0; i < e.tensor->numel(); ++i) e.tensor->f32()[i] = float(0.5 + rng.uniform());
+    // Distinct BatchNorm scales and shifts (a fresh model has all ones and zeros), so that
+    // exchanging two channels' values changes something.
+    for (auto& [key, p] : model->parameters())
+      if (key.find("bn") != std::string::npos || key.find("downsample.1") != std::string::npos)
+        for (int64_t i = 0; i < p->value.numel(); ++i)
+          p->value.f32()[i] = float(key.ends_with("weight") ? 0.5 + rng.uniform() : 0.2 * rng.normal());
     original = models::clone_model(*model);
     layers = splitter::eligible(*model, "spatial");
     x = Tensor({32, 1, 16, 16});
@@ -61,10 +69,17 @@ struct Case {
     opt.obfuscator.lr = 0.2f;
     opt.obfuscator.eval_every = 4;
     opt.obfuscator.max_steps = 16;
-    opt.permute_rounds = 4;
-    opt.permute_batches = 1;
-    opt.swap_rounds = 4;
-    opt.swap_batches = 1;
+    opt.params.set("rounds", "4");   // permute, swap
+    opt.params.set("batches", "1");  // permute, swap
+    opt.params.set("steps", "1");    // attack_aware: one small step (its data are the oracle's
+    opt.params.set("lr", "1e-3");    // 32 images, which a strong attacker would simply learn)
+  }
+
+  // One unit per layer, of the units the method chooses (filters; input channels for spread).
+  void choose_for(const splitter::Method& m) {
+    const auto n = m.choices_per_layer();
+    filters.clear();
+    for (size_t l = 0; l < n.size(); ++l) filters.push_back({int32_t((l * 5) % n[l])});
   }
 
   splitter::ObfuscationData data() {
@@ -110,6 +125,7 @@ class Methods : public ::testing::TestWithParam<std::string> {};
 TEST_P(Methods, ChangeOnlyListedEntriesUndoAndRestoreBitExactly) {
   Case c(GetParam());
   auto method = splitter::make_method(*c.model, c.layers, c.opt);
+  c.choose_for(*method);
   auto data = c.data();
   auto out = method->run_episode(c.filters, data, 5);
   EXPECT_LT(out.accuracy, 1.0) << "the episode did not lower the accuracy";
@@ -132,6 +148,7 @@ TEST_P(Methods, ChangeOnlyListedEntriesUndoAndRestoreBitExactly) {
 TEST_P(Methods, BestSurvivesExportAndImport) {
   Case c(GetParam());
   auto method = splitter::make_method(*c.model, c.layers, c.opt);
+  c.choose_for(*method);
   auto data = c.data();
   method->run_episode(c.filters, data, 5);
   method->keep_episode_as_best();
@@ -203,7 +220,7 @@ TEST(PermuteMethod, EveryLayerKeepsItsMultisetOfValues) {
 // some swaps reach outside the chosen filters (the method's point).
 TEST(SwapMethod, KeepsMultisetsAndMovesOnlyValuesInsideTheQuantiles) {
   Case c("swap");
-  c.opt.swap_quantile = 0.2;  // large enough that the bound below is not vacuous on small layers
+  c.opt.params.set("quantile", "0.2");  // large enough that the bound below is not vacuous on small layers
   auto method = splitter::make_method(*c.model, c.layers, c.opt);
   auto data = c.data();
   method->run_episode(c.filters, data, 5);
@@ -230,8 +247,8 @@ TEST(SwapMethod, KeepsMultisetsAndMovesOnlyValuesInsideTheQuantiles) {
           below += before[k] < v;
           above += before[k] > v;
         }
-        EXPECT_GE(double(below) / double(n), c.opt.swap_quantile - 1.0 / double(n)) << layer.key;
-        EXPECT_GE(double(above) / double(n), c.opt.swap_quantile - 1.0 / double(n)) << layer.key;
+        EXPECT_GE(double(below) / double(n), c.opt.number("quantile") - 1.0 / double(n)) << layer.key;
+        EXPECT_GE(double(above) / double(n), c.opt.number("quantile") - 1.0 / double(n)) << layer.key;
       }
       const int32_t f = int32_t(i / layer.filter_size);
       outside += std::find(c.filters[l].begin(), c.filters[l].end(), f) == c.filters[l].end();
@@ -266,15 +283,161 @@ TEST(QuantileMethod, ChangedValuesStayInsideTheirBoundsAndTheBoundsInsideTheQuan
         above += w > hi[m][i];
         below += w < lo[m][i];
       }
-      EXPECT_GE(above / n, c.opt.quantile_inner - 1.0 / n);
-      EXPECT_LE(above / n, c.opt.quantile_outer + 1.0 / n);
-      EXPECT_GE(below / n, c.opt.quantile_inner - 1.0 / n);
-      EXPECT_LE(below / n, c.opt.quantile_outer + 1.0 / n);
+      EXPECT_GE(above / n, c.opt.number("inner") - 1.0 / n);
+      EXPECT_LE(above / n, c.opt.number("outer") + 1.0 / n);
+      EXPECT_GE(below / n, c.opt.number("inner") - 1.0 / n);
+      EXPECT_LE(below / n, c.opt.number("outer") + 1.0 / n);
       ++checked;
     }
   }
   EXPECT_GT(checked, 0);
   EXPECT_FALSE(changed(*c.original, *c.model).empty());
+}
+
+TEST(MethodTable, EveryEntryIsNamedOnceAndReadsItsDefaults) {
+  std::set<std::string> names;
+  for (const auto& m : splitter::method_table()) {
+    EXPECT_TRUE(names.insert(m.name).second) << m.name;
+    EXPECT_FALSE(m.summary.empty()) << m.name;
+    EXPECT_FALSE(m.hypothesis.empty()) << m.name;
+    splitter::MethodOptions o;
+    o.method = m.name;
+    for (const auto& k : m.keys) EXPECT_EQ(o.text(k.name), k.default_value) << m.name << "." << k.name;
+    EXPECT_THROW(o.text("no_such_key"), std::invalid_argument);
+  }
+  EXPECT_EQ(splitter::method_names().front(), "nnsplitter");
+  splitter::MethodOptions o;
+  o.method = "swap";
+  o.params.set("rounds", "7");
+  EXPECT_EQ(o.integer("rounds"), 7);
+  EXPECT_DOUBLE_EQ(o.number("quantile"), 0.01);
+  EXPECT_EQ(splitter::make_method(*Case("swap").model, {}, o)->metadata().at("swap_rounds"), "7");
+}
+
+// spread: every changed weight lies in the chosen input channel of its layer, and the changes
+// of a layer reach several output filters (the point of the method).
+TEST(SpreadMethod, ChangesOnlyTheChosenInputChannelsAcrossFilters) {
+  Case c("spread");
+  auto method = splitter::make_method(*c.model, c.layers, c.opt);
+  c.choose_for(*method);
+  for (size_t l = 0; l < c.layers.size(); ++l)
+    EXPECT_EQ(method->choices_per_layer()[l], int(c.layers[l].param->value.dim(1)));
+  auto data = c.data();
+  method->run_episode(c.filters, data, 5);
+  std::map<std::string, std::set<int64_t>> filters_hit;
+  size_t changes = 0;
+  for (auto& [key, i] : changed(*c.original, *c.model)) {
+    size_t l = 0;
+    while (c.layers[l].key != key) ++l;
+    const Tensor& w = c.layers[l].param->value;
+    const int64_t in = w.dim(1), area = w.numel() / (w.dim(0) * in);
+    EXPECT_EQ((i / area) % in, c.filters[l][0]) << key << "[" << i << "]";
+    filters_hit[key].insert(i / (in * area));
+    ++changes;
+  }
+  ASSERT_GT(changes, 0u);
+  size_t most = 0;
+  for (auto& [key, f] : filters_hit) most = std::max(most, f.size());
+  EXPECT_GT(most, 1u) << "no layer's changes reached more than one output filter";
+}
+
+float value_at(models::Model& m, const std::string& key, int64_t i) {
+  for (auto& e : m.state())
+    if (e.key == key) return e.tensor->f32()[i];
+  throw std::runtime_error("no " + key);
+}
+
+// bn_secret (negate): the chosen filter of conv1 has bn1's scale and shift of its channel
+// negated, bit for bit, and they are listed like the weights.
+TEST(BnSecretMethod, NegatesTheChosenChannelsScaleAndShift) {
+  Case c("bn_secret");
+  auto method = splitter::make_method(*c.model, c.layers, c.opt);
+  c.choose_for(*method);
+  ASSERT_EQ(method->choices_per_layer().size(), c.layers.size());
+  auto data = c.data();
+  method->run_episode(c.filters, data, 5);
+  method->keep_episode_as_best();
+  ASSERT_EQ(c.layers[0].key, "conv1.weight");
+  const int64_t f = c.filters[0][0];
+  for (const char* key : {"bn1.weight", "bn1.bias"}) {
+    EXPECT_EQ(value_at(*c.model, key, f), -value_at(*c.original, key, f)) << key;
+    EXPECT_TRUE(listed(*method).count({key, f})) << key;
+  }
+}
+
+TEST(BnSecretMethod, SwapKeepsEveryBatchNormsValues) {
+  Case c("bn_secret");
+  c.opt.params.set("mode", "swap");
+  auto method = splitter::make_method(*c.model, c.layers, c.opt);
+  c.choose_for(*method);
+  auto data = c.data();
+  method->run_episode(c.filters, data, 5);
+  int moved = 0;
+  for (auto& [key, i] : changed(*c.original, *c.model)) moved += key.find("bn") != std::string::npos;
+  EXPECT_GE(moved, 4);  // at least one channel's scale and shift, and its partner's
+  for (auto& e : c.model->state()) {
+    if (e.key.find("bn") == std::string::npos || e.tensor->dtype() != DType::F32) continue;
+    std::vector<float> a = e.tensor->to_vector(), b;
+    for (auto& o : c.original->state())
+      if (o.key == e.key) b = o.tensor->to_vector();
+    std::sort(a.begin(), a.end());
+    std::sort(b.begin(), b.end());
+    EXPECT_EQ(a, b) << e.key;
+  }
+}
+
+TEST(BnSecretMethod, WithoutBatchNormItIsNNSplitter) {
+  Case a("bn_secret", "lenet5"), b("nnsplitter", "lenet5");
+  auto ma = splitter::make_method(*a.model, a.layers, a.opt);
+  auto mb = splitter::make_method(*b.model, b.layers, b.opt);
+  auto da = a.data(), db = b.data();
+  ma->run_episode(a.filters, da, 5);
+  mb->run_episode(b.filters, db, 5);
+  EXPECT_EQ(splitter::fingerprint(*a.model), splitter::fingerprint(*b.model));
+}
+
+// attack_aware: the episode's score is the worse of the deployed accuracy and the accuracy after
+// the simulated attacker, so it is never below the deployed model's accuracy.
+TEST(AttackAwareMethod, ScoreIsTheWorseOfDeployedAndAttacked) {
+  Case c("attack_aware");
+  auto method = splitter::make_method(*c.model, c.layers, c.opt);
+  c.choose_for(*method);
+  auto data = c.data();
+  auto out = method->run_episode(c.filters, data, 5);
+  c.model->set_training(false);
+  EXPECT_GE(out.accuracy, data.accuracy());
+  EXPECT_GT(out.steps, 0);
+  EXPECT_FALSE(changed(*c.original, *c.model).empty());
+}
+
+// critical: the changed entries are the largest-magnitude ones of the chosen filters, as many
+// per layer as nnsplitter's mask of the same filters holds.
+TEST(CriticalMethod, TakesTheLargestWeightsOfTheChosenFiltersWithNNSplittersBudget) {
+  Case c("critical");
+  auto method = splitter::make_method(*c.model, c.layers, c.opt);
+  auto data = c.data();
+  method->run_episode(c.filters, data, 5);
+  method->keep_episode_as_best();
+  const auto budget = splitter::select_mask(c.layers, c.filters, c.opt.c, c.opt.eps);
+  size_t checked = 0;
+  for (const auto& m : method->best().masks()) {
+    const auto& l = c.layers[size_t(m.layer)];
+    ASSERT_EQ(m.index.size(), budget[size_t(m.layer)].index.size()) << l.key;
+    if (m.index.empty()) continue;
+    std::vector<float> w;
+    for (auto& e : c.original->state())
+      if (e.key == l.key) w = e.tensor->to_vector();
+    float smallest_taken = INFINITY;
+    for (int64_t i : m.index) smallest_taken = std::min(smallest_taken, std::fabs(w[size_t(i)]));
+    const int64_t f = c.filters[size_t(m.layer)][0];
+    for (int64_t j = 0; j < l.filter_size; ++j) {
+      const int64_t i = f * l.filter_size + j;
+      if (!std::binary_search(m.index.begin(), m.index.end(), i))
+        EXPECT_LE(std::fabs(w[size_t(i)]), smallest_taken) << l.key << "[" << i << "]";
+    }
+    ++checked;
+  }
+  EXPECT_GT(checked, 0u);
 }
 
 TEST(Methods, UnknownNameIsRefused) {

@@ -13,6 +13,7 @@
 #include <numeric>
 
 #include "core/io/model_io.h"
+#include "core/nn/layers.h"
 #include "core/random.h"
 #include "core/splitter/secrets.h"
 #include "experiments/attacks.h"
@@ -413,6 +414,8 @@ class AttackCli : public ::testing::Test {
   static inline fs::path dir_;
 };
 
+// The attack command runs the units of --kind; every unit key is an option (--k for
+// attacks.norm_clip.k); the JSON holds each unit's group of the result file under "attacks".
 TEST_F(AttackCli, NormClipJson) {
   auto r = run_cli("attack --kind norm_clip --weights " + weights() +
                        " --dataset synthetic --k 1,2 --global-range auto --json",
@@ -420,20 +423,23 @@ TEST_F(AttackCli, NormClipJson) {
   ASSERT_EQ(r.code, 0) << r.out;
   auto j = last_json_line(r.out);
   for (auto key : {"kind", "weights", "dataset", "arch", "rule", "layers", "obfuscated_accuracy",
-                   "k", "accuracy", "global_lo", "global_hi", "global_accuracy"})
+                   "attacks"})
     EXPECT_TRUE(j.contains(key)) << key;
   EXPECT_EQ(j["kind"], "norm_clip");
-  EXPECT_EQ(j["k"].size(), 2u);
-  EXPECT_EQ(j["accuracy"].size(), 2u);
+  const auto& nc = j["attacks"]["norm_clip"];
+  EXPECT_EQ(nc["k"].size(), 2u);
+  EXPECT_EQ(nc["accuracy"].size(), 2u);
   EXPECT_EQ(j["layers"].size(), 5u);
-  EXPECT_LT(j["global_lo"].get<double>(), j["global_hi"].get<double>());
-  double g = j["global_accuracy"].get<double>();
+  EXPECT_LT(nc["global_lo"].get<double>(), nc["global_hi"].get<double>());
+  ASSERT_EQ(nc["lines"]["column"].size(), 3u);
+  EXPECT_EQ(nc["lines"]["column"][2], "norm_clip.global");
+  const double g = nc["lines"]["value"][2].get<double>();
   EXPECT_TRUE(g >= 0 && g <= 1);
-  // the table form
+  // the table form, with an explicit range
   auto t = run_cli("attack --kind norm_clip --weights " + weights() +
                    " --dataset synthetic --k 1 --global-range -0.1,0.1");
   EXPECT_EQ(t.code, 0) << t.out;
-  EXPECT_NE(t.out.find("global [-0.1, 0.1]"), std::string::npos) << t.out;
+  EXPECT_NE(t.out.find("norm clipping to [-0.1, 0.1]"), std::string::npos) << t.out;
 }
 
 TEST_F(AttackCli, FinetuneAndBoundaryResetWithSecrets) {
@@ -442,9 +448,9 @@ TEST_F(AttackCli, FinetuneAndBoundaryResetWithSecrets) {
                    false);
   ASSERT_EQ(r.code, 0) << r.out;
   auto j = last_json_line(r.out);
-  ASSERT_EQ(j["accuracy"].size(), 1u);
-  EXPECT_EQ(j["accuracy"][0].size(), 2u);
-  EXPECT_EQ(j["scratch_accuracy"][0].size(), 2u);
+  const auto& ft = j["attacks"]["finetune"];
+  EXPECT_EQ(ft["accuracy"].size(), 2u);  // [1 fraction x (epoch 0, epoch 1)], flattened
+  EXPECT_EQ(ft["scratch_accuracy"].size(), 2u);
 
   // Obfuscate by hand: three weights to new extremes, secrets by diff.
   auto orig = io::load_model(weights());
@@ -461,40 +467,50 @@ TEST_F(AttackCli, FinetuneAndBoundaryResetWithSecrets) {
               false);
   ASSERT_EQ(r.code, 0) << r.out;
   j = last_json_line(r.out);
+  const auto& br = j["attacks"]["boundary_reset"];
   for (auto key : {"detected", "true_positives", "obfuscated", "accuracy_reset",
-                   "accuracy_finetuned", "lo", "hi", "delta", "mode", "stealth"})
-    EXPECT_TRUE(j.contains(key)) << key;
-  EXPECT_EQ(j["detected"], 3);
-  EXPECT_EQ(j["true_positives"], 3);
-  EXPECT_EQ(j["obfuscated"], 3);
-  EXPECT_EQ(j["accuracy_finetuned"].size(), 2u);
+                   "accuracy_finetuned", "@lo", "@hi", "@delta", "@mode"})
+    EXPECT_TRUE(br.contains(key)) << key;
+  EXPECT_EQ(br["detected"], 3);
+  EXPECT_EQ(br["true_positives"], 3);
+  EXPECT_EQ(br["obfuscated"], 3);
+  EXPECT_EQ(br["accuracy_finetuned"].size(), 2u);
   EXPECT_EQ(j["stealth"]["obfuscated_total"], 3);
-  EXPECT_DOUBLE_EQ(j["lo"].get<double>(), -3.0);
+  EXPECT_DOUBLE_EQ(br["@lo"].get<double>(), -3.0);
 
-  // Without secrets the detector still runs; true positives are unknown.
+  // Without secrets the detector still runs; true positives are unknown (0).
   r = run_cli("attack --kind boundary_reset --weights " + obf_path +
                   " --dataset synthetic --delta 1e-6 --mode mean --json",
               false);
   ASSERT_EQ(r.code, 0) << r.out;
   j = last_json_line(r.out);
-  EXPECT_EQ(j["detected"], 3);
-  EXPECT_TRUE(j["true_positives"].is_null());
-  EXPECT_TRUE(j["accuracy_finetuned"].empty());
+  EXPECT_EQ(j["attacks"]["boundary_reset"]["detected"], 3);
+  EXPECT_EQ(j["attacks"]["boundary_reset"]["obfuscated"], 0);
+  EXPECT_FALSE(j.contains("stealth"));
 }
 
 TEST_F(AttackCli, UsageErrorsExitTwo) {
   auto r = run_cli("attack --kind frobnicate --weights " + weights() + " --dataset synthetic");
   EXPECT_EQ(r.code, 2) << r.out;
   EXPECT_NE(r.out.find("frobnicate"), std::string::npos) << r.out;
-  r = run_cli("attack --kind norm_clip --weights " + weights() +
-              " --dataset synthetic --global-range 0.3,0.1");
-  EXPECT_EQ(r.code, 2) << r.out;
-  r = run_cli("attack --kind boundary_reset --weights " + weights() +
-              " --dataset synthetic --mode donor");
-  EXPECT_EQ(r.code, 2) << r.out;
-  r = run_cli("attack --kind finetune --weights " + weights() +
-              " --dataset synthetic --fractions 0,0.5");
-  EXPECT_EQ(r.code, 2) << r.out;
+  for (const char* bad :
+       {" --kind norm_clip --global-range 0.3,0.1",  // lo above hi
+        " --kind boundary_reset --mode donor",         // no donor
+        " --kind finetune --fractions 0,0.5",          // out of range
+        " --kind norm_clip --resets zero",             // another unit's option
+        " --kind norm_clip --k",                       // no value
+        " --kind floor --budgets 100",                 // queries labelled by a victim, none given
+        " --kind groupcover --victim WEIGHTS",         // reset donor, no --donor
+        " --kind groupcover --victim WEIGHTS --donor WEIGHTS --queries web",
+        " --kind groupcover --victim WEIGHTS --donor WEIGHTS --detector nope",
+        " --kind groupcover --victim WEIGHTS --donor WEIGHTS --budgets 0,300",
+        " --kind groupcover --victim WEIGHTS --donor WEIGHTS --resets donor,flip",
+        " --kind groupcover --victim WEIGHTS --donor WEIGHTS --budgets 600"}) {
+    std::string args = bad;
+    for (size_t at; (at = args.find("WEIGHTS")) != std::string::npos;) args.replace(at, 7, weights());
+    r = run_cli("attack --weights " + weights() + " --dataset synthetic" + args);
+    EXPECT_EQ(r.code, 2) << bad << "\n" << r.out;
+  }
   r = run_cli("attack --kind norm_clip --weights " + weights() + " --dataset cifar10");
   EXPECT_EQ(r.code, 2) << r.out;  // 1 channel vs 3
   r = run_cli("attack --kind norm_clip --weights " + (dir_ / "missing.safetensors").string() +
@@ -502,49 +518,118 @@ TEST_F(AttackCli, UsageErrorsExitTwo) {
   EXPECT_EQ(r.code, 1) << r.out;
 }
 
-TEST_F(AttackCli, GroupCoverUsageErrorsExitTwo) {
-  const std::string base = "attack --kind groupcover --dataset synthetic --weights " + weights();
-  for (const std::string& bad :
-       {" --victim " + weights(),                                       // reset donor, no --donor
-        " --donor " + weights(),                                        // no victim to label
-        " --donor " + weights() + " --victim " + weights() + " --queries web",
-        " --donor " + weights() + " --victim " + weights() + " --detector nope",
-        " --donor " + weights() + " --victim " + weights() + " --budgets 0,300",
-        " --donor " + weights() + " --victim " + weights() + " --resets donor,flip",
-        " --donor " + weights() + " --victim " + weights() + " --budgets 600"}) {
-    auto r = run_cli(base + bad);
-    EXPECT_EQ(r.code, 2) << bad << "\n" << r.out;
-  }
-}
-
-TEST_F(AttackCli, GroupCoverJsonWithFloor) {
+TEST_F(AttackCli, QueryAttacksShareTheQueriesAndGiveTheHeadline) {
   // The same trained model is victim (labels), donor and attacked model: no secrets, so no
   // detector scores; every number is an accuracy on the 500 - 40 held-out test images.
-  auto r = run_cli("attack --kind groupcover --dataset synthetic --weights " + weights() +
+  auto r = run_cli("attack --kind groupcover,floor --dataset synthetic --weights " + weights() +
                        " --victim " + weights() + " --donor " + weights() +
-                       " --resets donor,zero --budgets 20,40 --epochs 1 --json",
+                       " --resets donor,zero --budgets 20,40 --epochs 1 --sources scratch,donor"
+                       " --lrs 0.05 --min-epochs 1 --min-steps 2 --json",
                    false);
   ASSERT_EQ(r.code, 0) << r.out;
   auto j = last_json_line(r.out);
-  EXPECT_EQ(j["kind"], "groupcover");
-  EXPECT_EQ(j["eval_samples"], 460);
-  EXPECT_EQ(j["budgets"], nlohmann::json::array({20, 40}));
-  EXPECT_EQ(j["resets"], nlohmann::json::array({"donor", "zero"}));
+  const auto& a = j["attacks"];
+  EXPECT_EQ(a["eval"]["samples"], 460);
+  EXPECT_EQ(a["groupcover"]["budgets"], nlohmann::json::array({20, 40}));
+  EXPECT_EQ(a["groupcover"]["resets"], nlohmann::json::array({"donor", "zero"}));
   // GroupCover's optimiser defaults when not given.
-  EXPECT_EQ(j["epochs"], 1);
-  EXPECT_NEAR(j["lr"].get<double>(), 0.1, 1e-7);
-  EXPECT_NEAR(j["momentum"].get<double>(), 0.5, 1e-7);
-  EXPECT_EQ(j["batch"], 64);
-  EXPECT_TRUE(j["detectors"].empty());
-  ASSERT_EQ(j["recovered"].size(), 2u);
-  for (const auto& row : j["recovered"]) {
-    ASSERT_EQ(row.size(), 2u);
-    for (const auto& v : row) EXPECT_TRUE(v.get<double>() >= 0 && v.get<double>() <= 1);
-  }
-  EXPECT_EQ(j["floor_donor"].size(), 2u);
-  EXPECT_EQ(j["floor_scratch"].size(), 2u);
+  EXPECT_EQ(a["groupcover"]["@epochs"], 1);
+  EXPECT_NEAR(a["groupcover"]["@lr"].get<double>(), 0.1, 1e-7);
+  EXPECT_NEAR(a["groupcover"]["@momentum"].get<double>(), 0.5, 1e-7);
+  EXPECT_FALSE(a["groupcover"].contains("detectors"));
+  EXPECT_EQ(a["groupcover"]["recovered"].size(), 4u);
+  EXPECT_EQ(a["floor"]["sources"], nlohmann::json::array({"scratch", "donor"}));
+  EXPECT_EQ(a["floor"]["accuracy"].size(), 4u);
   // The victim labels its own model's queries: the attacked model agrees with them.
-  EXPECT_EQ(j["accuracy_victim_eval"], j["accuracy_obfuscated_eval"]);
+  EXPECT_EQ(a["eval"]["victim"], a["eval"]["obfuscated"]);
+  // Headline: the best attack with at most Q queries against the best floor at Q.
+  EXPECT_EQ(a["headline"]["budgets"], nlohmann::json::array({20, 40}));
+  for (size_t b = 0; b < 2; ++b) {
+    const double best = a["headline"]["best_attack"][b], floor = a["headline"]["floor"][b];
+    EXPECT_NEAR(a["headline"]["gap"][b].get<double>(), best - floor, 1e-12);
+    EXPECT_GE(best, a["groupcover"]["accuracy_reset"][0].get<double>());  // 0 queries
+  }
 }
+
+namespace {
+// Per-channel mean and unbiased variance of an NCHW tensor, in double (the reference).
+std::pair<std::vector<double>, std::vector<double>> channel_stats(const Tensor& t) {
+  const auto v = t.to(Device::CPU).to_vector();
+  const int64_t n = t.dim(0), c = t.dim(1), hw = t.numel() / (n * c);
+  std::vector<double> mean(size_t(c), 0.0), var(size_t(c), 0.0);
+  for (int64_t ch = 0; ch < c; ++ch) {
+    double s = 0;
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t k = 0; k < hw; ++k) s += v[size_t((i * c + ch) * hw + k)];
+    const double m = s / double(n * hw);
+    double q = 0;
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t k = 0; k < hw; ++k) {
+        const double d = v[size_t((i * c + ch) * hw + k)] - m;
+        q += d * d;
+      }
+    mean[size_t(ch)] = m;
+    var[size_t(ch)] = q / double(n * hw - 1);
+  }
+  return {mean, var};
+}
+
+nn::Module* module_named(models::Model& m, const std::string& name) {
+  for (auto& [n, mod] : m.modules())
+    if (n == name) return mod;
+  throw std::runtime_error("no module " + name);
+}
+}  // namespace
+
+TEST(BatchNormRecalibration, AveragesTheBatchStatistics) {
+  // resnet20's bn1 normalises conv1's output: after recalibrating on 2 batches of 6 images its
+  // running statistics are the mean of the two batches' statistics of conv1(x), computed here
+  // with naive loops; every weight stays bit-identical and the model is back in eval mode.
+  models::ModelSpec spec;
+  spec.arch = "resnet20";
+  auto m = models::build_model(spec, 3);
+  auto splits = data::make_synthetic(20, 12, 1, 28, 10, 5);
+  auto norm = data::normalization_for("synthetic");
+  std::vector<Tensor> before;
+  for (auto& [key, p] : m->parameters()) before.push_back(p->value.clone());
+
+  // 19 in the blocks and the stem, 2 in the downsample shortcuts of layer2.0 and layer3.0.
+  ASSERT_EQ(exp::recalibrate_batchnorm(*m, splits.test, 12, norm, 6, 0), 21);
+  EXPECT_FALSE(module_named(*m, "bn1")->training());
+  auto* bn1 = dynamic_cast<nn::BatchNorm2d*>(module_named(*m, "bn1"));
+  ASSERT_NE(bn1, nullptr);
+  EXPECT_FLOAT_EQ(bn1->momentum, 0.1f);
+  size_t i = 0;
+  for (auto& [key, p] : m->parameters())
+    ASSERT_EQ(std::memcmp(p->value.raw(), before[i++].raw(), p->value.nbytes()), 0) << key;
+
+  auto* conv1 = module_named(*m, "conv1");
+  data::Loader loader(splits.test, norm, 6, false, 0);
+  Tensor x, y;
+  std::vector<double> mean(16, 0.0), var(16, 0.0);
+  int batches = 0;
+  while (loader.next(x, y)) {
+    auto [bm, bv] = channel_stats(conv1->forward(x));
+    for (size_t c = 0; c < 16; ++c) {
+      mean[c] += bm[c] / 2;
+      var[c] += bv[c] / 2;
+    }
+    ++batches;
+  }
+  ASSERT_EQ(batches, 2);
+  const auto rm = bn1->running_mean.to_vector(), rv = bn1->running_var.to_vector();
+  for (size_t c = 0; c < 16; ++c) {
+    EXPECT_NEAR(rm[c], mean[c], 1e-4 * (1 + std::abs(mean[c]))) << c;
+    EXPECT_NEAR(rv[c], var[c], 1e-4 * (1 + var[c])) << c;
+  }
+  EXPECT_THROW(exp::recalibrate_batchnorm(*m, splits.test, 13, norm, 6, 0), std::invalid_argument);
+
+  // Without BatchNorm nothing is done.
+  auto l = lenet();
+  auto lv = tensor_of(*l, "fc1.weight").to_vector();
+  EXPECT_EQ(exp::recalibrate_batchnorm(*l, splits.test, 12, norm, 6, 0), 0);
+  EXPECT_EQ(tensor_of(*l, "fc1.weight").to_vector(), lv);
+}
+
 
 }  // namespace

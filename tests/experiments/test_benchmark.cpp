@@ -1,6 +1,7 @@
 // The attack benchmark (configs/attacks/benchmark.yaml) end to end at a small size: the real
 // file, run as a sweep on synthetic data with LeNet-5 and tiny budgets, collected into one table
-// and plotted: LeNet-5 x the three methods (splitter.method) x 3 seeds.
+// (every unit's columns and the headline) and plotted: LeNet-5 x the four methods
+// (splitter.method) x 3 seeds.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -47,7 +48,9 @@ TEST(AttackBenchmark, SmallSweepGivesOneTableWithAttacksAndFloor) {
       " --set splitter.max_steps=20 --set splitter.eval_every=10 --set splitter.target_per_layer=8"
       " --set controller.updates=1 --set controller.episodes_per_update=2"
       " --set controller.hidden=32 --set controller.token_size=32"
-      " --set attacks.groupcover.budgets=[40,80] --set attacks.groupcover.epochs=2"
+      " --set attacks.queries.budgets=[40,80] --set attacks.groupcover.epochs=2"
+      " --set attacks.train.lrs=[0.05] --set attacks.train.min_epochs=1"
+      " --set attacks.train.min_steps=4"
       " --set threads=2";
   auto r = nns::test::run_cli("sweep " + file.string() + sets);
   ASSERT_EQ(r.code, 0) << r.out;
@@ -64,10 +67,11 @@ TEST(AttackBenchmark, SmallSweepGivesOneTableWithAttacksAndFloor) {
          {"secrets_bytes", "recall.extreme_percentile", "precision.extreme_percentile",
           "recall.extreme_percentile_layer", "recall.cv_bins", "groupcover.donor@40",
           "groupcover.donor@80", "groupcover.zero@80", "groupcover.mean@80", "floor.donor@40",
-          "floor.donor@80", "floor.scratch@80", "boundary_reset"})
+          "floor.donor@80", "floor.scratch@80", "boundary_reset", "norm_clip.k=1", "best@40",
+          "floor@80", "gap@80"})
       ASSERT_TRUE(a.contains(col)) << col << " missing in " << a.dump();
     EXPECT_GT(a["secrets_bytes"].get<double>(), 0);
-    for (const char* col : {"groupcover.donor@80", "floor.donor@80", "floor.scratch@80"}) {
+    for (const char* col : {"groupcover.donor@80", "floor.donor@80", "floor.scratch@80", "best@80"}) {
       const double v = a[col].get<double>();
       EXPECT_TRUE(v >= 0 && v <= 1) << col << " " << v;
     }

@@ -106,3 +106,28 @@ TEST(Training, InterruptedRunResumesFromCheckpoint) {
 }
 
 }  // namespace
+
+namespace {
+
+// `trainable` leaves every other parameter bit-identical (the knockoff unit's bn_affine).
+TEST(Training, OnlyTheTrainableParametersMove) {
+  auto splits = data::make_synthetic(64, 16, 1, 28, 10, 7);
+  auto norm = data::normalization_for("synthetic");
+  models::ModelSpec s = lenet_spec();
+  auto model = models::build_model(s, 3);
+  std::vector<std::pair<std::string, std::vector<float>>> before;
+  for (auto& [key, p] : model->parameters()) before.emplace_back(key, p->value.to_vector());
+  exp::TrainOptions o;
+  o.epochs = 1;
+  o.batch = 32;
+  o.progress = false;
+  o.trainable = [](const std::string& key) { return key == "fc3.bias"; };
+  exp::train_model(*model, splits.train, nullptr, norm, o);
+  size_t i = 0;
+  for (auto& [key, p] : model->parameters()) {
+    const bool same = p->value.to_vector() == before[i++].second;
+    EXPECT_EQ(same, key != "fc3.bias") << key;
+  }
+}
+
+}  // namespace

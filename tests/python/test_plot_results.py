@@ -146,8 +146,9 @@ def write_run_file(path, attacks=True):
             ds(f, f"times/{name}", sec, "seconds")
 
 
-def write_summary(path, keys, missing=""):
-    """A sweep summary over `keys` (dotted key -> list of values, Cartesian product)."""
+def write_summary(path, keys, missing="", headline=()):
+    """A sweep summary over `keys` (dotted key -> list of values, Cartesian product); with
+    `headline` (query budgets), the attack columns best@Q, floor@Q and gap@Q too."""
     grids = np.meshgrid(*[np.arange(len(v)) for v in keys.values()], indexing="ij")
     combos = np.stack([g.reshape(-1) for g in grids], axis=1)
     n = combos.shape[0]
@@ -168,6 +169,11 @@ def write_summary(path, keys, missing=""):
         ds(f, "runs/at_bounds_fraction", rng.uniform(0.9, 1.0, n), "fraction")
         ds(f, "runs/ks_distance", rng.uniform(0, 0.01, n), "1")
         ds(f, "runs/seconds", rng.uniform(100, 200, n), "seconds")
+        for q in headline:
+            best, floor = rng.uniform(0.6, 0.9, n), np.full(n, 0.5 + q / 4000)
+            ds(f, f"runs/attacks/best@{q}", best, "fraction")
+            ds(f, f"runs/attacks/floor@{q}", floor, "fraction")
+            ds(f, f"runs/attacks/gap@{q}", best - floor, "fraction")
 
 
 def run_tool(*args):
@@ -217,6 +223,28 @@ class PlotResultsTest(tempdir_case.TempDirCase):
         summary = self.path("summary.h5")
         write_summary(summary, {"model.arch": ["lenet5", "resnet20", "vgg11_bn"], "seed": [1, 2, 3]})
         self.assert_pngs(run_tool(summary), [self.path("summary_sweep_model.arch.png")])
+
+    def test_curve_summary_gives_the_curve_rl_vs_random_and_the_table(self):
+        summary = self.path("summary.h5")
+        keys = {"controller.kind": ["rl", "random"], "seed": [0, 1],
+                "splitter.budget": [0.001, 0.01], "splitter.method": ["nnsplitter", "spread"]}
+        write_summary(summary, keys, headline=(100, 300))
+        heat = [self.path(f"summary_heatmap_{a}__{b}_{m}.png")
+                for a, b in (("controller.kind", "splitter.budget"),
+                             ("controller.kind", "splitter.method"),
+                             ("splitter.budget", "splitter.method"))
+                for m in ("obfuscated_accuracy", "obfuscated_fraction")]
+        self.assert_pngs(run_tool(summary), heat + [self.path("summary_curve.png"),
+                                                    self.path("summary_rl_vs_random.png")])
+        table = run_tool(summary, "--markdown")
+        self.assertEqual(table.returncode, 0, table.stderr)
+        rows = [line for line in table.stdout.splitlines() if line.startswith("| ")]
+        self.assertEqual(len(rows), 1 + 2 * 2 * 2)  # header + method x policy x budget
+        self.assertIn("best@300 %", rows[0])
+        self.assertIn("| spread | rl | 1% | 2 |", table.stdout)  # two seeds per point
+        plain = self.path("plain.h5")
+        write_summary(plain, {"splitter.k": [1, 2]})
+        self.assertEqual(run_tool(plain, "--markdown").returncode, 1)
 
     def test_summary_with_missing_runs(self):
         summary = self.path("summary.h5")

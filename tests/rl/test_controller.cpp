@@ -269,8 +269,18 @@ TEST(ControllerInit, RejectsBadArguments) {
   o.token_size = 8;
   EXPECT_THROW(Controller({}, o), std::invalid_argument);
   EXPECT_THROW(Controller({4, 0}, o), std::invalid_argument);
-  o.k = 5;
+  o.k = 0;
   EXPECT_THROW(Controller({4, 8}, o), std::invalid_argument);
+  // k above a layer's filters (without replacement): that layer draws all of them.
+  o.k = 5;
+  {
+    Controller capped({4, 8}, o);
+    Rng r(3);
+    Episode e = capped.sample(r);
+    EXPECT_EQ(e.filters[0], (std::vector<int32_t>{0, 1, 2, 3}));
+    EXPECT_EQ(e.filters[1].size(), 5u);
+    EXPECT_NEAR(capped.log_prob(e), e.log_prob, 1e-9);
+  }
   o.with_replacement = true;
   EXPECT_NO_THROW(Controller({4, 8}, o));
   o.k = 1;

@@ -1,5 +1,5 @@
 // The random filter policy: k distinct filters per layer, sorted, inside each layer's range;
-// the same Rng stream gives the same draws; a k larger than a layer is refused.
+// the same Rng stream gives the same draws; a layer with k or fewer filters gives all of them.
 #include <gtest/gtest.h>
 
 #include <set>
@@ -28,5 +28,9 @@ TEST(RandomPolicy, DrawsKDistinctSortedFiltersPerLayer) {
     EXPECT_EQ(p.sample(b).filters, e.filters);
   }
   EXPECT_EQ(seen_in_16.size(), 16u) << "50 draws of 3 should reach every one of 16 filters";
-  EXPECT_THROW(rl::RandomPolicy({4, 2}, 3), std::invalid_argument);
+  Rng c(6);
+  auto small = rl::RandomPolicy({4, 2}, 3).sample(c);
+  EXPECT_EQ(small.filters[0].size(), 3u);
+  EXPECT_EQ(small.filters[1], (std::vector<int32_t>{0, 1}));
+  EXPECT_THROW(rl::RandomPolicy({4, 2}, 0), std::invalid_argument);
 }

@@ -21,8 +21,9 @@ unsupported or malformed model each (the name says which); all of them seed the 
 --big DIR writes, for torchvision resnet18, mobilenet_v2, squeezenet1_1 and shufflenet_v2_x0_5
 (3x32x32, 10 classes, random BatchNorm statistics): NAME_folded.onnx, NAME.ref.safetensors
 (input [2, 3, 32, 32], logits); resnet18 and mobilenet_v2 also as NAME_bn.onnx (BatchNorm kept,
-state_dict names). And zoo_resnet18.onnx: our zoo's CIFAR resnet18 (tools/torch_models.py),
-folded, for the speed comparison with the zoo model (bench). A few seconds per model.
+state_dict names). And zoo_resnet18.onnx, zoo_resnet18_bn.onnx: our zoo's CIFAR resnet18
+(tools/torch_models.py) in both forms, for the speed comparison with the zoo model (bench). A
+few seconds per model.
 """
 import argparse
 import os
@@ -197,6 +198,7 @@ def big(out):
     m = torch_models.build("resnet18", 3, 10, 32, 1.0)
     m.eval()
     onnx_models.export(m, os.path.join(out, "zoo_resnet18.onnx"), "folded", 3, 32)
+    onnx_models.export(m, os.path.join(out, "zoo_resnet18_bn.onnx"), "bn", 3, 32)
 
 
 def main(argv=None):

@@ -81,6 +81,41 @@ def custom_cnn(out):
     save_file(ref, os.path.join(out, "custom_cnn.ref.safetensors"), {"source": "tools/make_onnx_fixtures.py"})
 
 
+class Extras(nn.Module):
+    """Normalisation inside the model (Sub, Div by initializers), Squeeze/Unsqueeze of values,
+    Tanh, a general Clip; the fixture adds a node nothing reads (dropped at import)."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor([0.25]).view(1, 1, 1, 1))
+        self.register_buffer("std", torch.tensor([0.5]).view(1, 1, 1, 1))
+        self.conv = nn.Conv2d(1, 6, 3, padding=1)
+        self.fc = nn.Linear(6, 10)
+
+    def forward(self, x):
+        x = (x - self.mean) / self.std
+        x = torch.clamp(torch.tanh(self.conv(x)), -0.5, 0.75)
+        x = F.adaptive_avg_pool2d(x, 1).squeeze(-1).squeeze(-1)   # [N, 6]
+        x = x.unsqueeze(1).unsqueeze(-1)                           # [N, 1, 6, 1]
+        return self.fc(torch.flatten(x, 1))
+
+
+def extras(out):
+    import onnx
+    from onnx import helper
+    torch.manual_seed(3)
+    m = Extras().eval()
+    path = os.path.join(out, "extras.onnx")
+    onnx_models.export(m, path, "folded", 1, 8)
+    model = onnx.load(path)
+    conv_out = [n for n in model.graph.node if n.op_type == "Conv"][0].output[0]
+    model.graph.node.append(helper.make_node("Relu", [conv_out], ["unused"], name="dead_relu"))
+    onnx.save(model, path)
+    x = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        save_file({"input": np32(x), "logits": np32(m(x))}, os.path.join(out, "extras.ref.safetensors"))
+
+
 def bad_models(out):
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -213,6 +248,7 @@ def main(argv=None):
         return 0
     os.makedirs(a.out, exist_ok=True)
     custom_cnn(a.out)
+    extras(a.out)
     bad_models(a.out)
     return 0
 

@@ -136,6 +136,11 @@ class Importer {
               std::vector<std::string> out_names = {}, const std::string& suffix = "");
   // The graph value of an input: a runtime value, or a Constant node for a float constant.
   ValueId runtime_or_constant(const onnx::NodeProto& n, int k);
+  ValueId constant_node(const onnx::NodeProto& n, const ConstPtr& c, const std::string& label,
+                        const std::string& state);
+  void sub_div(const onnx::NodeProto& n, bool div);
+  void squeeze(const onnx::NodeProto& n, bool un);  // of a value of the network: a Reshape
+  void prune();
 
   // ---- attributes
   const onnx::AttributeProto* attr(const onnx::NodeProto& n, const char* name) const {
@@ -340,22 +345,110 @@ ValueId Importer::add(const onnx::NodeProto& n, OpKind op, std::vector<ValueId> 
 ValueId Importer::runtime_or_constant(const onnx::NodeProto& n, int k) {
   const Val& v = get(n, k);
   if (v.runtime()) return v.id;
-  const Const& c = *v.c;
-  if (!c.is_float) unsupported(n, "integer constant '" + n.input(k) + "' used as a tensor");
-  for (int64_t d : c.dims)
-    if (d < 1) unsupported(n, "empty constant '" + n.input(k) + "'");
+  return constant_node(n, v.c, n.input(k), v.c->init);
+}
+
+ValueId Importer::constant_node(const onnx::NodeProto& n, const ConstPtr& c,
+                                const std::string& label, const std::string& state) {
+  if (!c->is_float) unsupported(n, "integer constant '" + label + "' used as a tensor");
+  for (int64_t d : c->dims)
+    if (d < 1) unsupported(n, "empty constant '" + label + "'");
   Attr a;
-  a.dims = c.dims;
-  Tensor t(Shape(c.dims.begin(), c.dims.end()));
-  std::copy(c.f.begin(), c.f.end(), t.f32());
-  const std::string state = c.init;
+  a.dims = c->dims;
+  Tensor t(Shape(c->dims.begin(), c->dims.end()));
+  std::copy(c->f.begin(), c->f.end(), t.f32());
   // A constant node of its own, named after the value.
   const int id = int(g_.nodes().size());
-  ValueId out = add(n, OpKind::Constant, {}, a, {state}, 1, {n.input(k) + "#const" + std::to_string(id)},
-                    ":" + n.input(k));
+  ValueId out = add(n, OpKind::Constant, {}, a, {state}, 1, {label + "#const" + std::to_string(id)},
+                    ":" + label);
   constants_.back() = t;
-  if (!state.empty()) initial_values.emplace(state, v.c);
+  if (!state.empty()) initial_values.emplace(state, c);
   return out;
+}
+
+void Importer::sub_div(const onnx::NodeProto& n, bool div) {
+  const Val& a = get(n, 0);
+  const Val& b = get(n, 1);
+  if (!a.runtime() || b.runtime())
+    unsupported(n, std::string(div ? "a division" : "a subtraction") +
+                       " other than of a tensor of the network by a constant");
+  // x - c = x + (-c), x / c = x * (1/c): a constant of the graph (not state: the file's
+  // initializer, if it is one, is never changed).
+  auto c = std::make_shared<Const>(*b.c);
+  c->init.clear();
+  if (!c->is_float) unsupported(n, "an integer constant operand");
+  for (float& v : c->f) v = div ? 1.0f / v : -v;
+  const ValueId k = constant_node(n, c, n.input(1), "");
+  define(n, 0, Val{add(n, div ? OpKind::Mul : OpKind::Add, {a.id, k}), nullptr});
+}
+
+void Importer::squeeze(const onnx::NodeProto& n, bool un) {
+  const Val& x = get(n, 0);
+  const std::vector<int64_t> d = dims_of(x.id);
+  std::vector<int64_t> axes = opset() >= 13 && has(n, 1) ? ints_of(n, konst(n, 1, "axes"), "axes")
+                                                         : attr_ints(n, "axes", {});
+  Attr a;
+  if (un) {
+    const int64_t r = int64_t(d.size() + axes.size());
+    for (auto& ax : axes) ax = ax < 0 ? ax + r : ax;
+    std::sort(axes.begin(), axes.end());
+    a.dims = d;
+    for (int64_t ax : axes) {
+      if (ax < 1 || ax > int64_t(a.dims.size())) unsupported(n, "an axis before the batch or out of range");
+      a.dims.insert(a.dims.begin() + ax, 1);
+    }
+  } else {
+    const int64_t r = int64_t(d.size());
+    for (int64_t k = 0; k < r; ++k) {
+      bool drop = axes.empty() && d[size_t(k)] == 1;
+      for (int64_t ax : axes)
+        if (ax == k || ax + r == k) drop = true;
+      if (drop && d[size_t(k)] != 1) unsupported(n, "squeezes a dim that is not 1 (the batch?)");
+      if (!drop) a.dims.push_back(d[size_t(k)]);
+    }
+  }
+  define(n, 0, Val{add(n, OpKind::Reshape, {x.id}, a), nullptr});
+}
+
+void Importer::prune() {
+  // Nodes whose outputs nothing reads (a value read only by Shape, evaluated at import; an
+  // unused branch of the file): dropped, so that the graph's every-value-read check holds.
+  const auto& nodes = g_.nodes();
+  std::vector<bool> live_val(g_.values().size(), false), live(nodes.size(), false);
+  live_val[size_t(g_.output())] = true;
+  bool all = true;
+  for (size_t i = nodes.size(); i-- > 0;) {
+    for (ValueId v : nodes[i].outputs) live[i] = live[i] || live_val[size_t(v)];
+    if (!live[i]) {
+      all = false;
+      continue;
+    }
+    for (ValueId v : nodes[i].inputs) live_val[size_t(v)] = true;
+  }
+  if (all) return;
+  graph::Graph g;
+  std::vector<ValueId> map(g_.values().size(), -1);
+  map[size_t(g_.input())] = g.add_input(g_.value(g_.input()).name, g_.value(g_.input()).dims);
+  std::vector<std::vector<std::string>> names;
+  std::vector<Tensor> consts;
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    if (!live[i]) continue;
+    const graph::Node& nd = nodes[i];
+    std::vector<ValueId> in;
+    for (ValueId v : nd.inputs) in.push_back(map[size_t(v)]);
+    std::vector<std::string> outs;
+    for (ValueId v : nd.outputs) outs.push_back(g_.value(v).name);
+    const int id = g.add_node(nd.op, nd.name, in, nd.attr, nullptr, int(outs.size()), outs);
+    g.infer_node_dims(id);
+    for (size_t k = 0; k < nd.outputs.size(); ++k)
+      map[size_t(nd.outputs[k])] = g.nodes()[size_t(id)].outputs[k];
+    names.push_back(state_names_[i]);
+    consts.push_back(constants_[i]);
+  }
+  g.set_output(map[size_t(g_.output())]);
+  g_ = std::move(g);
+  state_names_ = std::move(names);
+  constants_ = std::move(consts);
 }
 
 const Const& Importer::weight(const onnx::NodeProto& n, int k, const char* what) {
@@ -1114,6 +1207,10 @@ void Importer::node(const onnx::NodeProto& n) {
   }
   if (op == "Add") return binary(n, OpKind::Add);
   if (op == "Mul") return binary(n, OpKind::Mul);
+  if (op == "Sub") return sub_div(n, false);
+  if (op == "Div") return sub_div(n, true);
+  if (op == "Squeeze") return squeeze(n, false);
+  if (op == "Unsqueeze") return squeeze(n, true);
   if (op == "MaxPool") return pool(n, true);
   if (op == "AveragePool") return pool(n, false);
   if (op == "GlobalAveragePool") {
@@ -1193,10 +1290,11 @@ void Importer::node(const onnx::NodeProto& n) {
     return;
   }
   unsupported(n, "op " + op + " is not supported (supported: Conv, BatchNormalization, Relu, "
-                 "Clip, Sigmoid, Tanh, HardSigmoid, HardSwish, Mul, Add, Concat, MaxPool, "
-                 "AveragePool, Pad, GlobalAveragePool, ReduceMean, Flatten, Reshape, Transpose, "
-                 "Slice, Split, Gemm, MatMul, Dropout, Identity; and shape arithmetic on "
-                 "constants; see docs/bring-your-model.md)");
+                 "Clip, Sigmoid, Tanh, HardSigmoid, HardSwish, Mul, Add, Sub and Div by a "
+                 "constant, Concat, MaxPool, AveragePool, Pad, GlobalAveragePool, ReduceMean, "
+                 "Flatten, Reshape, Squeeze, Unsqueeze, Transpose, Slice, Split, Gemm, MatMul, "
+                 "Dropout, Identity; and shape arithmetic on constants; see "
+                 "docs/bring-your-model.md)");
 }
 
 std::shared_ptr<OnnxDef> Importer::run() {
@@ -1267,6 +1365,7 @@ std::shared_ptr<OnnxDef> Importer::run() {
                            dims_text(od) + "; supported: logits [N, classes]");
   g_.set_output(it->second.id);
   try {
+    prune();
     g_.infer_dims();
   } catch (const std::invalid_argument& e) {
     throw UnsupportedModel(file_ + ": " + e.what());

@@ -16,9 +16,11 @@
 //     Slice bound that depends on the batch other than as the batch itself is refused;
 //   - supported ops of the network: Conv (2-d; groups, dilation, stride, pads, auto_pad; bias
 //     or not), BatchNormalization, Relu, Clip, Sigmoid, Tanh, HardSigmoid, HardSwish, Mul, Add,
-//     Concat, MaxPool and AveragePool (2-d, ceil_mode, symmetric pads), Pad (constant mode),
-//     GlobalAveragePool, ReduceMean over trailing axes, Flatten, Reshape, Transpose, Slice
-//     (positive steps), Split, Gemm, MatMul (by an initializer), Dropout, Identity.
+//     Sub and Div by a constant, Concat, MaxPool and AveragePool (2-d, ceil_mode, symmetric
+//     pads), Pad (constant mode), GlobalAveragePool, ReduceMean over trailing axes, Flatten,
+//     Reshape, Squeeze, Unsqueeze, Transpose, Slice (positive steps), Split, Gemm, MatMul (by an
+//     initializer), Dropout, Identity. Nodes nothing reads (a value read only by Shape) are
+//     dropped.
 //     Anything else is an UnsupportedModel error naming the op, the node and the file, raised
 //     before any work starts.
 // Limits (errors name the file): the file size, the number of nodes, the elements of any

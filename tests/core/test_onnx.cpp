@@ -200,6 +200,21 @@ TEST(Onnx, WritesTheSameGraphWithTheStateBitForBit) {
   fs::remove_all(dir);
 }
 
+TEST(Onnx, NormalisationSqueezeAndDeadNodesImport) {
+  auto m = load_onnx(fixture("extras.onnx"));
+  auto ref = read_safetensors(fixture("extras.ref.safetensors"));
+  m->set_training(false);
+  expect_close(vec(m->forward(ref_tensor(ref, "input"))), vec(ref_tensor(ref, "logits")), 1e-5,
+               "logits");
+  // Sub and Div by initializers became graph constants; the initializers are not state.
+  std::set<std::string> keys;
+  for (auto& e : m->state()) keys.insert(e.key);
+  EXPECT_EQ(keys, (std::set<std::string>{"conv.weight", "conv.bias", "fc.weight", "fc.bias"}));
+  // The Relu nothing reads was dropped.
+  auto* gn = dynamic_cast<graph::GraphNet*>(&m->net());
+  for (const auto& n : gn->graph().nodes()) EXPECT_NE(n.name, "dead_relu");
+}
+
 TEST(Onnx, CloneAndFreshBuildKeepTheGraph) {
   auto m = load_onnx(fixture("custom_cnn_bn.onnx"));
   auto c = models::clone_model(*m);

@@ -294,8 +294,18 @@ def main():
     total = 0
     for group, cases in groups.items():
         d = os.path.join(OUT, group)
+        # Reproducers of fuzzer findings (regression-*, committed with their fix) stay.
+        keep = {}
+        if os.path.isdir(d):
+            for name in os.listdir(d):
+                if name.startswith("regression-"):
+                    with open(os.path.join(d, name), "rb") as f:
+                        keep[name] = f.read()
         shutil.rmtree(d, ignore_errors=True)
         os.makedirs(d)
+        for name, data in keep.items():
+            with open(os.path.join(d, name), "wb") as f:
+                f.write(data)
         for name, data in cases.items():
             with open(os.path.join(d, name), "wb") as f:
                 f.write(data)

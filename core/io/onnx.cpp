@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <set>
@@ -20,6 +21,7 @@
 
 #include "core/graph/graph_net.h"
 #include "core/io/atomic_file.h"
+#include "kernels/ops.h"
 
 namespace nns::io {
 
@@ -119,6 +121,12 @@ class Importer {
   std::vector<int64_t> ints_of(const onnx::NodeProto& n, const Const& c, const char* what) const;
   float scalar_float(const onnx::NodeProto& n, int k, const char* what) const;
   const std::vector<int64_t>& dims_of(ValueId v) const { return g_.value(v).dims; }
+  // Input k as a value of the network (a constant there is refused).
+  const Val& network_input(const onnx::NodeProto& n, int k) const {
+    const Val& v = get(n, k);
+    if (!v.runtime()) unsupported(n, "applied to a constant ('" + n.input(k) + "')");
+    return v;
+  }
   void define(const onnx::NodeProto& n, int k, Val v) {
     if (k >= n.output_size() || n.output(k).empty()) return;
     if (env_.count(n.output(k))) bad(n, "output '" + n.output(k) + "' is defined twice");
@@ -230,15 +238,15 @@ ConstPtr Importer::tensor_const(const onnx::TensorProto& t, const std::string& w
                            " values, its dims " + dims_text(c->dims) + " need " + std::to_string(n));
   };
   switch (t.data_type()) {
-    case onnx::TensorProto::FLOAT: {
+    case onnx::TensorProto::FLOAT: {  // the data checked first: the dims alone allocate nothing
       c->is_float = true;
-      c->f.resize(size_t(n));
       if (raw) {
         need(t.raw_data().size(), 4);
+        c->f.resize(size_t(n));
         std::memcpy(c->f.data(), t.raw_data().data(), size_t(n) * 4);  // little-endian hosts
       } else {
         need(size_t(t.float_data_size()) * 4, 4);
-        std::copy(t.float_data().begin(), t.float_data().end(), c->f.begin());
+        c->f.assign(t.float_data().begin(), t.float_data().end());
       }
       break;
     }
@@ -249,14 +257,19 @@ ConstPtr Importer::tensor_const(const onnx::TensorProto& t, const std::string& w
     case onnx::TensorProto::UINT8:
     case onnx::TensorProto::INT16: {
       c->is_float = false;
-      c->i.resize(size_t(n));
       const int dt = t.data_type();
       const size_t elem = dt == onnx::TensorProto::INT64   ? 8
                           : dt == onnx::TensorProto::INT32 ? 4
                           : dt == onnx::TensorProto::INT16 ? 2
                                                            : 1;
-      if (raw) {
+      if (raw)
         need(t.raw_data().size(), elem);
+      else if (dt == onnx::TensorProto::INT64)
+        need(size_t(t.int64_data_size()) * 8, 8);
+      else
+        need(size_t(t.int32_data_size()) * 4, 4);
+      c->i.resize(size_t(n));
+      if (raw) {
         const char* p = t.raw_data().data();
         for (int64_t k = 0; k < n; ++k) {
           int64_t v = 0;
@@ -276,10 +289,8 @@ ConstPtr Importer::tensor_const(const onnx::TensorProto& t, const std::string& w
           c->i[size_t(k)] = Sym{v, 0};
         }
       } else if (dt == onnx::TensorProto::INT64) {
-        need(size_t(t.int64_data_size()) * 8, 8);
         for (int64_t k = 0; k < n; ++k) c->i[size_t(k)] = Sym{t.int64_data(int(k)), 0};
       } else {
-        need(size_t(t.int32_data_size()) * 4, 4);
         for (int64_t k = 0; k < n; ++k) c->i[size_t(k)] = Sym{t.int32_data(int(k)), 0};
       }
       break;
@@ -317,16 +328,20 @@ ValueId Importer::add(const onnx::NodeProto& n, OpKind op, std::vector<ValueId> 
   const std::string name = node_name(n) + suffix;
   if (int(g_.nodes().size()) >= kOnnxMaxNodes)
     throw UnsupportedModel(file_ + ": more than " + std::to_string(kOnnxMaxNodes) + " nodes");
-  const int id = g_.add_node(op, name, std::move(in), std::move(a), nullptr, n_out,
-                             std::move(out_names));
-  state_names_.push_back(std::move(names));
-  constants_.emplace_back();
+  int id = -1;
   try {
+    id = g_.add_node(op, name, std::move(in), std::move(a), nullptr, n_out, std::move(out_names));
+    state_names_.push_back(std::move(names));
+    constants_.emplace_back();
     g_.infer_node_dims(id);
   } catch (const std::invalid_argument& e) {
     throw UnsupportedModel(file_ + ": " + e.what());
   }
   for (ValueId v : g_.nodes()[size_t(id)].outputs) {
+    if (dims_of(v).size() > size_t(ops::kMaxDims))
+      throw UnsupportedModel(file_ + ": node '" + name + "' makes a tensor of " +
+                             std::to_string(dims_of(v).size()) + " dims (limit " +
+                             std::to_string(ops::kMaxDims) + ")");
     int64_t per_image = 1;
     for (int64_t d : dims_of(v)) {
       if (d == kBatch) continue;
@@ -383,7 +398,7 @@ void Importer::sub_div(const onnx::NodeProto& n, bool div) {
 }
 
 void Importer::squeeze(const onnx::NodeProto& n, bool un) {
-  const Val& x = get(n, 0);
+  const Val& x = network_input(n, 0);
   const std::vector<int64_t> d = dims_of(x.id);
   std::vector<int64_t> axes = opset() >= 13 && has(n, 1) ? ints_of(n, konst(n, 1, "axes"), "axes")
                                                          : attr_ints(n, "axes", {});
@@ -402,7 +417,7 @@ void Importer::squeeze(const onnx::NodeProto& n, bool un) {
     for (int64_t k = 0; k < r; ++k) {
       bool drop = axes.empty() && d[size_t(k)] == 1;
       for (int64_t ax : axes)
-        if (ax == k || ax + r == k) drop = true;
+        if (ax == k || (ax < 0 && ax + r == k)) drop = true;
       if (drop && d[size_t(k)] != 1) unsupported(n, "squeezes a dim that is not 1 (the batch?)");
       if (!drop) a.dims.push_back(d[size_t(k)]);
     }
@@ -479,7 +494,17 @@ bool Importer::const_op(const onnx::NodeProto& n) {
   for (int k = 0; k < n.input_size(); ++k)
     if (!n.input(k).empty() && get(n, k).runtime() && op != "Shape") return false;
   auto out = std::make_shared<Const>();
-  auto sym_mul = [&](Sym a, Sym b) { return Sym{a.lit * b.lit, a.pow + b.pow}; };
+  // Integer arithmetic on file-given values: overflow is an error, not undefined behaviour.
+  auto checked = [&](bool overflow, int64_t v) {
+    if (overflow) unsupported(n, "shape arithmetic overflows 64 bits");
+    return v;
+  };
+  auto sym_mul = [&](Sym a, Sym b) {
+    int64_t v;
+    const bool o = __builtin_mul_overflow(a.lit, b.lit, &v);
+    if (std::abs(a.pow + b.pow) > 8) unsupported(n, "shape arithmetic with the batch size to a high power");
+    return Sym{checked(o, v), a.pow + b.pow};
+  };
   if (op == "Shape") {
     const Val& v = get(n, 0);
     std::vector<int64_t> d = v.runtime() ? dims_of(v.id) : v.c->dims;
@@ -586,7 +611,7 @@ bool Importer::const_op(const onnx::NodeProto& n) {
       for (int64_t k = 0; k < r; ++k) {
         bool drop = axes.empty() ? x.dims[size_t(k)] == 1 : false;
         for (int64_t a : axes)
-          if (a == k || a + r == k) drop = true;
+          if (a == k || (a < 0 && a + r == k)) drop = true;
         if (drop && x.dims[size_t(k)] != 1) bad(n, "squeezes a dim that is not 1");
         if (!drop) d.push_back(x.dims[size_t(k)]);
       }
@@ -679,15 +704,21 @@ bool Importer::const_op(const onnx::NodeProto& n) {
       if (op == "Mul") {
         z = sym_mul(x, y);
       } else if (op == "Add" || op == "Sub") {
+        if (op == "Sub" && y.lit == std::numeric_limits<int64_t>::min())
+          unsupported(n, "shape arithmetic overflows 64 bits");
         const int64_t yl = op == "Add" ? y.lit : -y.lit;
         if (x.pow == y.pow || x.lit == 0 || y.lit == 0) {
-          z = Sym{x.lit + yl, x.lit == 0 ? y.pow : x.pow};
+          int64_t v;
+          const bool o = __builtin_add_overflow(x.lit, yl, &v);
+          z = Sym{checked(o, v), x.lit == 0 ? y.pow : x.pow};
           if (z.lit == 0) z.pow = 0;
         } else {
           unsupported(n, "shape arithmetic that adds the batch size to another number");
         }
       } else {  // Div: integer division, truncating
         if (y.lit == 0) bad(n, "division by zero");
+        if (y.lit == -1 && x.lit == std::numeric_limits<int64_t>::min())
+          unsupported(n, "shape arithmetic overflows 64 bits");
         if (y.pow > x.pow || x.lit % y.lit != 0) {
           if (x.pow == 0 && y.pow == 0) {
             z = Sym{x.lit / y.lit, 0};
@@ -712,7 +743,9 @@ bool Importer::const_op(const onnx::NodeProto& n) {
       } else if (shape[k] < 0) {
         bad(n, "negative dim in the shape");
       } else {
-        known *= shape[k];
+        int64_t v;
+        const bool o = __builtin_mul_overflow(known, shape[k], &v);
+        known = checked(o, v);
       }
     }
     if (infer >= 0) shape[size_t(infer)] = known ? x.numel() / known : 0;
@@ -781,11 +814,12 @@ bool Importer::const_op(const onnx::NodeProto& n) {
       if (st > 0) {
         s = std::clamp<int64_t>(s, 0, dim);
         e = std::clamp<int64_t>(e, 0, dim);
-        cnt[size_t(a)] = e > s ? (e - s + st - 1) / st : 0;
+        cnt[size_t(a)] = e > s ? (e - s - 1) / st + 1 : 0;
       } else {
         s = std::clamp<int64_t>(s, -1, dim - 1);
         e = std::clamp<int64_t>(e, -1, dim - 1);
-        cnt[size_t(a)] = s > e ? (s - e + (-st) - 1) / (-st) : 0;
+        if (st == std::numeric_limits<int64_t>::min()) bad(n, "step out of range");
+        cnt[size_t(a)] = s > e ? (s - e - 1) / (-st) + 1 : 0;
       }
       first[size_t(a)] = s;
       step[size_t(a)] = st;
@@ -1005,12 +1039,14 @@ void Importer::gemm(const onnx::NodeProto& n, bool matmul) {
 }
 
 void Importer::reshape(const onnx::NodeProto& n) {
-  const Val& xv = get(n, 0);
+  const Val& xv = network_input(n, 0);
   const std::vector<int64_t> x = dims_of(xv.id);
   const Const& s = konst(n, 1, "shape");
   if (s.is_float || s.dims.size() != 1) bad(n, "shape must be a 1-d integer tensor");
   const bool allowzero = attr_int(n, "allowzero", 0) != 0;
   Attr a;
+  int64_t known = 1;
+  if (s.i.size() > size_t(ops::kMaxDims)) unsupported(n, "a target of more than 6 dims");
   for (size_t k = 0; k < s.i.size(); ++k) {
     const Sym v = s.i[k];
     if (v.pow == 1 && v.lit == 1) {
@@ -1022,6 +1058,10 @@ void Importer::reshape(const onnx::NodeProto& n) {
       a.dims.push_back(x[k]);
     } else if (v.lit == -1 || v.lit > 0) {
       if (v.lit > kOnnxMaxDim) unsupported(n, "dim " + std::to_string(v.lit));
+      if (v.lit > 0) {
+        known *= v.lit;  // each <= 2^24, checked as it grows: no overflow
+        if (known > kOnnxMaxTensorElements) unsupported(n, "a target shape of more than 2^30 elements");
+      }
       a.dims.push_back(v.lit);
     } else {
       unsupported(n, "target dim " + std::to_string(v.lit));
@@ -1031,7 +1071,7 @@ void Importer::reshape(const onnx::NodeProto& n) {
 }
 
 void Importer::slice(const onnx::NodeProto& n) {
-  const Val& xv = get(n, 0);
+  const Val& xv = network_input(n, 0);
   const std::vector<int64_t> x = dims_of(xv.id);
   std::vector<Sym> starts, ends;
   std::vector<int64_t> axes, steps;
@@ -1075,7 +1115,7 @@ void Importer::slice(const onnx::NodeProto& n) {
     a.axis = int(ax);
     a.start = std::clamp<int64_t>(s.lit, -kOnnxMaxTensorElements, kOnnxMaxTensorElements);
     a.end = std::clamp<int64_t>(e.lit, -kOnnxMaxTensorElements, kOnnxMaxTensorElements);
-    a.step = steps[k];
+    a.step = std::min(steps[k], kOnnxMaxTensorElements);  // a longer step: the first element
     cur = add(n, OpKind::Slice, {cur}, a, {}, 1, {}, added ? ":" + std::to_string(added) : "");
     ++added;
   }
@@ -1083,7 +1123,7 @@ void Importer::slice(const onnx::NodeProto& n) {
 }
 
 void Importer::pad(const onnx::NodeProto& n) {
-  const Val& xv = get(n, 0);
+  const Val& xv = network_input(n, 0);
   const std::vector<int64_t> x = dims_of(xv.id);
   if (attr_string(n, "mode", "constant") != "constant")
     unsupported(n, "mode '" + attr_string(n, "mode", "") + "' (only constant)");
@@ -1115,7 +1155,7 @@ void Importer::pad(const onnx::NodeProto& n) {
 }
 
 void Importer::split(const onnx::NodeProto& n) {
-  const Val& xv = get(n, 0);
+  const Val& xv = network_input(n, 0);
   const std::vector<int64_t> x = dims_of(xv.id);
   int64_t axis = attr_int(n, "axis", 0);
   if (axis < 0) axis += int64_t(x.size());
@@ -1148,7 +1188,7 @@ void Importer::split(const onnx::NodeProto& n) {
 }
 
 void Importer::clip(const onnx::NodeProto& n) {
-  const Val& xv = get(n, 0);
+  const Val& xv = network_input(n, 0);
   float lo = -std::numeric_limits<float>::infinity(), hi = std::numeric_limits<float>::infinity();
   if (opset() >= 11) {
     if (has(n, 1)) lo = scalar_float(n, 1, "min");
@@ -1177,6 +1217,7 @@ void Importer::node(const onnx::NodeProto& n) {
   const std::string& op = n.op_type();
   if (!n.domain().empty() && n.domain() != "ai.onnx")
     unsupported(n, "domain '" + n.domain() + "' (only the default ONNX domain)");
+  if (n.output_size() < 1 || n.output(0).empty()) bad(n, "no output");
   if (const_op(n)) return;
   auto unary = [&](OpKind k, Attr a = {}) {
     const Val& x = get(n, 0);
@@ -1472,7 +1513,12 @@ std::unique_ptr<models::Model> parse_onnx(const std::string& bytes, const std::s
   spec.input_size = int(in[2]);
   spec.num_classes = int(def->graph.value(def->graph.output()).dims[1]);
   spec.graph = def;
-  auto model = models::build_model(spec);
+  std::unique_ptr<models::Model> model;
+  try {
+    model = models::build_model(spec);
+  } catch (const std::invalid_argument& e) {  // GraphNet's own checks (they name the file)
+    throw UnsupportedModel(e.what());
+  }
   for (auto& e : model->state()) {
     auto it = imp.initial_values.find(e.key);
     if (it == imp.initial_values.end())

@@ -8,6 +8,7 @@
 
 #include "core/engine/plan.h"
 #include "core/io/model_io.h"
+#include "core/io/onnx.h"
 #include "experiments/threads.h"
 #include "kernels/ops.h"
 
@@ -90,6 +91,15 @@ void add_arch_option(CLI::App* sub, std::string& arch) {
 std::unique_ptr<models::Model> load_weights(const std::string& path, const std::string& arch,
                                             const std::string& dataset,
                                             std::map<std::string, std::string>* metadata) {
+  if (io::looks_like_onnx(path)) {
+    if (!arch.empty())
+      throw UsageError(path + " is an ONNX model, which carries its own graph: drop --arch " + arch);
+    try {
+      return io::load_onnx(path, metadata);
+    } catch (const io::UnsupportedModel& e) {
+      throw UsageError(e.what());
+    }
+  }
   if (arch.empty()) return io::load_model(path, metadata);
   require_model_name(arch);
   if (dataset.empty())

@@ -69,6 +69,8 @@ void add_arch_option(CLI::App* sub, std::string& arch);
 // names no arch, or the one its metadata describes when it names the same arch; a different arch
 // in the metadata is a UsageError naming both. The state must fit the model exactly (the first
 // missing, unexpected or wrongly shaped key is named with both shapes: io::load_state).
+// An ONNX file (by content) is read with its graph (io::load_onnx; --arch is then a UsageError,
+// and so is a model the reader does not support: the op and node are named).
 std::unique_ptr<models::Model> load_weights(const std::string& path, const std::string& arch,
                                             const std::string& dataset,
                                             std::map<std::string, std::string>* metadata = nullptr);

@@ -52,7 +52,8 @@ const Schema& experiment_schema() {
     add("model.width_mult", V::Float, "1", "channel multiplier (1 = the published widths)", 0.01,
         double(models::kMaxWidthMult));  // bounds of core/models/zoo.h (0.01 = kMinWidthMult)
     add("victim.weights", V::String, "\"\"",
-        "pretrained weights (.safetensors) to protect; \"\" = train the victim (cached)");
+        "pretrained weights (.safetensors, or .onnx: its graph is the model and model.arch is "
+        "not used) to protect; \"\" = train the victim (cached)");
     add("victim.epochs", V::Int, "4", "training epochs of the victim", 1, {});
     add("victim.batch", V::Int, "128", "training batch size", 1, 65536);
     add("victim.lr", V::Float, "0.05", "base learning rate", 1e-9, {});
@@ -187,11 +188,12 @@ CachedVictim cached_victim(const Config& cfg, const models::ModelSpec& spec,
                    "victim.momentum", "victim.weight_decay", "victim.augment"})
     recipe << key << "=" << cfg.text(key) << "\n";
   recipe << "seed=" << seed << "\n";
+  if (spec.graph) recipe << "graph=" << cfg.text("victim.weights") << "\n";  // an ONNX victim's
   fs::path cache = opt.cache_dir.empty() ? fs::path(cfg.get_string("output.dir")) / "victims"
                                          : fs::path(opt.cache_dir);
   fs::create_directories(cache);
   fs::path cached = cache / (spec.arch + "-" + dataset + "-" + hex64(fnv1a(recipe.str())) +
-                             ".safetensors");
+                             (spec.graph ? ".onnx" : ".safetensors"));
   // Sweep tasks sharing a victim recipe may start together: one trains, the others wait.
   VictimLock lock(cached.string() + ".lock");
   if (fs::exists(cached)) {
@@ -438,8 +440,8 @@ RunSummary run_experiment(const Config& cfg, const RunOptions& opt) {
   const uint64_t seed = uint64_t(cfg.get_int("seed"));
   const std::string dataset = cfg.get_string("dataset.name");
   const auto info = require_dataset_info(dataset);
-  const auto spec = spec_for(cfg.get_string("model.arch"), info, float(cfg.get_float("model.width_mult")));
-  const int pad_to = spec.input_size > info.height ? spec.input_size : 0;
+  auto spec = spec_for(cfg.get_string("model.arch"), info, float(cfg.get_float("model.width_mult")));
+  int pad_to = spec.input_size > info.height ? spec.input_size : 0;
   const fs::path out = fs::absolute(opt.output_path);
   const fs::path work = opt.state_dir.empty() ? fs::path(out).replace_extension("") : fs::path(opt.state_dir);
   fs::create_directories(out.parent_path());
@@ -452,8 +454,13 @@ RunSummary run_experiment(const Config& cfg, const RunOptions& opt) {
   CachedVictim V;
   if (const std::string weights = cfg.get_string("victim.weights"); !weights.empty()) {
     V.model = io::load_model(weights, &V.meta);
+    if (V.model->spec().graph) {  // ONNX: the file's graph is the model (model.arch unused)
+      spec = V.model->spec();
+      pad_to = spec.input_size > info.height ? spec.input_size : 0;
+    }
     const auto& vs = V.model->spec();
-    if (vs.arch != spec.arch || vs.in_channels != spec.in_channels || vs.num_classes != spec.num_classes)
+    if (vs.arch != spec.arch || vs.in_channels != info.channels ||
+        vs.num_classes != info.num_classes || spec.input_size < info.height)
       throw ConfigError("victim.weights: " + weights + " holds a " + vs.arch +
                         " that does not match model.arch " + spec.arch + " on " + dataset);
     V.source = weights;

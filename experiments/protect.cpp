@@ -14,6 +14,7 @@
 #include "core/io/input_file.h"
 #include "core/io/json_bounded.h"
 #include "core/io/model_io.h"
+#include "core/io/onnx.h"
 #include "core/io/safetensors.h"
 #include "core/random.h"
 #include "core/splitter/mask.h"
@@ -751,10 +752,15 @@ ProtectResult protect(const ProtectInputs& in, const Config& cfg) {
   meta.erase("test_correct");
   // A model whose secrets are sealed says so: an unsealed file is then refused for it (no downgrade).
   if (!in.seal_key.empty()) splitter::mark_secrets_sealed(meta);
-  R.obfuscated_path = (fs::path(in.out_dir) / "obfuscated.safetensors").string();
+  // A model read from ONNX is written back as ONNX (the same graph, the changed initializers)
+  // and, for Python, as its state dict under the same names.
+  const bool onnx = io::is_onnx_model(model);
+  R.obfuscated_path =
+      (fs::path(in.out_dir) / (onnx ? "obfuscated.onnx" : "obfuscated.safetensors")).string();
   R.secrets_path = (fs::path(in.out_dir) / "secrets.safetensors").string();
   R.trajectory_path = (fs::path(in.out_dir) / "trajectory.json").string();
   io::save_model(model, R.obfuscated_path, meta);
+  if (onnx) io::save_model(model, (fs::path(in.out_dir) / "obfuscated.safetensors").string(), meta);
   splitter::write_secrets(R.secrets_path, secrets, in.seal_key.empty() ? nullptr : &in.seal_key);
   R.secrets_bytes = int64_t(fs::file_size(R.secrets_path));
   check_restore(R, model, *original, in, *data.test);

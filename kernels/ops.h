@@ -149,25 +149,82 @@ void dropout_backward(const Context& ctx, int64_t count, float p, const uint8_t*
 
 // ---------------------------------------------------------------------------------------------
 // Pooling. x [N, C, H, W] -> y [N, C, OH, OW].
+// Output size along an axis (PyTorch's rule): floor((in + 2 pad - k) / stride) + 1, or with
+// ceil_mode the ceiling, less one when the last window would start past the input and its
+// left padding. Windows are clipped to the input (ceil mode lets the last one hang over).
 struct Pool2dShape {
   int n = 1, c = 1, h = 1, w = 1;
   int kh = 2, kw = 2, stride_h = 2, stride_w = 2, pad_h = 0, pad_w = 0;
-  int out_h() const { return (h + 2 * pad_h - kh) / stride_h + 1; }
-  int out_w() const { return (w + 2 * pad_w - kw) / stride_w + 1; }
+  bool ceil_mode = false;
+  bool count_include_pad = true;  // average pooling's divisor (below)
+  static int out_size(int in, int k, int stride, int pad, bool ceil) {
+    const int span = in + 2 * pad - k;
+    if (!ceil || span < 0) return span / stride + 1;
+    int out = (span + stride - 1) / stride + 1;
+    if ((out - 1) * stride >= in + pad) --out;
+    return out;
+  }
+  int out_h() const { return out_size(h, kh, stride_h, pad_h, ceil_mode); }
+  int out_w() const { return out_size(w, kw, stride_w, pad_w, ceil_mode); }
 };
-// Max pooling (PyTorch semantics: padding is -inf, floor mode). argmax [N*C*OH*OW] receives
-// the flat index within the (h, w) plane of the chosen input (first maximum on ties).
+// Max pooling (PyTorch semantics: padding is -inf). argmax [N*C*OH*OW] receives the flat index
+// within the (h, w) plane of the chosen input (first maximum on ties).
 void maxpool2d_forward(const Context& ctx, const Pool2dShape& s, const float* x, float* y,
                        int32_t* argmax);
 // Overwrites dx.
 void maxpool2d_backward(const Context& ctx, const Pool2dShape& s, const float* dy,
                         const int32_t* argmax, float* dx);
-// Average pooling, count_include_pad = true (PyTorch default). Overwrites y / dx.
+// Average pooling (PyTorch semantics). The divisor of a window is, with count_include_pad, its
+// size clipped to the padded input (KH*KW except where ceil mode lets it hang over the end),
+// else the number of input elements it covers (kernels/common/pool.h). Overwrites y / dx.
 void avgpool2d_forward(const Context& ctx, const Pool2dShape& s, const float* x, float* y);
 void avgpool2d_backward(const Context& ctx, const Pool2dShape& s, const float* dy, float* dx);
 // Adaptive average pool to 1x1: y [N, C] = mean over HW. Overwrites.
 void global_avgpool_forward(const Context& ctx, int n, int c, int hw, const float* x, float* y);
 void global_avgpool_backward(const Context& ctx, int n, int c, int hw, const float* dy, float* dx);
+
+// ---------------------------------------------------------------------------------------------
+// Ops of imported graphs (core/graph/graph_net.h). Element math in kernels/common/graph_ops.h.
+// Clip: y = min(max(x, lo), hi). Backward with PyTorch's hardtanh rule: dx = dy where
+// lo < x < hi, else 0 (computed from the forward INPUT x). Overwrites y / dx.
+void clip_forward(const Context& ctx, int64_t count, float lo, float hi, const float* x,
+                  float* y);
+void clip_backward(const Context& ctx, int64_t count, float lo, float hi, const float* x,
+                   const float* dy, float* dx);
+// HardSigmoid: y = max(0, min(1, alpha x + beta)); dx = dy * alpha where 0 < alpha x + beta < 1,
+// else 0 (from the forward INPUT x). Overwrites y / dx.
+void hardsigmoid_forward(const Context& ctx, int64_t count, float alpha, float beta,
+                         const float* x, float* y);
+void hardsigmoid_backward(const Context& ctx, int64_t count, float alpha, float beta,
+                          const float* x, const float* dy, float* dx);
+
+// Binary ops with NumPy broadcasting. The dims are given aligned to one rank (at most
+// kMaxDims): a[i] and b[i] are each 1 or out[i].
+inline constexpr int kMaxDims = 6;
+enum class Binary : uint8_t { Add = 0, Mul = 1 };
+struct BroadcastShape {
+  int rank = 0;
+  int64_t out[kMaxDims] = {}, a[kMaxDims] = {}, b[kMaxDims] = {};
+};
+// y [out] = a op b. Overwrites y.
+void broadcast_forward(const Context& ctx, Binary op, const BroadcastShape& s, const float* a,
+                       const float* b, float* y);
+// The gradients of y = a op b reduced onto the operands' shapes: da[j] = sum over the out
+// elements that read a[j] of dy * (Mul: b, Add: 1), summed in ascending out order; db alike.
+// Overwrites da [a] and db [b]; either may be null (not computed).
+void broadcast_backward(const Context& ctx, Binary op, const BroadcastShape& s, const float* a,
+                        const float* b, const float* dy, float* da, float* db);
+
+// Strided copy, the data movement of Concat, Split, Slice, Pad, Transpose and their backward:
+// for every index (i_0, ..., i_{rank-1}) with i_k < n[k],
+//   dst[sum_k i_k dst_stride[k]] = src[sum_k i_k src_stride[k]]
+// (strides in elements, non-negative; the caller offsets src/dst to the first element).
+// Writes only those dst elements; the written elements must not overlap. rank <= kMaxDims.
+struct StridedCopy {
+  int rank = 0;
+  int64_t n[kMaxDims] = {}, src_stride[kMaxDims] = {}, dst_stride[kMaxDims] = {};
+};
+void copy_strided(const Context& ctx, const StridedCopy& s, const float* src, float* dst);
 
 // ---------------------------------------------------------------------------------------------
 // Loss and metrics. logits [N, K], labels [N].

@@ -272,18 +272,40 @@ def key_cases():
             "key_text": b"0123456789abcdef0123456789abcdef\n"}
 
 
+def onnx_cases():
+    """The ONNX fixtures of tools/make_onnx_fixtures.py (tests/fixtures/onnx): a valid tiny
+    model, the custom CNN in both export forms, and every unsupported or malformed variant."""
+    d = os.path.join(ROOT, "tests", "fixtures", "onnx")
+    cases = {}
+    for name in sorted(os.listdir(d)):
+        if name.endswith(".onnx"):
+            with open(os.path.join(d, name), "rb") as f:
+                cases[name[:-5]] = f.read()
+    return cases
+
+
 def main():
     groups = {"safetensors": safetensors_cases(), "secrets_unsealed": {},
               "secrets_sealed": sealed_cases(), "idx": idx_cases(), "cifar": cifar_cases(),
-              "config": config_cases(), "key": key_cases()}
+              "config": config_cases(), "key": key_cases(), "onnx": onnx_cases()}
     for name, data in secrets_cases(FP_A).items():  # mode byte: odd = expect FP_A
         groups["secrets_unsealed"][name] = b"\x01" + data
         groups["secrets_unsealed"][name + "_noexpect"] = b"\x00" + data
     total = 0
     for group, cases in groups.items():
         d = os.path.join(OUT, group)
+        # Reproducers of fuzzer findings (regression-*, committed with their fix) stay.
+        keep = {}
+        if os.path.isdir(d):
+            for name in os.listdir(d):
+                if name.startswith("regression-"):
+                    with open(os.path.join(d, name), "rb") as f:
+                        keep[name] = f.read()
         shutil.rmtree(d, ignore_errors=True)
         os.makedirs(d)
+        for name, data in keep.items():
+            with open(os.path.join(d, name), "wb") as f:
+                f.write(data)
         for name, data in cases.items():
             with open(os.path.join(d, name), "wb") as f:
                 f.write(data)

@@ -13,7 +13,9 @@ PACKAGES=(
   linux-perf                                             # page faults and profiles (bench notes)
   googletest libgtest-dev libgmock-dev libbenchmark-dev
   clang-14 libclang-rt-14-dev libfuzzer-14-dev libomp-14-dev   # the `sanitize` preset, fuzzing
+  libonnx-dev libprotobuf-dev protobuf-compiler   # ONNX models (core/io/onnx.cpp)
   python3 python3-numpy python3-torch python3-h5py python3-matplotlib
+  python3-torchvision python3-onnx                 # ONNX test fixtures (tools/make_onnx_fixtures.py)
   dataset-fashion-mnist
   slurm-wlm munge
   clang-14 libfuzzer-14-dev libclang-rt-14-dev libomp-14-dev

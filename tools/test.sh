@@ -8,7 +8,8 @@
 #   4. blas      the BLAS-sensitive tests again with OPENBLAS_CORETYPE in the other state than
 #                this shell's (unset if set, Haswell if unset), for those commands only, so
 #                that a test passing on one OpenBLAS kernel only fails here: every kernel test
-#                (test_kernels) and the PyTorch fixture tests (test_core, `Models/ZooFixture.*`)
+#                (test_kernels) and the PyTorch fixture tests (test_core, `Models/ZooFixture.*`,
+#                and the ONNX ones, `Onnx.*`, `Models/OnnxTorchvision.*`)
 #   5. sanitize  the `sanitize` preset (clang-14, ASan+UBSan, CPU only): the test programs in
 #                SANITIZE_PROGRAMS below built and run, and every fuzz corpus replayed; any
 #                report fails the phase
@@ -117,7 +118,7 @@ else
 fi
 blas_failed=0
 run_gtest build '*' test_kernels || blas_failed=1
-run_gtest build 'Models/ZooFixture.*' test_core || blas_failed=1
+run_gtest build 'Models/ZooFixture.*:Onnx.*:Models/OnnxTorchvision.*' test_core || blas_failed=1
 run_env=()
 ((blas_failed == 0)) || { echo "test.sh: the BLAS rerun failed"; exit 1; }
 

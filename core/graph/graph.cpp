@@ -35,6 +35,7 @@ const char* op_name(OpKind op) {
     case OpKind::Split: return "Split";
     case OpKind::Slice: return "Slice";
     case OpKind::Pad: return "Pad";
+    case OpKind::Constant: return "Constant";
   }
   return "?";
 }
@@ -59,6 +60,7 @@ ValueId Graph::add_input(const std::string& name, std::vector<int64_t> dims) {
   if (input_ >= 0) throw std::invalid_argument("graph: a second input '" + name + "'");
   values_.push_back({name, std::move(dims)});
   producer_.push_back(-1);
+  known_.push_back(true);
   input_ = ValueId(values_.size() - 1);
   return input_;
 }
@@ -83,6 +85,7 @@ int Graph::add_node(OpKind op, const std::string& name, std::vector<ValueId> inp
                             : out_names[size_t(o)];
     values_.push_back({vname, {}});
     producer_.push_back(id);
+    known_.push_back(false);
     n.outputs.push_back(ValueId(values_.size() - 1));
   }
   nodes_.push_back(std::move(n));
@@ -171,6 +174,10 @@ void check_module_shapes(const Node& n, const std::vector<int64_t>& x) {
       if (w != Shape{ca.c_out, ca.c_in / ca.groups, ca.kh, ca.kw})
         bad(n, "module weight " + shape_str(w) + " does not match the attributes");
       if (c->has_bias != ca.bias) bad(n, "module bias does not match the attributes");
+      if (c->groups != ca.groups || c->stride_h != ca.stride_h || c->stride_w != ca.stride_w ||
+          c->dil_h != ca.dil_h || c->dil_w != ca.dil_w || c->pad_h != ca.pad_t ||
+          c->pad_h != ca.pad_b || c->pad_w != ca.pad_l || c->pad_w != ca.pad_r)
+        bad(n, "module " + c->describe() + " does not match the attributes");
       if (x[1] != ca.c_in)
         bad(n, "input " + dims_str(x) + " has not " + std::to_string(ca.c_in) + " channels");
       break;
@@ -203,7 +210,13 @@ void check_module_shapes(const Node& n, const std::vector<int64_t>& x) {
 void Graph::infer_dims() {
   if (input_ < 0) throw std::invalid_argument("graph: no input");
   if (output_ < 0) throw std::invalid_argument("graph: no output");
-  for (Node& n : nodes_) {
+  for (size_t i = 0; i < nodes_.size(); ++i) infer_node_dims(int(i));
+  check_all_read();
+}
+
+void Graph::infer_node_dims(int node) {
+  {
+    Node& n = nodes_.at(size_t(node));
     const Attr& a = n.attr;
     auto in = [&](size_t i) -> const std::vector<int64_t>& {
       if (i >= n.inputs.size()) bad(n, "missing input " + std::to_string(i));
@@ -216,17 +229,19 @@ void Graph::infer_dims() {
     auto set = [&](size_t o, std::vector<int64_t> d) {
       if (o >= n.outputs.size()) bad(n, "missing output " + std::to_string(o));
       values_[size_t(n.outputs[o])].dims = std::move(d);
+      known_[size_t(n.outputs[o])] = true;
     };
     for (ValueId v : n.inputs)
-      if (values_[size_t(v)].dims.empty() && v != input_)
+      if (!known_[size_t(v)])
         bad(n, "reads '" + values_[size_t(v)].name + "' before it is written");
     const size_t want_inputs =
         (n.op == OpKind::Add || n.op == OpKind::Mul) ? 2 : (n.op == OpKind::Concat ? 0 : 1);
-    if (want_inputs && n.inputs.size() != want_inputs)
+    if (n.op == OpKind::Constant && !n.inputs.empty()) bad(n, "a constant has no inputs");
+    if (n.op != OpKind::Constant && want_inputs && n.inputs.size() != want_inputs)
       bad(n, "expected " + std::to_string(want_inputs) + " inputs, got " +
                  std::to_string(n.inputs.size()));
     if (n.op != OpKind::Split && n.outputs.size() != 1) bad(n, "expected one output");
-    if (n.module) check_module_shapes(n, in(0));
+    if (n.module && n.op != OpKind::Constant) check_module_shapes(n, in(0));
     switch (n.op) {
       case OpKind::Conv: {
         rank(0, 4);
@@ -392,6 +407,18 @@ void Graph::infer_dims() {
         set(0, out);
         break;
       }
+      case OpKind::Constant: {
+        for (int64_t d : a.dims)
+          if (d < 1) bad(n, "constant dims " + dims_str(a.dims) + " must be literals >= 1");
+        if (n.module) {
+          const Tensor* v = constant_value(*n.module);
+          if (!v) bad(n, "the module is not a graph::ConstantTensor");
+          if (v->shape() != Shape(a.dims.begin(), a.dims.end()))
+            bad(n, "module value " + shape_str(v->shape()) + " does not match " + dims_str(a.dims));
+        }
+        set(0, a.dims);
+        break;
+      }
       case OpKind::Pad: {
         auto out = in(0);
         if (a.pads.size() != 2 * out.size()) bad(n, "pads must hold 2 entries per dim");
@@ -409,6 +436,9 @@ void Graph::infer_dims() {
       }
     }
   }
+}
+
+void Graph::check_all_read() const {
   // Every value but the output is read (a forgotten branch of a lowering or an import).
   std::vector<bool> read(values_.size(), false);
   for (const Node& n : nodes_) {

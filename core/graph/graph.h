@@ -61,6 +61,10 @@ enum class OpKind : uint8_t {
   Split,      // along attr.axis into outputs of attr.sizes
   Slice,      // along attr.axis: [attr.start, attr.end) with attr.step (> 0), clamped to the dim
   Pad,        // constant attr.lo over attr.pads (ONNX order: begins of every dim, then ends)
+  // A tensor of the model that is not a layer's parameter (a scale multiplied in, say): no
+  // inputs; output dims attr.dims; module graph::ConstantTensor (core/graph/graph_net.h) holds
+  // the value. Never the batch: its dims are literals.
+  Constant,
 };
 
 // Short ONNX-like name ("Conv", "Relu", ...).
@@ -86,13 +90,15 @@ struct Attr {
   PoolAttr pool;          // MaxPool, AvgPool
   int in = 0, out = 0;    // Linear
   bool bias = false;      // Linear
+  int channels = 0;                        // BatchNorm (of its module)
+  float eps = 1e-5f, momentum = 0.1f;      // BatchNorm (PyTorch's momentum: 1 - ONNX's)
   float lo = 0, hi = 0;   // Clip bounds; Pad value in lo
   float alpha = 0.2f, beta = 0.5f;  // HardSigmoid
   float p = 0;            // Dropout
   int axis = 1;           // Flatten, Concat, Split, Slice
   int64_t start = 0, end = 0, step = 1;  // Slice
   bool keepdims = true;                  // ReduceMean
-  std::vector<int64_t> dims;   // Reshape target
+  std::vector<int64_t> dims;   // Reshape target; Constant's dims
   std::vector<int64_t> perm;   // Transpose
   std::vector<int64_t> axes;   // ReduceMean
   std::vector<int64_t> sizes;  // Split
@@ -143,6 +149,10 @@ class Graph {
   // ranks and sizes that fit each op, the modules' shapes agreeing with the attributes, every
   // value but the output read by some node. Throws std::invalid_argument naming the node.
   void infer_dims();
+  // The shape rule of one node (its inputs' dims must be known): sets its outputs' dims. What
+  // infer_dims does per node, without the whole-graph checks; importers call it as they add
+  // nodes, to evaluate shape arithmetic (ONNX's Shape) against the dims so far.
+  void infer_node_dims(int node);
   // Concrete shapes of every value for a batch size (after infer_dims).
   std::vector<Shape> shapes(int64_t batch) const;
 
@@ -150,11 +160,16 @@ class Graph {
   std::string describe() const;
 
  private:
+  void check_all_read() const;
   std::vector<Value> values_;
   std::vector<Node> nodes_;
   std::vector<int> producer_;
+  std::vector<bool> known_;  // dims set (a rank-0 value has empty dims too)
   ValueId input_ = -1, output_ = -1;
 };
+
+// The value a Constant node's module holds (nullptr when it is not a graph::ConstantTensor).
+const Tensor* constant_value(const nn::Module& m);
 
 // Concrete dims for a batch size.
 Shape bind_batch(const std::vector<int64_t>& dims, int64_t batch);

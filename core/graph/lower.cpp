@@ -2,6 +2,7 @@
 
 #include <stdexcept>
 
+#include "core/graph/graph_net.h"
 #include "core/nn/blocks.h"
 #include "core/nn/layers.h"
 
@@ -56,9 +57,14 @@ class Lowering {
       ConvAttr& ca = a.conv;
       ca.c_in = c->c_in;
       ca.c_out = c->c_out;
-      ca.kh = ca.kw = c->kernel;
-      ca.stride_h = ca.stride_w = c->stride;
-      ca.pad_t = ca.pad_l = ca.pad_b = ca.pad_r = c->padding;
+      ca.kh = c->kh;
+      ca.kw = c->kw;
+      ca.stride_h = c->stride_h;
+      ca.stride_w = c->stride_w;
+      ca.pad_t = ca.pad_b = c->pad_h;
+      ca.pad_l = ca.pad_r = c->pad_w;
+      ca.dil_h = c->dil_h;
+      ca.dil_w = c->dil_w;
       ca.groups = c->groups;
       ca.bias = c->has_bias;
       return node(OpKind::Conv, path, {x}, a, c);
@@ -69,7 +75,12 @@ class Lowering {
       a.bias = l->has_bias;
       return node(OpKind::Linear, path, {x}, a, l);
     }
-    if (auto* b = dynamic_cast<nn::BatchNorm2d*>(&m)) return node(OpKind::BatchNorm, path, {x}, a, b);
+    if (auto* b = dynamic_cast<nn::BatchNorm2d*>(&m)) {
+      a.channels = b->c;
+      a.eps = b->eps;
+      a.momentum = b->momentum;
+      return node(OpKind::BatchNorm, path, {x}, a, b);
+    }
     if (auto* act = dynamic_cast<nn::Activation*>(&m)) {
       switch (act->kind()) {
         case ops::Activation::ReLU: return node(OpKind::Relu, path, {x});
@@ -118,6 +129,14 @@ class Lowering {
 }  // namespace
 
 Graph lower_module_tree(nn::Module& net, int in_channels, int size) {
+  if (auto* gn = dynamic_cast<GraphNet*>(&net)) {
+    const auto& d = gn->graph().value(gn->graph().input()).dims;
+    if (d.size() != 4 || d[1] != in_channels || d[2] != size || d[3] != size)
+      throw std::invalid_argument("lower: " + gn->describe() + " takes inputs " + dims_str(d) +
+                                  ", not [N, " + std::to_string(in_channels) + ", " +
+                                  std::to_string(size) + ", " + std::to_string(size) + "]");
+    return gn->graph();
+  }
   Graph g;
   ValueId x = g.add_input("input", {kBatch, in_channels, size, size});
   Lowering l(g);

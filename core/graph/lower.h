@@ -11,7 +11,8 @@ namespace nns::graph {
 // InvertedResidual and every leaf layer of core/nn/layers.h; any other module type throws
 // std::invalid_argument naming its path. Node names are the module paths ("layer1.0.conv1");
 // the ops a block does itself are named after the block ("layer1.0.add", "layer1.0.relu_out").
-// The result has had infer_dims().
+// The result has had infer_dims(). A graph::GraphNet (a model read from ONNX) gives its own
+// graph (nodes pointing at its modules), after checking the input shape.
 Graph lower_module_tree(nn::Module& net, int in_channels, int size);
 
 }  // namespace nns::graph

@@ -1,6 +1,7 @@
 #include "core/io/model_io.h"
 
 #include "core/io/strict_number.h"
+#include "core/io/onnx.h"
 
 #include <cmath>
 #include <limits>
@@ -58,6 +59,7 @@ void load_state(models::Model& model, const SafetensorsFile& file, const std::st
 
 void save_model(models::Model& model, const std::string& path,
                 std::map<std::string, std::string> extra) {
+  if (write_as_onnx(model, path)) return save_onnx(model, path, extra);
   const auto& s = model.spec();
   std::map<std::string, std::string> meta = std::move(extra);
   meta["arch"] = s.arch;
@@ -125,9 +127,19 @@ models::ModelSpec spec_from_metadata(const SafetensorsFile& f, const std::string
   return s;
 }
 
+bool write_as_onnx(const models::Model& model, const std::string& path) {
+  const bool st = path.size() >= 12 && path.compare(path.size() - 12, 12, ".safetensors") == 0;
+  return is_onnx_model(model) && !st;
+}
+
 std::unique_ptr<models::Model> load_model(const std::string& path,
                                           std::map<std::string, std::string>* metadata) {
+  if (looks_like_onnx(path)) return load_onnx(path, metadata);
   SafetensorsFile f = read_safetensors(path);
+  if (auto a = f.metadata.find("arch"); a != f.metadata.end() && a->second == models::kGraphArch)
+    throw std::runtime_error(path + ": the state of a model read from ONNX (its graph is in the "
+                             ".onnx file: read that one, e.g. obfuscated.onnx beside "
+                             "obfuscated.safetensors)");
   std::unique_ptr<models::Model> model;
   try {
     model = models::build_model(spec_from_metadata(f, path));

@@ -17,16 +17,22 @@ namespace nns::io {
 void load_state(models::Model& model, const SafetensorsFile& file, const std::string& path);
 
 // Writes the model's state dict (PyTorch order) with metadata: arch, in_channels, input_size,
-// num_classes, width_mult, plus `extra`. Atomic (temporary file + rename).
+// num_classes, width_mult, plus `extra`. Atomic (temporary file + rename). A model read from
+// ONNX is written as ONNX (core/io/onnx.h: its graph, the state's initializers, `extra` as
+// metadata_props) unless `path` ends in .safetensors (then its state dict under the
+// initializer names, arch "onnx").
 void save_model(models::Model& model, const std::string& path,
                 std::map<std::string, std::string> extra = {});
+// Whether save_model writes `model` to `path` as ONNX.
+bool write_as_onnx(const models::Model& model, const std::string& path);
 
 // The ModelSpec recorded in a weights file's metadata (arch, in_channels, input_size,
 // num_classes, width_mult); missing or bad entries, or values outside the bounds of
 // core/models/zoo.h, throw naming the file and the key.
 models::ModelSpec spec_from_metadata(const SafetensorsFile& file, const std::string& path);
 
-// Reads a weights file, builds the model it describes and loads it.
+// Reads a weights file, builds the model it describes and loads it. An ONNX file (recognised
+// by its content: io::looks_like_onnx) is read by io::load_onnx.
 std::unique_ptr<models::Model> load_model(const std::string& path,
                                           std::map<std::string, std::string>* metadata = nullptr);
 

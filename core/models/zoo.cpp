@@ -8,6 +8,7 @@
 #include "core/engine/plan.h"
 #include "core/graph/graph.h"
 #include "core/graph/lower.h"
+#include "core/graph/graph_net.h"
 #include "core/nn/blocks.h"
 
 namespace nns::models {
@@ -217,6 +218,14 @@ std::string spec_bounds_error(const ModelSpec& s) {
 }
 
 std::unique_ptr<Model> build_model(const ModelSpec& spec, uint64_t seed) {
+  if (spec.graph) {
+    auto net = std::make_unique<graph::GraphNet>(spec.graph);
+    Rng rng(seed);
+    initialise(*net, false, rng);
+    auto model = std::make_unique<Model>(spec, std::move(net));
+    model->set_input_grad(false);
+    return model;
+  }
   if (!is_known_model(spec.arch)) {
     std::string all;
     for (const auto& n : model_names()) all += (all.empty() ? "" : ", ") + n;
@@ -409,6 +418,7 @@ std::vector<std::pair<std::string, nn::Module*>> Model::modules() {
 }
 
 nn::Module* Model::module_for(const std::string& param_key) {
+  if (auto* g = dynamic_cast<graph::GraphNet*>(net_.get())) return g->module_for(param_key);
   auto dot = param_key.rfind('.');
   if (dot == std::string::npos) return nullptr;
   std::string path = param_key.substr(0, dot);

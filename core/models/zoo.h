@@ -9,6 +9,7 @@
 
 namespace nns::graph {
 class Graph;
+struct GraphDef;
 }
 namespace nns::engine {
 class Plan;
@@ -16,12 +17,19 @@ class Plan;
 
 namespace nns::models {
 
+// arch of a model read from a file that carries its own graph (ONNX): spec.graph says which.
+inline constexpr const char* kGraphArch = "onnx";
+
 struct ModelSpec {
   std::string arch;       // lenet5, resnet20, resnet18, resnet34, vgg11_bn..vgg19_bn, mobilenet_v2
   int in_channels = 1;
   int input_size = 28;    // square input (VGG needs 32: 28x28 data is zero-padded to 32)
   int num_classes = 10;
   float width_mult = 1.0f;  // channel multiplier (1 = the published widths); used by tests
+  // A model read from ONNX (arch kGraphArch): its graph. build_model builds a graph::GraphNet
+  // of it (fresh weights, PyTorch's default initialisation by seed), so clone_model and the
+  // attacks' from-scratch baselines work as for the zoo.
+  std::shared_ptr<const graph::GraphDef> graph = nullptr;
 };
 
 // Bounds on a ModelSpec (build_model refuses anything outside them; weights metadata and
@@ -86,7 +94,8 @@ class Model {
   int64_t num_parameters();
   // Named modules (full dotted path), pre-order.
   std::vector<std::pair<std::string, nn::Module*>> modules();
-  // The module owning a parameter key such as "layer1.0.conv1.weight" (nullptr if none).
+  // The module owning a parameter key such as "layer1.0.conv1.weight" (nullptr if none); for a
+  // model read from ONNX, the owner of an initializer ("onnx::Conv_123").
   nn::Module* module_for(const std::string& param_key);
   // Turns dropout off (or on) even in training mode (fixture comparisons).
   void set_dropout_enabled(bool enabled);

@@ -1,5 +1,7 @@
 // Folding frozen BatchNorm (and the activation after it) into convolution epilogues, for the
-// eval-mode passes of the obfuscator and of evaluation.
+// eval-mode passes of the obfuscator and of evaluation. A graph::GraphNet (a model read from
+// ONNX) folds where the graph allows it (GraphNet::fold_batchnorm).
+#include "core/graph/graph_net.h"
 #include "core/nn/blocks.h"
 #include "core/nn/layers.h"
 
@@ -8,20 +10,14 @@ namespace nns::nn {
 namespace {
 
 bool fold_pair(Conv2d* conv, BatchNorm2d* bn, Activation* act) {
-  if (!conv || !bn || conv->folded() || bn->bypassed()) return false;
-  Tensor scale({bn->c}, DType::F32, conv->device()), shift({bn->c}, DType::F32, conv->device());
-  ops::Context ctx{conv->device(), nullptr};
-  ops::batchnorm_fold(ctx, bn->c, bn->weight.value.f32(), bn->bias.value.f32(),
-                      bn->running_mean.f32(), bn->running_var.f32(), bn->eps, scale.f32(),
-                      shift.f32());
-  ops::Activation a = act ? act->kind() : ops::Activation::None;
-  conv->fold(std::move(scale), std::move(shift), a);
-  bn->set_bypass(true);
+  if (!conv || !bn) return false;
+  if (!fold_conv_bn(*conv, *bn, act ? act->kind() : ops::Activation::None)) return false;
   if (act) act->set_bypass(true);
   return true;
 }
 
 int fold_rec(Module& m) {
+  if (auto* g = dynamic_cast<graph::GraphNet*>(&m)) return g->fold_batchnorm();
   int n = 0;
   if (auto* b = dynamic_cast<BasicBlock*>(&m)) {
     n += fold_pair(b->conv1.get(), b->bn1.get(), b->relu1.get());
@@ -40,6 +36,7 @@ int fold_rec(Module& m) {
 }
 
 void unfold_rec(Module& m) {
+  if (auto* g = dynamic_cast<graph::GraphNet*>(&m)) g->unfold_batchnorm();
   if (auto* c = dynamic_cast<Conv2d*>(&m)) c->unfold();
   if (auto* b = dynamic_cast<BatchNorm2d*>(&m)) b->set_bypass(false);
   if (auto* a = dynamic_cast<Activation*>(&m)) a->set_bypass(false);
@@ -47,6 +44,18 @@ void unfold_rec(Module& m) {
 }
 
 }  // namespace
+
+bool fold_conv_bn(Conv2d& conv, BatchNorm2d& bn, ops::Activation act) {
+  if (conv.folded() || bn.bypassed()) return false;
+  Tensor scale({bn.c}, DType::F32, conv.device()), shift({bn.c}, DType::F32, conv.device());
+  ops::Context ctx{conv.device(), nullptr};
+  ops::batchnorm_fold(ctx, bn.c, bn.weight.value.f32(), bn.bias.value.f32(),
+                      bn.running_mean.f32(), bn.running_var.f32(), bn.eps, scale.f32(),
+                      shift.f32());
+  conv.fold(std::move(scale), std::move(shift), act);
+  bn.set_bypass(true);
+  return true;
+}
 
 int fold_batchnorm(Module& root) { return fold_rec(root); }
 void unfold_batchnorm(Module& root) { unfold_rec(root); }

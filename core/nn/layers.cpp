@@ -40,11 +40,20 @@ const int32_t* device_list(const std::vector<int32_t>& list, Tensor& cache, Devi
 // ------------------------------------------------------------------------------------- Conv2d
 Conv2d::Conv2d(int c_in_, int c_out_, int kernel_, int stride_, int padding_, int groups_,
                bool bias_)
-    : c_in(c_in_), c_out(c_out_), kernel(kernel_), stride(stride_), padding(padding_),
-      groups(groups_), has_bias(bias_) {
-  if (c_in % groups || c_out % groups)
+    : Conv2d(c_in_, c_out_,
+             ConvGeometry{kernel_, kernel_, stride_, stride_, padding_, padding_, 1, 1, groups_,
+                          bias_}) {}
+
+Conv2d::Conv2d(int c_in_, int c_out_, const ConvGeometry& g)
+    : c_in(c_in_), c_out(c_out_), kernel(g.kh), stride(g.stride_h), padding(g.pad_h),
+      groups(g.groups), kh(g.kh), kw(g.kw), stride_h(g.stride_h), stride_w(g.stride_w),
+      pad_h(g.pad_h), pad_w(g.pad_w), dil_h(g.dil_h), dil_w(g.dil_w), has_bias(g.bias) {
+  if (groups < 1 || c_in % groups || c_out % groups)
     throw std::invalid_argument("Conv2d: channels not divisible by groups");
-  weight.value = Tensor({c_out, c_in / groups, kernel, kernel});
+  if (kh < 1 || kw < 1 || stride_h < 1 || stride_w < 1 || pad_h < 0 || pad_w < 0 || dil_h < 1 ||
+      dil_w < 1)
+    throw std::invalid_argument("Conv2d: kernel, stride and dilation must be >= 1, padding >= 0");
+  weight.value = Tensor({c_out, c_in / groups, kh, kw});
   register_parameter("weight", &weight);
   if (has_bias) {
     bias.value = Tensor({c_out});
@@ -54,8 +63,13 @@ Conv2d::Conv2d(int c_in_, int c_out_, int kernel_, int stride_, int padding_, in
 
 std::string Conv2d::describe() const {
   std::ostringstream o;
-  o << "Conv2d(" << c_in << ", " << c_out << ", k=" << kernel << ", s=" << stride
-    << ", p=" << padding;
+  auto pair = [&](int a, int b) {
+    if (a == b) return std::to_string(a);
+    return std::to_string(a) + "x" + std::to_string(b);
+  };
+  o << "Conv2d(" << c_in << ", " << c_out << ", k=" << pair(kh, kw) << ", s="
+    << pair(stride_h, stride_w) << ", p=" << pair(pad_h, pad_w);
+  if (dilated()) o << ", d=" << pair(dil_h, dil_w);
   if (groups != 1) o << ", groups=" << groups;
   if (!has_bias) o << ", bias=False";
   o << ")";
@@ -63,13 +77,13 @@ std::string Conv2d::describe() const {
 }
 
 void Conv2d::init_default(Rng& rng) {
-  double bound = 1.0 / std::sqrt(double(c_in / groups) * kernel * kernel);
+  double bound = 1.0 / std::sqrt(double(c_in / groups) * kh * kw);
   uniform_fill(weight.value, rng, bound);
   if (has_bias) uniform_fill(bias.value, rng, bound);
 }
 
 void Conv2d::init_kaiming_fan_out(Rng& rng) {
-  double fan_out = double(c_out) * kernel * kernel / groups;
+  double fan_out = double(c_out) * kh * kw / groups;
   double std = std::sqrt(2.0 / fan_out);
   Tensor cpu(weight.value.shape());
   float* p = cpu.f32();
@@ -95,11 +109,33 @@ ops::Conv2dShape Conv2d::shape_for(const Tensor& x) const {
   s.h = int(x.dim(2));
   s.w = int(x.dim(3));
   s.c_out = c_out;
-  s.kh = s.kw = kernel;
-  s.stride_h = s.stride_w = stride;
-  s.pad_h = s.pad_w = padding;
+  s.kh = (kh - 1) * dil_h + 1;
+  s.kw = (kw - 1) * dil_w + 1;
+  s.stride_h = stride_h;
+  s.stride_w = stride_w;
+  s.pad_h = pad_h;
+  s.pad_w = pad_w;
   s.groups = groups;
   return s;
+}
+
+void Conv2d::expand_dilated() {
+  const int ekh = (kh - 1) * dil_h + 1, ekw = (kw - 1) * dil_w + 1;
+  const Shape dense{c_out, c_in / groups, ekh, ekw};
+  if (!dense_index_.defined() || dense_index_.device() != device_) {
+    // Flat position of every weight entry in the dense kernel.
+    Tensor idx({weight.value.numel()}, DType::I64);
+    int64_t* p = idx.i64();
+    const int64_t rows = int64_t(c_out) * (c_in / groups);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int i = 0; i < kh; ++i)
+        for (int j = 0; j < kw; ++j)
+          *p++ = (r * ekh + int64_t(i) * dil_h) * ekw + int64_t(j) * dil_w;
+    dense_index_ = idx.to(device_);
+    dense_w_ = Tensor(dense, DType::F32, device_);  // zeros between the taps, never written
+  }
+  ops::scatter(ctx(), weight.value.numel(), dense_index_.i64(), weight.value.f32(),
+               dense_w_.f32());
 }
 
 const Tensor& Conv2d::forward(const Tensor& x) {
@@ -120,7 +156,12 @@ const Tensor& Conv2d::forward(const Tensor& x) {
     epi.shift = fold_shift_.f32();
     epi.act = fold_act_;
   }
-  ops::conv2d_forward(ctx(), s, x.f32(), weight.value.f32(), epi, out_.f32());
+  const float* w = weight.value.f32();
+  if (dilated()) {
+    expand_dilated();
+    w = dense_w_.f32();
+  }
+  ops::conv2d_forward(ctx(), s, x.f32(), w, epi, out_.f32());
   if (post_forward) post_forward(x, out_);
   return out_;
 }
@@ -160,17 +201,25 @@ const Tensor& Conv2d::backward(const Tensor& dy_in) {
       bias.ensure_grad();
       db = bias.grad.f32();
     }
+    float* dw = weight.grad.f32();
+    if (dilated()) {
+      ensure(dense_grad_, dense_w_.shape(), device_);
+      dw = dense_grad_.f32();
+    }
     if (wgrad_ == WeightGrad::All)
-      ops::conv2d_backward_filter(ctx(), s, input_.f32(), dy.f32(), weight.grad.f32(), db,
-                                  nullptr, 0);
+      ops::conv2d_backward_filter(ctx(), s, input_.f32(), dy.f32(), dw, db, nullptr, 0);
     else if (!filters_.empty())
-      ops::conv2d_backward_filter(ctx(), s, input_.f32(), dy.f32(), weight.grad.f32(), db,
+      ops::conv2d_backward_filter(ctx(), s, input_.f32(), dy.f32(), dw, db,
                                   device_list(filters_, filters_dev_, device_),
                                   int(filters_.size()));
+    if (dilated())
+      ops::gather(ctx(), weight.value.numel(), dense_index_.i64(), dense_grad_.f32(),
+                  weight.grad.f32());
   }
   if (!needs_input_grad_) return dx_;
   ensure(dx_, input_.shape(), device_);
-  ops::conv2d_backward_data(ctx(), s, dy.f32(), weight.value.f32(), dx_.f32());
+  ops::conv2d_backward_data(ctx(), s, dy.f32(), dilated() ? dense_w_.f32() : weight.value.f32(),
+                            dx_.f32());
   return dx_;
 }
 

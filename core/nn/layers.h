@@ -11,11 +11,24 @@
 
 namespace nns::nn {
 
+// The geometry of a convolution beyond the zoo's square kernels (models read from ONNX):
+// kernel, stride, symmetric padding and dilation per axis.
+struct ConvGeometry {
+  int kh = 1, kw = 1, stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0, dil_h = 1, dil_w = 1;
+  int groups = 1;
+  bool bias = true;
+};
+
 // Conv2d: weight [C_out, C_in/groups, KH, KW], optional bias [C_out]. PyTorch semantics.
+// A dilated convolution runs as the dense convolution of its kernel expanded with zeros
+// ((K - 1) * dilation + 1 taps per axis, rebuilt from the weight at every forward); its weight
+// gradient is read back from the dense one (all filters: with set_weight_grad(Subset) the rows
+// of unlisted filters hold whatever the dense gradient had).
 class Conv2d : public Module {
  public:
   Conv2d(int c_in, int c_out, int kernel, int stride = 1, int padding = 0, int groups = 1,
          bool bias = true);
+  Conv2d(int c_in, int c_out, const ConvGeometry& g);
   const Tensor& forward(const Tensor& x) override;
   const Tensor& backward(const Tensor& dy) override;
   std::string describe() const override;
@@ -41,14 +54,22 @@ class Conv2d : public Module {
   // correction here. Not part of backward.
   std::function<void(const Tensor& input, Tensor& output)> post_forward;
 
-  int c_in, c_out, kernel, stride, padding, groups;
+  bool dilated() const { return dil_h != 1 || dil_w != 1; }
+  // The convolution the kernels run for input x (a dilated one: its dense expansion).
+  ops::Conv2dShape shape_for(const Tensor& x) const;
+
+  int c_in, c_out;
+  int kernel, stride, padding;  // the zoo's square view: kh, stride_h, pad_h
+  int groups;
+  int kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h = 1, dil_w = 1;
   Parameter weight;
   Parameter bias;  // undefined when the layer has no bias
   bool has_bias;
 
  private:
-  ops::Conv2dShape shape_for(const Tensor& x) const;
+  void expand_dilated();  // dense_w_ = the weight spread over the dilated taps
   Tensor input_, out_, dx_, dacc_;
+  Tensor dense_w_, dense_grad_, dense_index_;  // dilated convolutions only
   WeightGrad wgrad_ = WeightGrad::All;
   std::vector<int32_t> filters_;
   Tensor filters_dev_;  // filters_ on the layer's device (ops take device pointers)
@@ -228,4 +249,7 @@ namespace nns::nn {
 // frozen (eval mode). Returns the number of folded convolutions.
 int fold_batchnorm(Module& root);
 void unfold_batchnorm(Module& root);
+// Folds one frozen BatchNorm and the activation `act` after it into `conv` (the BN is bypassed;
+// the caller bypasses the activation). False when either is already folded.
+bool fold_conv_bn(Conv2d& conv, BatchNorm2d& bn, ops::Activation act);
 }  // namespace nns::nn

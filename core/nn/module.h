@@ -47,14 +47,17 @@ class Module {
   // Recursive. Training mode: BatchNorm uses batch statistics, dropout is active.
   virtual void set_training(bool training);
   bool training() const { return training_; }
-  // Moves every parameter and buffer, recursively.
-  void to(Device device);
+  // Moves every parameter and buffer, recursively. (Virtual: graph::GraphNet re-shares the
+  // tensors that several of its layers use.)
+  virtual void to(Device device);
   Device device() const { return device_; }
   // When false, backward need not compute dx (the stem of a network). Default true.
   void set_needs_input_grad(bool v) { needs_input_grad_ = v; }
 
   // PyTorch order: own parameters, own buffers, then children in registration order.
-  void collect_state(const std::string& prefix, std::vector<StateEntry>& out);
+  // (Virtual: graph::GraphNet lists its layers' tensors under the names of the file it was
+  // read from.)
+  virtual void collect_state(const std::string& prefix, std::vector<StateEntry>& out);
   void collect_modules(const std::string& prefix,
                        std::vector<std::pair<std::string, Module*>>& out);
   const std::vector<std::pair<std::string, Module*>>& children() const { return children_; }

@@ -89,9 +89,12 @@ struct SplitInference::Layer {
         s.h = h;
         s.w = w;
         s.c_out = G.count;
-        s.kh = s.kw = conv->kernel;
-        s.stride_h = s.stride_w = conv->stride;
-        s.pad_h = s.pad_w = conv->padding;
+        s.kh = conv->kh;
+        s.kw = conv->kw;
+        s.stride_h = conv->stride_h;
+        s.stride_w = conv->stride_w;
+        s.pad_h = conv->pad_h;
+        s.pad_w = conv->pad_w;
         s.groups = 1;
         const float* xin = x.f32();
         if (conv->groups > 1) {
@@ -130,17 +133,29 @@ SplitInference::SplitInference(models::Model& m, const Secrets& s) {
     const SecretTensor* weight = nullptr;
     const SecretTensor* bias = nullptr;
   };
-  std::map<std::string, Pending> pending;
-  std::vector<std::string> order;
+  // Grouped by module, not by key prefix: a model read from ONNX names its tensors by
+  // initializer ("onnx::Conv_12"), so which tensor of its layer a key is comes from the module.
+  std::map<const nn::Module*, Pending> pending;
+  std::vector<std::pair<std::string, const nn::Module*>> order;
+  std::map<std::string, const Tensor*> state;
+  for (auto& e : m.state()) state[e.key] = e.tensor;
+  std::map<const nn::Module*, std::string> names;
+  for (auto& [name, mod] : m.modules()) names[mod] = name;
   for (const auto& t : s.tensors) {
     if (t.index.empty()) continue;
     nn::Module* mod = m.module_for(t.key);
-    auto dot = t.key.rfind('.');
-    std::string leaf = dot == std::string::npos ? t.key : t.key.substr(dot + 1);
-    std::string path = dot == std::string::npos ? "" : t.key.substr(0, dot);
     auto* conv = dynamic_cast<nn::Conv2d*>(mod);
     auto* lin = dynamic_cast<nn::Linear*>(mod);
-    bool is_weight = leaf == "weight", is_bias = leaf == "bias";
+    if (conv && conv->dilated())
+      throw std::runtime_error("split inference: secrets on '" + t.key + "' (" + conv->describe() +
+                               "): dilated convolutions are not supported on the secure side; "
+                               "restore the model exactly instead (nnsplitter restore)");
+    auto held = state.find(t.key);
+    const Tensor* tensor = held == state.end() ? nullptr : held->second;
+    const bool is_weight = tensor && ((conv && tensor == &conv->weight.value) ||
+                                      (lin && tensor == &lin->weight.value));
+    const bool is_bias = tensor && ((conv && conv->has_bias && tensor == &conv->bias.value) ||
+                                    (lin && lin->has_bias && tensor == &lin->bias.value));
     if (!(conv || lin) || !(is_weight || is_bias)) {
       std::string what = mod ? mod->describe() : "no module";
       throw std::runtime_error(
@@ -149,14 +164,14 @@ SplitInference::SplitInference(models::Model& m, const Secrets& s) {
           "weights and biases of convolution and linear layers; restore the model exactly "
           "instead (nnsplitter restore)");
     }
-    auto [it, fresh] = pending.try_emplace(path);
-    if (fresh) order.push_back(path);
+    auto [it, fresh] = pending.try_emplace(mod);
+    if (fresh) order.emplace_back(names.count(mod) ? names[mod] : t.key, mod);
     it->second.conv = conv;
     it->second.lin = lin;
     (is_weight ? it->second.weight : it->second.bias) = &t;
   }
-  for (const auto& path : order) {
-    const Pending& p = pending.at(path);
+  for (const auto& [path, key] : order) {
+    const Pending& p = pending.at(key);
     auto L = std::make_unique<Layer>();
     L->module_name = path;
     L->conv = p.conv;
@@ -217,8 +232,8 @@ SplitInference::SplitInference(models::Model& m, const Secrets& s) {
       L->hook() = [raw](const Tensor& x, Tensor& out) {
         if (raw->conv) {
           int cin_g = raw->conv->c_in / raw->conv->groups;
-          raw->macs = int64_t(raw->filters.size()) * cin_g * raw->conv->kernel *
-                      raw->conv->kernel * out.dim(2) * out.dim(3);
+          raw->macs = int64_t(raw->filters.size()) * cin_g * raw->conv->kh * raw->conv->kw *
+                      out.dim(2) * out.dim(3);
         } else {
           raw->macs = int64_t(raw->filters.size()) * (x.numel() / x.dim(0));
         }

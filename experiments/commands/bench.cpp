@@ -89,8 +89,10 @@ BenchModel bench_model(const BenchArgs& a, const std::string& name) {
   std::string ds = a.dataset;
   if (name.empty()) {
     std::map<std::string, std::string> meta;
-    bm.model = io::load_model(a.weights, &meta);
+    bm.model = load_weights(a.weights, "", "", &meta);
     if (ds == "auto") ds = meta.count("dataset") ? meta["dataset"] : "";
+    if (ds.empty() && bm.model->spec().graph)  // an ONNX model: by its input
+      ds = bm.model->spec().in_channels == 1 ? "fashion-mnist" : "cifar10";
   } else {
     require_model_name(name);
   }

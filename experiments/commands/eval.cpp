@@ -17,7 +17,8 @@ Command add_eval_command(CLI::App& root) {
   auto a = std::make_shared<Args>();
   CLI::App* sub = root.add_subcommand("eval", "Evaluate a weights file on a dataset");
   sub->add_option("--weights", a->weights, "Weights (.safetensors written by nnsplitter or "
-                                           "tools/torch_to_safetensors.py)")->required();
+                                           "tools/torch_to_safetensors.py, or an ONNX model)")
+      ->required();
   sub->add_option("--dataset", a->dataset, "Dataset name")->required();
   sub->add_option("--data-dir", a->data_dir, "Folder holding the dataset files");
   add_arch_option(sub, a->arch);

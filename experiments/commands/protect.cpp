@@ -21,9 +21,10 @@ Command add_protect_command(CLI::App& root) {
   };
   auto a = std::make_shared<Args>();
   CLI::App* sub = root.add_subcommand(
-      "protect", "Obfuscate a trained model (NNSplitter): write DIR/obfuscated.safetensors, "
-                 "DIR/secrets.safetensors and DIR/trajectory.json");
-  sub->add_option("--weights", a->weights, "Trained weights (.safetensors)")->required();
+      "protect", "Obfuscate a trained model (NNSplitter): write DIR/obfuscated.safetensors "
+                 "(and DIR/obfuscated.onnx for an ONNX model), DIR/secrets.safetensors and "
+                 "DIR/trajectory.json");
+  sub->add_option("--weights", a->weights, "Trained weights (.safetensors or .onnx)")->required();
   sub->add_option("--dataset", a->dataset, "Dataset the model was trained on")->required();
   sub->add_option("--data-dir", a->data_dir, "Folder holding the dataset files");
   add_arch_option(sub, a->arch);
@@ -45,8 +46,8 @@ Command add_protect_command(CLI::App& root) {
     namespace fs = std::filesystem;
     {
       std::vector<PathOption> outs;
-      for (auto name : {"obfuscated.safetensors", "secrets.safetensors", "trajectory.json",
-                        "search_state.safetensors", "protect_settings.json"})
+      for (auto name : {"obfuscated.safetensors", "obfuscated.onnx", "secrets.safetensors",
+                        "trajectory.json", "search_state.safetensors", "protect_settings.json"})
         outs.push_back({"--out", (fs::path(a->out) / name).string()});
       refuse_overwriting_inputs(outs, {{"--weights", a->weights},
                                        {"--config", a->config},

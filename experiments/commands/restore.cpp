@@ -8,6 +8,7 @@
 // refused with --key or when the weights' metadata says the secrets were sealed. Any failure:
 // exit 1 and no output file (the write itself is atomic). --out naming one of the inputs is a
 // usage error (exit 2). --arch/--dataset read obfuscated weights without nnsplitter metadata.
+// An ONNX model comes back as ONNX (the same graph, the original initializers bit for bit).
 #include <cstdio>
 #include <filesystem>
 #include <memory>
@@ -42,10 +43,11 @@ Command add_restore_command(CLI::App& root) {
   auto a = std::make_shared<Args>();
   CLI::App* sub = root.add_subcommand(
       "restore", "Restore the original weights of an obfuscated model from its secrets (exact)");
-  sub->add_option("--weights", a->weights, "Obfuscated weights (.safetensors)")->required();
+  sub->add_option("--weights", a->weights, "Obfuscated weights (.safetensors or .onnx)")->required();
   sub->add_option("--secrets", a->secrets, "Secrets file of these weights")->required();
   sub->add_option("--key", a->key, "Key file (32 bytes) when the secrets are sealed");
-  sub->add_option("--out", a->out, "Restored weights to write (.safetensors)")->required();
+  sub->add_option("--out", a->out, "Restored weights to write (.safetensors; an ONNX model is "
+                                   "written as ONNX unless FILE ends in .safetensors)")->required();
   add_arch_option(sub, a->arch);
   sub->add_option("--dataset", a->dataset, "With --arch: the dataset the model takes");
   sub->add_flag("--json", a->json, "Print a JSON result on stdout");

@@ -21,16 +21,23 @@ std::string join_floats(const std::vector<float>& v) {
 Command add_train_command(CLI::App& root) {
   struct Args {
     EngineArgs engines;
-    std::string model, dataset, data_dir, out, device = "cpu", augment = "auto";
+    std::string model, weights, dataset, data_dir, out, device = "cpu", augment = "auto";
     TrainOptions t;
     int threads = 0;
     float width_mult = 1.0f;
     bool resume = false, json = false, no_nesterov = false;
   };
   auto a = std::make_shared<Args>();
-  CLI::App* sub = root.add_subcommand("train", "Train a zoo model on a dataset; write safetensors");
-  sub->add_option("--model", a->model, "Architecture (lenet5, resnet20, resnet18, resnet34, "
-                                       "vgg11_bn..vgg19_bn, mobilenet_v2)")->required();
+  CLI::App* sub = root.add_subcommand(
+      "train", "Train a zoo model on a dataset (or fine-tune given weights); write safetensors "
+               "(ONNX for an ONNX model)");
+  auto* model_opt = sub->add_option("--model", a->model, "Architecture (lenet5, resnet20, resnet18, "
+                                                         "resnet34, vgg11_bn..vgg19_bn, mobilenet_v2)");
+  auto* weights_opt = sub->add_option(
+      "--weights", a->weights,
+      "Start from these weights instead of a fresh --model (fine-tuning): .safetensors, or an "
+      ".onnx model (then --out FILE.onnx writes the same graph with the trained weights)");
+  model_opt->excludes(weights_opt);
   sub->add_option("--dataset", a->dataset, "fashion-mnist, mnist, cifar10, cifar100, synthetic")
       ->required();
   sub->add_option("--data-dir", a->data_dir, "Folder holding the dataset files (default: search "
@@ -67,7 +74,16 @@ Command add_train_command(CLI::App& root) {
     Device dev = require_device(a->device);
     apply_engines(a->engines, dev);
     auto info = require_dataset_info(a->dataset);
-    auto spec = spec_for(a->model, info, a->width_mult);
+    if (a->model.empty() == a->weights.empty())
+      throw UsageError("give --model (train from scratch) or --weights (fine-tune)");
+    std::unique_ptr<models::Model> start;
+    std::map<std::string, std::string> start_meta;
+    if (!a->weights.empty()) {
+      start = load_weights(a->weights, "", a->dataset, &start_meta);
+      require_model_fits(start->spec(), a->weights, info, a->dataset);
+      refuse_overwriting_inputs({{"--out", a->out}}, {{"--weights", a->weights}});
+    }
+    auto spec = start ? start->spec() : spec_for(a->model, info, a->width_mult);
     TrainOptions t = a->t;
     t.nesterov = !a->no_nesterov;
     t.pad_to = spec.input_size > info.height ? spec.input_size : 0;
@@ -84,7 +100,7 @@ Command add_train_command(CLI::App& root) {
 
     auto splits = data::load_dataset(a->dataset, a->data_dir);
     auto norm = data::normalization_for(a->dataset);
-    auto model = models::build_model(spec, t.seed);
+    auto model = start ? std::move(start) : models::build_model(spec, t.seed);
     model->to(dev);
     std::fprintf(stderr, "train %s on %s (%lld train / %lld test images, %d threads, %s)\n",
                  spec.arch.c_str(), a->dataset.c_str(), (long long)splits.train.size(),
@@ -119,6 +135,7 @@ Command add_train_command(CLI::App& root) {
         {"train_augment", t.augment ? "crop+flip" : "none"},
         {"train_seconds", std::to_string(r.seconds)},
         {"nnsplitter_version", version()}};
+    if (!a->weights.empty()) meta["fine_tuned_from"] = a->weights;
     io::save_model(*model, a->out, meta);
     std::filesystem::remove(t.checkpoint);
     std::fprintf(stderr, "test accuracy %.2f%% (%lld/%lld); wrote %s\n", 100 * ev.accuracy(),

@@ -5,6 +5,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "kernels/common/pool.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/parallel.h"
 
@@ -87,22 +88,21 @@ void avgpool2d_forward(const Pool2dShape& s, const float* x, float* y) {
   const int oh_n = s.out_h(), ow_n = s.out_w();
   const int64_t hw = int64_t(s.h) * s.w, ohw = int64_t(oh_n) * ow_n;
   const int64_t planes = int64_t(s.n) * s.c;
-  // count_include_pad with floor mode: every window lies within the padded input, so the
-  // divisor is always KH*KW.
-  const float inv = 1.0f / float(s.kh * s.kw);
 #pragma omp parallel for schedule(static) if (planes * hw >= kParallelElements)
   for (int64_t p = 0; p < planes; ++p) {
     const float* xp = x + p * hw;
     float* yp = y + p * ohw;
     for (int oh = 0; oh < oh_n; ++oh) {
-      const int h0 = oh * s.stride_h - s.pad_h;
-      const int hs = std::max(h0, 0), he = std::min(h0 + s.kh, s.h);
+      int hs, he, span_h;
+      common::pool_window(oh, s.stride_h, s.pad_h, s.kh, s.h, &hs, &he, &span_h);
       for (int ow = 0; ow < ow_n; ++ow) {
-        const int w0 = ow * s.stride_w - s.pad_w;
-        const int ws = std::max(w0, 0), we = std::min(w0 + s.kw, s.w);
+        int ws, we, span_w;
+        common::pool_window(ow, s.stride_w, s.pad_w, s.kw, s.w, &ws, &we, &span_w);
         float acc = 0.0f;
         for (int ih = hs; ih < he; ++ih)
           for (int iw = ws; iw < we; ++iw) acc += xp[ih * s.w + iw];
+        const float inv =
+            1.0f / float(common::avg_divisor(s.count_include_pad, hs, he, ws, we, span_h, span_w));
         yp[oh * ow_n + ow] = acc * inv;
       }
     }
@@ -114,18 +114,19 @@ void avgpool2d_backward(const Pool2dShape& s, const float* dy, float* dx) {
   const int oh_n = s.out_h(), ow_n = s.out_w();
   const int64_t hw = int64_t(s.h) * s.w, ohw = int64_t(oh_n) * ow_n;
   const int64_t planes = int64_t(s.n) * s.c;
-  const float inv = 1.0f / float(s.kh * s.kw);
 #pragma omp parallel for schedule(static) if (planes * hw >= kParallelElements)
   for (int64_t p = 0; p < planes; ++p) {
     float* dxp = dx + p * hw;
     std::memset(dxp, 0, sizeof(float) * hw);
     const float* dyp = dy + p * ohw;
     for (int oh = 0; oh < oh_n; ++oh) {
-      const int h0 = oh * s.stride_h - s.pad_h;
-      const int hs = std::max(h0, 0), he = std::min(h0 + s.kh, s.h);
+      int hs, he, span_h;
+      common::pool_window(oh, s.stride_h, s.pad_h, s.kh, s.h, &hs, &he, &span_h);
       for (int ow = 0; ow < ow_n; ++ow) {
-        const int w0 = ow * s.stride_w - s.pad_w;
-        const int ws = std::max(w0, 0), we = std::min(w0 + s.kw, s.w);
+        int ws, we, span_w;
+        common::pool_window(ow, s.stride_w, s.pad_w, s.kw, s.w, &ws, &we, &span_w);
+        const float inv =
+            1.0f / float(common::avg_divisor(s.count_include_pad, hs, he, ws, we, span_h, span_w));
         const float g = dyp[oh * ow_n + ow] * inv;
         for (int ih = hs; ih < he; ++ih)
           for (int iw = ws; iw < we; ++iw) dxp[ih * s.w + iw] += g;

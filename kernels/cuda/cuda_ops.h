@@ -33,6 +33,13 @@ void avgpool2d_forward(void* stream, const Pool2dShape& s, const float* x, float
 void avgpool2d_backward(void* stream, const Pool2dShape& s, const float* dy, float* dx);
 void global_avgpool_forward(void* stream, int n, int c, int hw, const float* x, float* y);
 void global_avgpool_backward(void* stream, int n, int c, int hw, const float* dy, float* dx);
+void clip_forward(void* stream, int64_t count, float lo, float hi, const float* x, float* y);
+void clip_backward(void* stream, int64_t count, float lo, float hi, const float* x, const float* dy, float* dx);
+void hardsigmoid_forward(void* stream, int64_t count, float alpha, float beta, const float* x, float* y);
+void hardsigmoid_backward(void* stream, int64_t count, float alpha, float beta, const float* x, const float* dy, float* dx);
+void broadcast_forward(void* stream, Binary op, const BroadcastShape& s, const float* a, const float* b, float* y);
+void broadcast_backward(void* stream, Binary op, const BroadcastShape& s, const float* a, const float* b, const float* dy, float* da, float* db);
+void copy_strided(void* stream, const StridedCopy& s, const float* src, float* dst);
 void softmax_cross_entropy_forward(void* stream, int n, int k, const float* logits, const int32_t* labels, float* probs, float* loss);
 void softmax_cross_entropy_backward(void* stream, int n, int k, const float* probs, const int32_t* labels, float scale, float* dlogits);
 int64_t argmax_accuracy(void* stream, int n, int k, const float* logits, const int32_t* labels, int32_t* pred);

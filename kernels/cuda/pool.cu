@@ -4,6 +4,7 @@
 // ascending output order: deterministic (no atomics) and the CPU's order of additions.
 #include <string>
 
+#include "kernels/common/pool.h"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/launch.cuh"
 
@@ -30,11 +31,21 @@ void check_pool(const Pool2dShape& s, const char* op) {
 // The geometry a kernel needs, passed by value.
 struct PoolGeom {
   int h, w, oh, ow, kh, kw, sh, sw, ph, pw;
+  bool include_pad;
 };
 
 PoolGeom geom(const Pool2dShape& s) {
-  return PoolGeom{s.h,  s.w,        s.out_h(),  s.out_w(), s.kh,
-                  s.kw, s.stride_h, s.stride_w, s.pad_h,   s.pad_w};
+  return PoolGeom{s.h,        s.w,        s.out_h(), s.out_w(), s.kh,
+                  s.kw,       s.stride_h, s.stride_w, s.pad_h,   s.pad_w,
+                  s.count_include_pad};
+}
+
+// 1 / the divisor of output (oh, ow)'s averaging window (kernels/common/pool.h).
+__device__ inline float avg_inv(const PoolGeom& g, int oh, int ow) {
+  int hs, he, span_h, ws, we, span_w;
+  common::pool_window(oh, g.sh, g.ph, g.kh, g.h, &hs, &he, &span_h);
+  common::pool_window(ow, g.sw, g.pw, g.kw, g.w, &ws, &we, &span_w);
+  return 1.0f / float(common::avg_divisor(g.include_pad, hs, he, ws, we, span_h, span_w));
 }
 
 // Window of output index o along one axis, clipped to the image: [*lo, *hi).
@@ -101,10 +112,7 @@ __global__ void maxpool_backward_kernel(int64_t count, PoolGeom g, const float* 
   }
 }
 
-// count_include_pad with floor mode: every window lies within the padded input, so the
-// divisor is always KH*KW (inv).
-__global__ void avgpool_forward_kernel(int64_t count, PoolGeom g, float inv, const float* x,
-                                       float* y) {
+__global__ void avgpool_forward_kernel(int64_t count, PoolGeom g, const float* x, float* y) {
   NNS_GRID_STRIDE(o, count) {
     const int ow = static_cast<int>(o % g.ow);
     const int oh = static_cast<int>((o / g.ow) % g.oh);
@@ -116,12 +124,11 @@ __global__ void avgpool_forward_kernel(int64_t count, PoolGeom g, float inv, con
     float acc = 0.0f;
     for (int ih = hs; ih < he; ++ih)
       for (int iw = ws; iw < we; ++iw) acc += xp[ih * g.w + iw];
-    y[o] = acc * inv;
+    y[o] = acc * avg_inv(g, oh, ow);
   }
 }
 
-__global__ void avgpool_backward_kernel(int64_t count, PoolGeom g, float inv, const float* dy,
-                                        float* dx) {
+__global__ void avgpool_backward_kernel(int64_t count, PoolGeom g, const float* dy, float* dx) {
   NNS_GRID_STRIDE(e, count) {
     const int iw = static_cast<int>(e % g.w);
     const int ih = static_cast<int>((e / g.w) % g.h);
@@ -132,7 +139,7 @@ __global__ void avgpool_backward_kernel(int64_t count, PoolGeom g, float inv, co
     float acc = 0.0f;
     for (int oh = oh0; oh <= oh1; ++oh)
       for (int ow = ow0; ow <= ow1; ++ow)
-        acc += __fmul_rn(dy[base + int64_t(oh) * g.ow + ow], inv);  // no fma: the CPU's rounding
+        acc += __fmul_rn(dy[base + int64_t(oh) * g.ow + ow], avg_inv(g, oh, ow));  // no fma
     dx[e] = acc;
   }
 }
@@ -182,15 +189,13 @@ void maxpool2d_backward(void* stream, const Pool2dShape& s, const float* dy, con
 void avgpool2d_forward(void* stream, const Pool2dShape& s, const float* x, float* y) {
   check_pool(s, "avgpool2d_forward");
   const int64_t count = int64_t(s.n) * s.c * s.out_h() * s.out_w();
-  NNS_LAUNCH_LINEAR(avgpool_forward_kernel, count, as_stream(stream), geom(s),
-                    1.0f / float(s.kh * s.kw), x, y);
+  NNS_LAUNCH_LINEAR(avgpool_forward_kernel, count, as_stream(stream), geom(s), x, y);
 }
 
 void avgpool2d_backward(void* stream, const Pool2dShape& s, const float* dy, float* dx) {
   check_pool(s, "avgpool2d_backward");
   const int64_t count = int64_t(s.n) * s.c * s.h * s.w;
-  NNS_LAUNCH_LINEAR(avgpool_backward_kernel, count, as_stream(stream), geom(s),
-                    1.0f / float(s.kh * s.kw), dy, dx);
+  NNS_LAUNCH_LINEAR(avgpool_backward_kernel, count, as_stream(stream), geom(s), dy, dx);
 }
 
 void global_avgpool_forward(void* stream, int n, int c, int hw, const float* x, float* y) {

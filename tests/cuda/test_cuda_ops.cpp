@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "core/io/onnx.h"
 #include "core/models/zoo.h"
 #include "core/splitter/mask.h"
 #include "core/splitter/obfuscator.h"
@@ -120,7 +121,7 @@ std::vector<int64_t> distinct_sorted(int64_t n, int64_t count, std::mt19937_64& 
 std::string pool_str(const Pool2dShape& s) {
   return "n" + str(s.n) + "_c" + str(s.c) + "_" + str(s.h) + "x" + str(s.w) + "_k" + str(s.kh) +
          "x" + str(s.kw) + "_s" + str(s.stride_h) + "x" + str(s.stride_w) + "_p" + str(s.pad_h) +
-         "x" + str(s.pad_w);
+         "x" + str(s.pad_w) + (s.ceil_mode ? "_ceil" : "") + (s.count_include_pad ? "" : "_excl");
 }
 
 void elementwise_cases(Table& t) {
@@ -466,11 +467,26 @@ void pool_cases(Table& t) {
     s.pad_w = pw;
     return s;
   };
+  // Ceil mode (the last window hangs over the end) and average pooling without the padding in
+  // the divisor: the pooling of models read from ONNX.
+  auto ceil = [](Pool2dShape s, bool include_pad) {
+    s.ceil_mode = true;
+    s.count_include_pad = include_pad;
+    return s;
+  };
+  auto excl = [](Pool2dShape s) {
+    s.count_include_pad = false;
+    return s;
+  };
   const Pool2dShape shapes[] = {
       shape(2, 3, 8, 8, 2, 2, 2, 2, 0, 0),    shape(1, 4, 7, 9, 3, 3, 2, 2, 1, 1),
       shape(3, 2, 5, 5, 3, 3, 1, 1, 1, 1),    shape(2, 8, 32, 32, 3, 3, 2, 2, 1, 1),
       shape(1, 1, 1, 1, 1, 1, 1, 1, 0, 0),    shape(2, 3, 11, 6, 2, 3, 3, 1, 1, 0),
-      shape(64, 16, 16, 16, 2, 2, 2, 2, 0, 0)};
+      shape(64, 16, 16, 16, 2, 2, 2, 2, 0, 0),
+      ceil(shape(2, 3, 13, 13, 3, 3, 2, 2, 0, 0), true),
+      ceil(shape(2, 3, 7, 9, 3, 3, 2, 2, 1, 1), true),
+      ceil(shape(2, 3, 7, 9, 3, 3, 2, 2, 1, 1), false),
+      excl(shape(2, 4, 6, 6, 3, 3, 1, 1, 1, 1))};
   int variant = 0;
   for (const Pool2dShape& s : shapes) {
     const bool with_ties = (variant++ % 2) == 0;
@@ -1028,9 +1044,124 @@ void error_cases(Table& t) {
   });
 }
 
+// The ops of imported graphs (kernels/common/graph_ops.h).
+void graph_op_cases(Table& t) {
+  for (int64_t n : {int64_t(1), int64_t(1000), int64_t(70000)}) {
+    add_case(t, "clip_forward_n" + str(n), [=](std::mt19937_64& rng) {
+      Case c;
+      c.in("x", act_input(size_t(n), rng)).out<float>("y", size_t(n), exact());
+      c.run = [=](Exec& ex) { NNS_PARITY_CALL(ex, clip_forward, n, -1.5f, 6.0f, ex.f32("x"), ex.f32("y")); };
+      return c;
+    });
+    add_case(t, "clip_backward_n" + str(n), [=](std::mt19937_64& rng) {
+      Case c;
+      c.in("x", act_input(size_t(n), rng)).in("dy", normal(size_t(n), rng)).out<float>("dx", size_t(n), exact());
+      c.run = [=](Exec& ex) {
+        NNS_PARITY_CALL(ex, clip_backward, n, 0.0f, 6.0f, ex.f32("x"), ex.f32("dy"), ex.f32("dx"));
+      };
+      return c;
+    });
+    add_case(t, "hardsigmoid_forward_n" + str(n), [=](std::mt19937_64& rng) {
+      Case c;
+      c.in("x", act_input(size_t(n), rng)).out<float>("y", size_t(n), max_rel(1e-6));
+      c.run = [=](Exec& ex) {
+        NNS_PARITY_CALL(ex, hardsigmoid_forward, n, 1.0f / 6.0f, 0.5f, ex.f32("x"), ex.f32("y"));
+      };
+      return c;
+    });
+    add_case(t, "hardsigmoid_backward_n" + str(n), [=](std::mt19937_64& rng) {
+      Case c;
+      c.in("x", act_input(size_t(n), rng)).in("dy", normal(size_t(n), rng))
+          .out<float>("dx", size_t(n), max_rel(1e-6));
+      c.run = [=](Exec& ex) {
+        NNS_PARITY_CALL(ex, hardsigmoid_backward, n, 0.2f, 0.5f, ex.f32("x"), ex.f32("dy"), ex.f32("dx"));
+      };
+      return c;
+    });
+  }
+  struct Bc {
+    const char* name;
+    std::vector<int64_t> out, a, b;
+  };
+  const Bc bcs[] = {{"se_gate", {8, 16, 14, 14}, {8, 16, 14, 14}, {8, 16, 1, 1}},
+                    {"channel_scale", {4, 32, 7, 7}, {1, 32, 1, 1}, {4, 32, 7, 7}},
+                    {"same", {3, 5, 6, 7}, {3, 5, 6, 7}, {3, 5, 6, 7}},
+                    {"both", {2, 3, 4, 5}, {2, 1, 4, 1}, {1, 3, 1, 5}},
+                    {"scalar", {2, 3, 4, 5}, {1, 1, 1, 1}, {2, 3, 4, 5}},
+                    {"rank5", {2, 2, 3, 4, 5}, {2, 2, 3, 4, 5}, {1, 2, 1, 4, 1}}};
+  for (const Bc& bc : bcs) {
+    for (Binary op : {Binary::Add, Binary::Mul}) {
+      BroadcastShape s;
+      s.rank = int(bc.out.size());
+      for (size_t k = 0; k < bc.out.size(); ++k) {
+        s.out[k] = bc.out[k];
+        s.a[k] = bc.a[k];
+        s.b[k] = bc.b[k];
+      }
+      auto numel = [](const std::vector<int64_t>& d) {
+        int64_t n = 1;
+        for (int64_t x : d) n *= x;
+        return size_t(n);
+      };
+      const size_t n = numel(bc.out), na = numel(bc.a), nb = numel(bc.b);
+      const std::string name = std::string(op == Binary::Mul ? "mul_" : "add_") + bc.name;
+      add_case(t, "broadcast_forward_" + name, [=](std::mt19937_64& rng) {
+        Case c;
+        c.in("a", normal(na, rng)).in("b", normal(nb, rng)).out<float>("y", n, exact());
+        c.run = [=](Exec& ex) {
+          NNS_PARITY_CALL(ex, broadcast_forward, op, s, ex.f32("a"), ex.f32("b"), ex.f32("y"));
+        };
+        return c;
+      });
+      add_case(t, "broadcast_backward_" + name, [=](std::mt19937_64& rng) {
+        Case c;
+        // Reductions add in the same (ascending) order on both backends; the CPU may contract a
+        // product into an fma.
+        c.in("a", normal(na, rng)).in("b", normal(nb, rng)).in("dy", normal(n, rng))
+            .out<float>("da", na, nmse(1e-12)).out<float>("db", nb, nmse(1e-12));
+        c.run = [=](Exec& ex) {
+          NNS_PARITY_CALL(ex, broadcast_backward, op, s, ex.f32("a"), ex.f32("b"), ex.f32("dy"),
+                          ex.f32("da"), ex.f32("db"));
+        };
+        return c;
+      });
+    }
+  }
+  // Transpose of a channel shuffle [2, 2, 3, 4, 5] (perm 0 2 1 3 4), and a strided slice.
+  add_case(t, "copy_strided_channel_shuffle", [=](std::mt19937_64& rng) {
+    StridedCopy s;
+    s.rank = 5;
+    const int64_t n[5] = {2, 3, 2, 4, 5}, src[5] = {120, 20, 60, 5, 1}, dst[5] = {120, 40, 20, 5, 1};
+    for (int k = 0; k < 5; ++k) {
+      s.n[k] = n[k];
+      s.src_stride[k] = src[k];
+      s.dst_stride[k] = dst[k];
+    }
+    Case c;
+    c.in("x", normal(240, rng)).out<float>("y", 240, exact());
+    c.run = [=](Exec& ex) { NNS_PARITY_CALL(ex, copy_strided, s, ex.f32("x"), ex.f32("y")); };
+    return c;
+  });
+  add_case(t, "copy_strided_slice_step2", [=](std::mt19937_64& rng) {
+    StridedCopy s;
+    s.rank = 3;
+    const int64_t n[3] = {4, 5, 7}, src[3] = {140, 28, 1}, dst[3] = {35, 7, 1};
+    for (int k = 0; k < 3; ++k) {
+      s.n[k] = n[k];
+      s.src_stride[k] = src[k];
+      s.dst_stride[k] = dst[k];
+    }
+    Case c;
+    c.in("x", normal(560, rng)).out<float>("y", 140, exact());
+    c.run = [=](Exec& ex) { NNS_PARITY_CALL(ex, copy_strided, s, ex.f32("x"), ex.f32("y")); };
+    return c;
+  });
+}
+
 const Table& table() {
   static const Table t = [] {
     Table t;
+    graph_op_cases(t);
     elementwise_cases(t);
     batchnorm_cases(t);
     dropout_cases(t);
@@ -1101,7 +1232,14 @@ TEST(CudaParityTable, CoversEveryOp) {
                        "gather",
                        "scatter",
                        "lstm_pointwise_forward",
-                       "lstm_pointwise_backward"};
+                       "lstm_pointwise_backward",
+                       "clip_forward",
+                       "clip_backward",
+                       "hardsigmoid_forward",
+                       "hardsigmoid_backward",
+                       "broadcast_forward",
+                       "broadcast_backward",
+                       "copy_strided"};
   for (const char* op : ops) {
     bool found = false;
     for (const CaseDef& d : table()) found |= d.name.rfind(std::string(op) + "_", 0) == 0;
@@ -1120,7 +1258,10 @@ struct ModelCase {
 
 std::vector<ModelCase> model_cases() {
   std::vector<ModelCase> out;
-  for (const std::string& arch : models::model_names())
+  std::vector<std::string> archs = models::model_names();
+  archs.push_back("onnx_custom_cnn_bn");  // every op of the ONNX reader, BatchNorm kept
+  archs.push_back("onnx_custom_cnn_folded");
+  for (const std::string& arch : archs)
     for (bool vendor : {false, true})
       for (bool training : {false, true}) out.push_back({arch, training, vendor});
   return out;
@@ -1172,6 +1313,10 @@ struct EngineChoice {
 
 // Small but complete networks: every layer type of the model at a fraction of its width.
 models::ModelSpec small_spec(const std::string& arch) {
+  // "onnx_NAME": tests/fixtures/onnx/NAME.onnx read through the ONNX reader (a graph::GraphNet;
+  // build_model gives it fresh weights by seed).
+  if (arch.rfind("onnx_", 0) == 0)
+    return io::load_onnx(std::string(NNS_FIXTURE_DIR) + "/onnx/" + arch.substr(5) + ".onnx")->spec();
   models::ModelSpec spec;
   spec.arch = arch;
   spec.in_channels = arch == "lenet5" ? 1 : 3;
@@ -1383,7 +1528,8 @@ TEST_P(CudaMaskedStepParity, ListedFilterGradientsAndMaskedUpdateMatchCpu) {
 
 std::vector<ModelCase> masked_cases() {
   std::vector<ModelCase> out;
-  for (const std::string arch : {"lenet5", "resnet20", "vgg11_bn", "mobilenet_v2"})
+  for (const std::string arch :
+       {"lenet5", "resnet20", "vgg11_bn", "mobilenet_v2", "onnx_custom_cnn_bn"})
     for (bool vendor : {false, true}) out.push_back({arch, false, vendor});
   return out;
 }

@@ -7,8 +7,11 @@
 #include <mutex>
 #include <vector>
 
+#include <omp.h>
+
 #include "core/engine/plan.h"
 
+#include "kernels/cpu/blocked/conv_blocked.h"
 #include "kernels/cpu/onednn/conv.h"
 
 namespace nns::engine {
@@ -176,8 +179,88 @@ std::unique_ptr<ConvKernel> choose_conv_kernel(const ConvSpec& s, bool want_nati
   return std::move(pick);
 }
 
-std::unique_ptr<ConvKernel> make_native_conv(const ConvSpec&) {
-  return nullptr;  // the blocked micro-kernels are wired in with kernels/cpu/blocked/conv
+namespace {
+
+namespace blk = ops::cpu::blocked;
+
+// Our micro-kernels (kernels/cpu/blocked/conv_blocked.h) on nChw16c / nChw8c, the first layer
+// reading plain NCHW. They write the weight gradient straight into PyTorch's layout (no
+// intermediate buffer) and, given a filter list, only those filters' rows.
+class NativeConv : public ConvKernel {
+ public:
+  NativeConv(const ConvSpec& s, const blk::ConvDesc& d, int threads)
+      : s_(s), d_(d), nchw_(s.src_lanes == 0) {
+    size_t f = blk::scratch_floats(d_, blk::Pass::Forward, threads);
+    if (s.backward_data) f = std::max(f, blk::scratch_floats(d_, blk::Pass::BackwardData, threads));
+    if (s.backward_weights)
+      f = std::max(f, blk::scratch_floats(d_, blk::Pass::BackwardWeights, threads));
+    scratch_ = 4 * f;
+  }
+  const char* engine() const override { return "native"; }
+  std::string impl() const override {
+    return std::string(d_.lanes == 16 ? "avx512" : "avx2") + (nchw_ ? ":nchw-src" : "") +
+           (blk::conv_is_depthwise(d_) ? ":depthwise" : "");
+  }
+  size_t fwd_weights_bytes() const override {
+    return 4 * blk::packed_weights_floats(d_, blk::Pass::Forward);
+  }
+  size_t bwd_weights_bytes() const override {
+    return s_.backward_data ? 4 * blk::packed_weights_floats(d_, blk::Pass::BackwardData) : 0;
+  }
+  size_t diff_weights_bytes() const override { return 0; }
+  size_t scratch_bytes() const override { return scratch_; }
+  void pack(const float* oihw, void* fwd, void* bwd) const override {
+    blk::pack_weights(d_, blk::Pass::Forward, oihw, nullptr, static_cast<float*>(fwd));
+    if (bwd && s_.backward_data)
+      blk::pack_weights(d_, blk::Pass::BackwardData, oihw, nullptr, static_cast<float*>(bwd));
+  }
+  void forward(const float* src, const void* w, const float* bias, const float* residual,
+               float* dst, void* scratch) const override {
+    const auto* wf = static_cast<const float*>(w);
+    auto* sc = static_cast<float*>(scratch);
+    if (nchw_)
+      blk::conv_forward_nchw_input(d_, src, wf, bias, residual, s_.act, dst, sc);
+    else
+      blk::conv_forward(d_, src, wf, bias, residual, s_.act, dst, sc);
+  }
+  void backward_data(const float* dy, const void* w, float* dx, void* scratch) const override {
+    blk::conv_backward_data(d_, dy, static_cast<const float*>(w), dx, static_cast<float*>(scratch));
+  }
+  void backward_weights(const float* src, const float* dy, void*, float* dw_oihw, float* db,
+                        const int32_t* filters, int n_filters, void* scratch) const override {
+    auto* sc = static_cast<float*>(scratch);
+    if (nchw_)
+      blk::conv_backward_weights_nchw_input(d_, src, dy, dw_oihw, db, filters, n_filters, sc);
+    else
+      blk::conv_backward_weights(d_, src, dy, dw_oihw, db, filters, n_filters, sc);
+  }
+
+ private:
+  ConvSpec s_;
+  blk::ConvDesc d_;
+  bool nchw_;
+  size_t scratch_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<ConvKernel> make_native_conv(const ConvSpec& s) {
+  // Blocked source and destination of one width (or an NCHW first layer), no dilation.
+  if (s.dil_h != 1 || s.dil_w != 1) return nullptr;
+  const int lanes = s.dst_lanes;
+  if (lanes != 16 && lanes != 8) return nullptr;
+  if (s.src_lanes != lanes && s.src_lanes != 0) return nullptr;
+  const blk::ConvDesc d{s.n,        s.c_in,     s.h,     s.w,     s.c_out, s.kh,     s.kw,
+                        s.stride_h, s.stride_w, s.pad_t, s.pad_l, s.pad_b, s.pad_r, s.groups,
+                        lanes};
+  if (s.src_lanes == 0) {
+    if (s.backward_data || !blk::nchw_input_supported(d)) return nullptr;
+  } else {
+    if (!blk::conv_supported(d, blk::Pass::Forward)) return nullptr;
+    if (s.backward_data && !blk::conv_supported(d, blk::Pass::BackwardData)) return nullptr;
+    if (s.backward_weights && !blk::conv_supported(d, blk::Pass::BackwardWeights)) return nullptr;
+  }
+  return std::make_unique<NativeConv>(s, d, omp_get_max_threads());
 }
 
 }  // namespace nns::engine

@@ -5,6 +5,8 @@
 // reads them.
 #include "core/io/onnx.h"
 
+#include "core/io/input_file.h"
+
 #include <fcntl.h>
 #include <onnx/onnx_pb.h>
 #include <sys/stat.h>
@@ -1422,6 +1424,9 @@ std::shared_ptr<OnnxDef> Importer::run() {
 
 // ---------------------------------------------------------------------------------------------
 std::string read_bounded(const std::string& path) {
+  // A regular file only (core/io/input_file.h): /dev/zero or a FIFO is refused by its kind.
+  if (const std::string kind = non_regular_kind(path); !kind.empty() && kind != "not found")
+    malformed(path, "is " + kind + ", not an ONNX file (a model file must be a regular file)");
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     const int e = errno;
@@ -1433,7 +1438,6 @@ std::string read_bounded(const std::string& path) {
   } closer{fd};
   struct stat st {};
   if (::fstat(fd, &st) != 0) malformed(path, std::string("cannot stat: ") + std::strerror(errno));
-  if (S_ISDIR(st.st_mode)) malformed(path, "is a directory, not an ONNX file");
   if (S_ISREG(st.st_mode) && uint64_t(st.st_size) > kOnnxMaxFileBytes)
     throw UnsupportedModel(path + ": " + std::to_string(st.st_size) + " bytes; ONNX files are "
                            "limited to 2 GiB (larger models keep their weights in external "
@@ -1478,6 +1482,9 @@ bool looks_like_onnx_bytes(const std::string& head) {
 
 bool looks_like_onnx(const std::string& path) {
   std::string head;
+  // Not even opened unless a regular file: opening a FIFO without a writer blocks, and the
+  // reader that follows refuses the path by its kind.
+  if (!non_regular_kind(path).empty()) return false;
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd >= 0) {
     struct stat st {};

@@ -157,6 +157,11 @@ void compare(const Case& c, Mode mode, CpuEngine eng, int batch = 6) {
   if (!backward) ng2 = std::make_unique<models::NoGrad>(*test);
   Tensor l_test = pass(*test, x, y, backward);
   ASSERT_NE(test->last_plan(), nullptr) << test->engine_status();
+  if (eng == CpuEngine::Native) {  // our kernels ran the convolutions they support
+    int native = 0;
+    for (const auto& ch : test->last_plan()->conv_choices()) native += ch.engine == "native";
+    EXPECT_GT(native, 0) << test->last_plan()->describe();
+  }
   ng2.reset();
 
   const std::string tag = std::string(c.arch) + " mode " + std::to_string(int(mode));
@@ -200,10 +205,7 @@ const Case kCases[] = {{"lenet5", 1, 28, 1.0f},
                        {"vgg11_bn", 3, 32, 0.125f},
                        {"mobilenet_v2", 3, 16, 0.25f}};
 
-class EnginePlan : public ::testing::TestWithParam<std::tuple<int, int, int>> {};
-
-TEST_P(EnginePlan, MatchesTheLayers) {
-  auto [ci, mi, isa] = GetParam();
+void run_case(int ci, int mi, int isa, CpuEngine eng) {
   EngineGuard guard;
   if (isa == 16 && !ops::cpu::cpu_avx512_usable()) GTEST_SKIP() << "no AVX-512 on this CPU";
   ops::cpu::set_cpu_isa(isa == 16 ? ops::cpu::CpuIsa::Avx512 : ops::cpu::CpuIsa::Avx2);
@@ -212,7 +214,14 @@ TEST_P(EnginePlan, MatchesTheLayers) {
   // batch 4: PyTorch in float64 gives conv1.weight.grad[48] = -0.10318, the layers path -0.10597,
   // a plan -0.10072).
   const bool batch_stats = Mode(mi) == Mode::Training || Mode(mi) == Mode::MaskedBatchStats;
-  compare(kCases[ci], Mode(mi), CpuEngine::Onednn, batch_stats ? 16 : 6);
+  compare(kCases[ci], Mode(mi), eng, batch_stats ? 16 : 6);
+}
+
+class EnginePlan : public ::testing::TestWithParam<std::tuple<int, int, int>> {};
+
+TEST_P(EnginePlan, MatchesTheLayers) {
+  auto [ci, mi, isa] = GetParam();
+  run_case(ci, mi, isa, CpuEngine::Onednn);
 }
 
 // lenet5 (NHWC) and resnet20 (nChw{8,16}c) on both instruction-set paths; the wider models on
@@ -222,6 +231,24 @@ INSTANTIATE_TEST_SUITE_P(BothIsas, EnginePlan,
                                             ::testing::Values(8, 16)));
 INSTANTIATE_TEST_SUITE_P(Wide, EnginePlan,
                          ::testing::Combine(::testing::Range(2, 5), ::testing::Range(0, 5),
+                                            ::testing::Values(16)));
+
+// Our blocked micro-kernels as the plan's convolutions (kernels/cpu/blocked/conv_blocked.h;
+// lenet5's NHWC plan has none of theirs): resnet20 in every mode on both paths (the NCHW stem,
+// stride 2, 1x1 shortcuts, the in-place residual of inference), and mobilenet_v2's depthwise
+// and resnet18's 7x7 stem on the 16-lane path.
+class EnginePlanNative : public ::testing::TestWithParam<std::tuple<int, int, int>> {};
+
+TEST_P(EnginePlanNative, MatchesTheLayers) {
+  auto [ci, mi, isa] = GetParam();
+  run_case(ci, mi, isa, CpuEngine::Native);
+}
+
+INSTANTIATE_TEST_SUITE_P(Resnet20, EnginePlanNative,
+                         ::testing::Combine(::testing::Values(1), ::testing::Range(0, 5),
+                                            ::testing::Values(8, 16)));
+INSTANTIATE_TEST_SUITE_P(Wide, EnginePlanNative,
+                         ::testing::Combine(::testing::Values(2, 4), ::testing::Values(0, 1),
                                             ::testing::Values(16)));
 
 TEST(EnginePlanCache, ReusesAndRebuildsOnModeChange) {

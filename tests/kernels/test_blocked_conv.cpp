@@ -191,16 +191,20 @@ TEST_P(BlockedConvTest, ForwardMatchesReference) {
   struct Variant {
     bool bias, residual, scale;
     Activation act;
+    bool in_place = false;  // the residual is y itself (an inference plan's identity shortcut)
   };
   const Variant variants[] = {{false, false, false, Activation::None},
                               {true, true, true, Activation::ReLU},
                               {true, false, false, Activation::ReLU6},
-                              {false, true, true, Activation::ReLU6}};
+                              {false, true, true, Activation::ReLU6},
+                              {true, true, true, Activation::ReLU, true}};
   for (const Variant& v : variants) {
     const auto wp = packed(blk::Pass::Forward, w, v.scale ? scale.data() : nullptr);
     std::vector<float> yb(blk::blocked_floats(d_.n, d_.c_out, oh, ow, d_.lanes), sentinel());
+    if (v.in_place) yb = rb;
     blk::conv_forward(d_, xb.data(), wp.data(), v.bias ? bias.data() : nullptr,
-                      v.residual ? rb.data() : nullptr, v.act, yb.data(), scratch.data());
+                      v.residual ? (v.in_place ? yb.data() : rb.data()) : nullptr, v.act,
+                      yb.data(), scratch.data());
     std::vector<double> ref(y_size(d_), 0.0);
     for_each_mac(d_, [&](size_t xi, size_t yi, size_t wi) {
       const int co = int(wi / (size_t(cin_g(d_)) * d_.kh * d_.kw));
@@ -213,7 +217,8 @@ TEST_P(BlockedConvTest, ForwardMatchesReference) {
       ref[i] = ref_act(v.act, r);
     }
     SCOPED_TRACE(testing::Message() << "bias " << v.bias << " residual " << v.residual
-                                    << " scale " << v.scale << " act " << int(v.act));
+                                    << " scale " << v.scale << " act " << int(v.act)
+                                    << " in place " << v.in_place);
     EXPECT_TRUE(pad_lanes_zero(yb, d_.n, d_.c_out, oh, ow, d_.lanes));
     EXPECT_TRUE(all_close(plain(yb, d_.c_out, oh, ow), ref,
                           atol_for(size_t(cin_g(d_)) * d_.kh * d_.kw), kRtol));

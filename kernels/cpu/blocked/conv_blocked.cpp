@@ -235,6 +235,7 @@ void split_row(const BlockedKernels& k, int L, int step, int nv, const TileArgs&
       ub = u + 1;
     }
   }
+  bool res_from_out = false;
   auto call = [&](int u0, int nu, int c_lo, int c_hi, bool accumulate, bool epi) {
     const int c = c_hi - c_lo;
     const int rmax = step > 2 && c > 1 ? 1 : max_rows(k, step_idx, nv, c);
@@ -248,7 +249,7 @@ void split_row(const BlockedKernels& k, int L, int step, int nv, const TileArgs&
       b.in = a.in + r0 * a.in_r + u0 * a.in_u + int64_t(c_lo) * step * L;
       b.w = a.w + u0 * a.w_u;
       b.out = a.out + r0 * a.out_r + c_lo * a.out_pix;
-      b.res = a.res ? a.res + r0 * a.out_r + c_lo * a.out_pix : nullptr;
+      b.res = a.res && !res_from_out ? a.res + r0 * a.out_r + c_lo * a.out_pix : nullptr;
       if (step > 2 && c > 1) {
         // Strides past 2 have single-pixel tiles.
         for (int j = 0; j < c; ++j) {
@@ -269,7 +270,10 @@ void split_row(const BlockedKernels& k, int L, int step, int nv, const TileArgs&
       const Range r = valid(u);
       partial = partial || r.hi > r.lo;
     }
-  call(ua, ub - ua, 0, pixels, false, epilogue && !partial);
+  // A residual that is the output itself (an inference plan's in-place shortcut) is gone once a
+  // partial sum is written: the passes accumulate onto it instead, and the epilogue adds none.
+  res_from_out = epilogue && partial && a.res != nullptr && a.res == a.out;
+  call(ua, ub - ua, 0, pixels, res_from_out, epilogue && !partial);
   for (int u = 0; u < ncols; ++u) {
     if (u >= ua && u < ub) continue;
     const Range r = valid(u);

@@ -5,6 +5,8 @@
 // timed loop. tools/bench_compare.sh runs it against the same workloads in PyTorch
 // (tools/bench_pytorch.py), which reproduces the obfuscation mask below and the step order, so
 // that the loss of the first --trace-steps obfuscation steps can be compared.
+#include <sys/resource.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -42,7 +44,16 @@ double cpu_s() {
 
 struct Timing {
   double wall = 0, cpu = 0;  // medians per call, seconds
+  double faults = 0;         // minor + major page faults per call over the timed calls
 };
+
+// Page faults of the process so far (every thread): a steady-state step that allocates fresh
+// memory from the kernel pays them, one that reuses its buffers does not.
+double page_faults() {
+  rusage u {};
+  getrusage(RUSAGE_SELF, &u);
+  return double(u.ru_minflt) + double(u.ru_majflt);
+}
 
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
@@ -58,6 +69,7 @@ Timing time_median(F&& fn, double min_time, int min_iters, const ops::Context& c
   ops::synchronize(ctx);
   std::vector<double> t, c;
   double start = now_s();
+  const double f0 = page_faults();
   while ((int)t.size() < min_iters || now_s() - start < min_time) {
     double t0 = now_s(), c0 = cpu_s();
     fn();
@@ -66,7 +78,7 @@ Timing time_median(F&& fn, double min_time, int min_iters, const ops::Context& c
     c.push_back(cpu_s() - c0);
     if (t.size() > 1000) break;
   }
-  return {median(t), median(c)};
+  return {median(t), median(c), (page_faults() - f0) / double(t.size())};
 }
 
 struct BenchArgs {
@@ -247,6 +259,9 @@ nlohmann::json bench_one(models::Model& model, const std::string& ds, const Benc
           {"inference_cpu_seconds_per_batch", t_inf.cpu},
           {"training_cpu_seconds_per_batch", t_train.cpu},
           {"obfuscation_cpu_seconds_per_batch", t_obf.cpu},
+          {"inference_page_faults_per_batch", t_inf.faults},
+          {"training_page_faults_per_batch", t_train.faults},
+          {"obfuscation_page_faults_per_batch", t_obf.faults},
           {"obfuscation_masked_weights", masked},
           {"cpu_engine", dev == Device::CPU ? engine::cpu_engine_name(engine::cpu_engine()) : "-"},
           {"obfuscation_plan", plan},
@@ -305,18 +320,21 @@ Command add_bench_command(CLI::App& root) {
     }
     nlohmann::json results = nlohmann::json::array();
     if (!a->json)
-      std::printf("%-14s %-14s %6s %14s %14s %14s\n", "model", "input", "batch", "infer img/s",
-                  "train img/s", "obfusc img/s");
+      std::printf("%-14s %-14s %6s %14s %14s %14s %16s\n", "model", "input", "batch",
+                  "infer img/s", "train img/s", "obfusc img/s", "faults/step i/t/o");
     for (const auto& name : names) {
       BenchModel bm = bench_model(*a, name);
       results.push_back(bench_one(*bm.model, bm.dataset, *a, dev, ctx));
       const auto& r = results.back();
       if (!a->json) {
-        std::printf("%-14s %-14s %6d %14.1f %14.1f %14.1f\n", r["model"].get<std::string>().c_str(),
-                    r["input"].get<std::string>().c_str(), a->batch,
-                    r["inference_images_per_second"].get<double>(),
+        std::printf("%-14s %-14s %6d %14.1f %14.1f %14.1f %6.1f/%.1f/%.1f\n",
+                    r["model"].get<std::string>().c_str(), r["input"].get<std::string>().c_str(),
+                    a->batch, r["inference_images_per_second"].get<double>(),
                     r["training_images_per_second"].get<double>(),
-                    r["obfuscation_images_per_second"].get<double>());
+                    r["obfuscation_images_per_second"].get<double>(),
+                    r["inference_page_faults_per_batch"].get<double>(),
+                    r["training_page_faults_per_batch"].get<double>(),
+                    r["obfuscation_page_faults_per_batch"].get<double>());
         std::fflush(stdout);
       }
     }

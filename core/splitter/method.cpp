@@ -271,14 +271,17 @@ MethodInfo nnsplitter_method_info() {
           }};
 }
 
-MaskSet NNSplitterMethod::obfuscate_episode(const FilterChoice& filters, ObfuscationData& data,
-                                            uint64_t, EpisodeOutcome& out) {
-  MaskSet set(layers_, select_mask(layers_, filters, opt_.c, opt_.eps));
+MaskSet Method::adam_episode(MaskSet set, ObfuscationData& data, EpisodeOutcome& out) {
   auto r = obfuscate(model_, layers_, set.masks(), data, opt_.obfuscator);
   out.accuracy = r.best_accuracy;
   out.steps = r.steps;
   out.evaluations = r.evaluations;
   return set;
+}
+
+MaskSet NNSplitterMethod::obfuscate_episode(const FilterChoice& filters, ObfuscationData& data,
+                                            uint64_t, EpisodeOutcome& out) {
+  return adam_episode(MaskSet(layers_, select_mask(layers_, filters, opt_.c, opt_.eps)), data, out);
 }
 
 }  // namespace nns::splitter

@@ -189,6 +189,9 @@ class Method {
   // pretrained values are what the model held before the call).
   virtual MaskSet obfuscate_episode(const FilterChoice& filters, ObfuscationData& data,
                                     uint64_t seed, EpisodeOutcome& out) = 0;
+  // NNSplitter's objective and clamp (Adam maximising the loss) on the entries of `set`, the
+  // outcome in `out`: the episode of every method that differs from nnsplitter only in its mask.
+  MaskSet adam_episode(MaskSet set, ObfuscationData& data, EpisodeOutcome& out);
 
   models::Model& model_;
   std::vector<EligibleLayer> layers_;

@@ -45,12 +45,7 @@ class CriticalMethod : public Method {
  protected:
   MaskSet obfuscate_episode(const FilterChoice& filters, ObfuscationData& data, uint64_t,
                             EpisodeOutcome& out) override {
-    MaskSet set(layers_, critical_mask(filters));
-    auto r = obfuscate(model_, layers_, set.masks(), data, opt_.obfuscator);
-    out.accuracy = r.best_accuracy;
-    out.steps = r.steps;
-    out.evaluations = r.evaluations;
-    return set;
+    return adam_episode(MaskSet(layers_, critical_mask(filters)), data, out);
   }
 };
 

@@ -71,12 +71,7 @@ class SpreadMethod : public Method {
  protected:
   MaskSet obfuscate_episode(const FilterChoice& channels, ObfuscationData& data, uint64_t,
                             EpisodeOutcome& out) override {
-    MaskSet set(layers_, spread_mask(channels));
-    auto r = obfuscate(model_, layers_, set.masks(), data, opt_.obfuscator);
-    out.accuracy = r.best_accuracy;
-    out.steps = r.steps;
-    out.evaluations = r.evaluations;
-    return set;
+    return adam_episode(MaskSet(layers_, spread_mask(channels)), data, out);
   }
 };
 

@@ -15,6 +15,9 @@
 #                report fails the phase
 #   6. fuzz      tools/fuzz.sh --ci: a short pass of every libFuzzer harness (10 s each)
 # Prints the duration of each phase. NNS_SANITIZE=0 skips phases 5 and 6 (a quick local run).
+# Measured 2026-12-06 from clean build folders on the 2-core development machine: build 581 s,
+# tests 381 s, blas 13 s, sanitize-build 423 s (1418 s while the blocked micro-kernels were
+# instrumented: see CMakeLists.txt), sanitize-tests 96 s, fuzz 92 s; about 26.5 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

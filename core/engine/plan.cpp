@@ -799,6 +799,28 @@ void Plan::Impl::fuse_and_make_units() {
     auto c = g->consumers(v);
     return c.size() == 1 && !done[size_t(c[0])] ? c[0] : -1;
   };
+  // Folds into the unit that produces `cur` the Add that is its sole consumer (the Add's other
+  // input becomes `residual`; x + x is left alone) and then an activation; returns the unit's
+  // output and moves `last` to the last node folded.
+  auto add_and_act = [&](ValueId cur, size_t& last, ValueId& residual, Activation& act) {
+    int next = sole_consumer(cur);
+    if (next >= 0 && nodes[size_t(next)].op == OpKind::Add &&
+        nodes[size_t(next)].inputs[0] != nodes[size_t(next)].inputs[1]) {
+      const Node& add = nodes[size_t(next)];
+      residual = add.inputs[0] == cur ? add.inputs[1] : add.inputs[0];
+      done[size_t(next)] = true;
+      last = size_t(next);
+      cur = add.outputs[0];
+      next = sole_consumer(cur);
+    }
+    if (next >= 0 && is_act(nodes[size_t(next)].op)) {
+      act = act_of(nodes[size_t(next)].op);
+      done[size_t(next)] = true;
+      last = size_t(next);
+      cur = nodes[size_t(next)].outputs[0];
+    }
+    return cur;
+  };
   struct Pending {
     size_t order;
     std::unique_ptr<Unit> unit;
@@ -826,27 +848,9 @@ void Plan::Impl::fuse_and_make_units() {
             done[size_t(next)] = true;
             last = size_t(next);
             cur = nodes[size_t(next)].outputs[0];
-            next = sole_consumer(cur);
           }
         }
-        if (next >= 0 && nodes[size_t(next)].op == OpKind::Add) {
-          const Node& add = nodes[size_t(next)];
-          u->residual = add.inputs[0] == cur ? add.inputs[1] : add.inputs[0];
-          if (add.inputs[0] == add.inputs[1]) u->residual = -1;
-          if (u->residual >= 0) {
-            done[size_t(next)] = true;
-            last = size_t(next);
-            cur = add.outputs[0];
-            next = sole_consumer(cur);
-          }
-        }
-        if (next >= 0 && is_act(nodes[size_t(next)].op)) {
-          u->act = act_of(nodes[size_t(next)].op);
-          done[size_t(next)] = true;
-          last = size_t(next);
-          cur = nodes[size_t(next)].outputs[0];
-        }
-        u->y = cur;
+        u->y = add_and_act(cur, last, u->residual, u->act);
         unit = std::move(u);
         break;
       }
@@ -857,24 +861,7 @@ void Plan::Impl::fuse_and_make_units() {
         u->bn = bn;
         u->batch_stats = bn->training();
         u->x = n.inputs[0];
-        ValueId cur = n.outputs[0];
-        int next = sole_consumer(cur);
-        if (next >= 0 && nodes[size_t(next)].op == OpKind::Add &&
-            nodes[size_t(next)].inputs[0] != nodes[size_t(next)].inputs[1]) {
-          const Node& add = nodes[size_t(next)];
-          u->residual = add.inputs[0] == cur ? add.inputs[1] : add.inputs[0];
-          done[size_t(next)] = true;
-          last = size_t(next);
-          cur = add.outputs[0];
-          next = sole_consumer(cur);
-        }
-        if (next >= 0 && is_act(nodes[size_t(next)].op)) {
-          u->act = act_of(nodes[size_t(next)].op);
-          done[size_t(next)] = true;
-          last = size_t(next);
-          cur = nodes[size_t(next)].outputs[0];
-        }
-        u->y = cur;
+        u->y = add_and_act(n.outputs[0], last, u->residual, u->act);
         unit = std::move(u);
         break;
       }

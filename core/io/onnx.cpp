@@ -192,6 +192,10 @@ class Importer {
   void pool(const onnx::NodeProto& n, bool max);
   void batchnorm(const onnx::NodeProto& n);
   void gemm(const onnx::NodeProto& n, bool matmul);
+  // The Conv or Linear node of a weight initializer w (its initial value already recorded) and
+  // an optional bias input 2: their state names, one user per weight.
+  void define_weighted(const onnx::NodeProto& n, OpKind op, ValueId in, const Attr& a,
+                       const Const& w, const Const* b);
   void reshape(const onnx::NodeProto& n);
   void slice(const onnx::NodeProto& n);
   void pad(const onnx::NodeProto& n);
@@ -878,6 +882,20 @@ void Importer::spatial(const onnx::NodeProto& n, const std::vector<int64_t>& in,
   p[3] = int(pads[3]);
 }
 
+void Importer::define_weighted(const onnx::NodeProto& n, OpKind op, ValueId in, const Attr& a,
+                               const Const& w, const Const* b) {
+  std::vector<std::string> names{w.init};
+  if (b) {
+    names.push_back(b->init);
+    initial_values.emplace(b->init, get(n, 2).c);
+  }
+  auto [it, fresh] = weight_user_.emplace(w.init, node_name(n));
+  if (!fresh)
+    unsupported(n, "weight '" + w.init + "' is also used by node '" + it->second +
+                       "' (shared convolution or linear weights are not supported)");
+  define(n, 0, Val{add(n, op, {in}, a, names), nullptr});
+}
+
 void Importer::conv(const onnx::NodeProto& n) {
   const Val& xv = get(n, 0);
   if (!xv.runtime()) unsupported(n, "a convolution of a constant");
@@ -925,17 +943,8 @@ void Importer::conv(const onnx::NodeProto& n) {
   a.conv.pad_l = a.conv.pad_r = sym_w;
   a.conv.groups = int(group);
   a.conv.bias = b != nullptr;
-  std::vector<std::string> names{w.init};
   initial_values.emplace(w.init, get(n, 1).c);
-  if (b) {
-    names.push_back(b->init);
-    initial_values.emplace(b->init, get(n, 2).c);
-  }
-  auto [it, fresh] = weight_user_.emplace(w.init, node_name(n));
-  if (!fresh)
-    unsupported(n, "weight '" + w.init + "' is also used by node '" + it->second +
-                       "' (shared convolution or linear weights are not supported)");
-  define(n, 0, Val{add(n, OpKind::Conv, {in}, a, names), nullptr});
+  define_weighted(n, OpKind::Conv, in, a, w, b);
 }
 
 void Importer::pool(const onnx::NodeProto& n, bool max) {
@@ -1018,7 +1027,6 @@ void Importer::gemm(const onnx::NodeProto& n, bool matmul) {
   a.in = int(in);
   a.out = int(out);
   a.bias = b != nullptr;
-  std::vector<std::string> names{w.init};
   if (trans_b) {
     initial_values.emplace(w.init, wv.c);
   } else {  // the state holds [out, in], as PyTorch's Linear
@@ -1029,15 +1037,7 @@ void Importer::gemm(const onnx::NodeProto& n, bool matmul) {
     initial_values.emplace(w.init, t);
     transposed_.insert(w.init);
   }
-  if (b) {
-    names.push_back(b->init);
-    initial_values.emplace(b->init, get(n, 2).c);
-  }
-  auto [it, fresh] = weight_user_.emplace(w.init, node_name(n));
-  if (!fresh)
-    unsupported(n, "weight '" + w.init + "' is also used by node '" + it->second +
-                       "' (shared convolution or linear weights are not supported)");
-  define(n, 0, Val{add(n, OpKind::Linear, {xv.id}, a, names), nullptr});
+  define_weighted(n, OpKind::Linear, xv.id, a, w, b);
 }
 
 void Importer::reshape(const onnx::NodeProto& n) {

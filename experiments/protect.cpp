@@ -10,6 +10,7 @@
 #include <memory>
 #include <optional>
 
+#include "core/engine/plan.h"
 #include "core/io/atomic_file.h"
 #include "core/io/input_file.h"
 #include "core/io/json_bounded.h"
@@ -81,6 +82,11 @@ void add_method_keys(Schema& s) {
       "steps between validation evaluations (0 = once per epoch)", 0, {});
   add("splitter.val_size", V::Int, "5000",
       "images held out of the training set for validation (reward and early stopping)", 1, {});
+  add("splitter.precision", V::String, "fp32",
+      "arithmetic of the obfuscation steps' convolutions: fp32, or bf16 (bf16 operands, fp32 "
+      "accumulation and master weights; CPU with avx512_bf16, --cpu-engine onednn or auto). "
+      "Every reported accuracy (rewards included) is computed in fp32",
+      {}, {}, {"fp32", "bf16"});
   add("splitter.val_source", V::String, "split",
       "where the reward is measured: split (held-out training images) or test (the authors)", {},
       {}, {"split", "test"});
@@ -307,10 +313,15 @@ std::vector<std::string> settings_differences(const json& old_s, const json& new
     out.push_back("input weights (fingerprint " + text(old_s.value("input_fingerprint", json())).substr(0, 12) +
                   "... -> " + text(new_s["input_fingerprint"]).substr(0, 12) + "...)");
   const json old_cfg = old_s.value("config", json::object());
-  for (auto& [key, value] : new_s["config"].items())
+  static const Schema schema = method_schema();
+  for (auto& [key, value] : new_s["config"].items()) {
+    // A key added after the folder was made, at its default, is the run the folder holds.
+    const KeySpec* spec = schema.find(key);
+    if (!old_cfg.contains(key) && spec && value == json(spec->default_yaml)) continue;
     if (old_cfg.value(key, json()) != value)
       out.push_back(key + " " + (old_cfg.contains(key) ? text(old_cfg[key]) : "(absent)") + " -> " +
                     text(value));
+  }
   return out;
 }
 
@@ -639,6 +650,19 @@ ProtectResult protect(const ProtectInputs& in, const Config& cfg) {
   models::Model& model = *in.model;
   const Device dev = model.device();
   ProtectOptions o = ProtectOptions::parse(cfg);
+  // splitter.precision (core/engine/plan.h): the obfuscation steps' convolutions only.
+  const auto precision = engine::parse_precision(cfg.get_string("splitter.precision"));
+  if (precision == engine::Precision::Bf16) {
+    if (dev != Device::CPU)
+      throw ConfigError("splitter.precision: bf16 runs on the CPU engine only (this run is on "
+                        "CUDA); use fp32");
+    if (std::string why = engine::bf16_unavailable(); !why.empty())
+      throw ConfigError("splitter.precision: bf16 cannot run here: " + why + "; use fp32");
+  }
+  engine::set_search_precision(precision);
+  struct PrecisionReset {
+    ~PrecisionReset() { engine::set_search_precision(engine::Precision::Fp32); }
+  } precision_reset;
   if (!fs::is_directory(in.out_dir)) fs::create_directories(in.out_dir);
   ProtectResult R;
   R.method = o.method.method;

@@ -20,7 +20,8 @@ std::string ConvSpec::key() const {
   std::string k;
   for (int v : {n, c_in, h, w, c_out, kh, kw, stride_h, stride_w, pad_t, pad_l, pad_b, pad_r,
                 dil_h, dil_w, groups, src_lanes, dst_lanes, int(bias), int(residual), int(act),
-                int(training), int(backward_data), int(backward_weights), int(backward_bias)})
+                int(training), int(backward_data), int(backward_weights), int(backward_bias),
+                int(bf16)})
     k += std::to_string(v) + ",";
   return k;
 }
@@ -77,6 +78,7 @@ class OnednnConv : public ConvKernel {
     o.backward_data = s.backward_data;
     o.backward_weights = s.backward_weights;
     o.backward_bias = s.backward_bias;
+    o.bf16 = s.bf16;
     return o;
   }
   ConvSpec s_;
@@ -246,7 +248,7 @@ class NativeConv : public ConvKernel {
 
 std::unique_ptr<ConvKernel> make_native_conv(const ConvSpec& s) {
   // Blocked source and destination of one width (or an NCHW first layer), no dilation.
-  if (s.dil_h != 1 || s.dil_w != 1) return nullptr;
+  if (s.dil_h != 1 || s.dil_w != 1 || s.bf16) return nullptr;
   const int lanes = s.dst_lanes;
   if (lanes != 16 && lanes != 8) return nullptr;
   if (s.src_lanes != lanes && s.src_lanes != 0) return nullptr;

@@ -27,6 +27,9 @@ struct ConvSpec {
   ops::Activation act = ops::Activation::None;
   bool training = false;   // a backward follows
   bool backward_data = false, backward_weights = false, backward_bias = false;
+  // bf16 convolutions with fp32 accumulation and fp32 outputs (splitter.precision: bf16): the
+  // oneDNN engine only (make_native_conv returns null).
+  bool bf16 = false;
   int out_h() const { return (h + pad_t + pad_b - (dil_h * (kh - 1) + 1)) / stride_h + 1; }
   int out_w() const { return (w + pad_l + pad_r - (dil_w * (kw - 1) + 1)) / stride_w + 1; }
   std::string key() const;  // every field, for caches of measured choices

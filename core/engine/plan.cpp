@@ -70,6 +70,38 @@ CpuEngine parse_cpu_engine(const std::string& s) {
 }
 
 namespace {
+Precision g_precision = Precision::Fp32;
+}  // namespace
+
+void set_search_precision(Precision p) {
+  if (p == Precision::Bf16)
+    if (std::string why = bf16_unavailable(); !why.empty())
+      throw std::invalid_argument("bf16 steps: " + why);
+  g_precision = p;
+}
+
+Precision search_precision() { return g_precision; }
+
+const char* precision_name(Precision p) { return p == Precision::Bf16 ? "bf16" : "fp32"; }
+
+Precision parse_precision(const std::string& s) {
+  if (s == "fp32") return Precision::Fp32;
+  if (s == "bf16") return Precision::Bf16;
+  throw std::invalid_argument("unknown precision '" + s + "' (expected fp32 or bf16)");
+}
+
+std::string bf16_unavailable() {
+  const CpuEngine e = cpu_engine();
+  if (e == CpuEngine::Native || e == CpuEngine::Layers)
+    return std::string("the CPU engine is ") + cpu_engine_name(e) +
+           "; bf16 convolutions run on oneDNN (--cpu-engine onednn or auto)";
+  if (!ops::cpu::onednn::bf16_supported())
+    return "this CPU has no avx512_bf16 (or NNS_CPU_ISA=avx2 limits oneDNN to AVX2): bf16 "
+           "would be emulated, slower than fp32";
+  return "";
+}
+
+namespace {
 
 int lanes_now() {
   return ops::cpu::cpu_isa() == ops::cpu::CpuIsa::Avx512 ? 16 : 8;
@@ -127,6 +159,7 @@ struct Plan::Impl {
   int lanes = 16;       // the ISA's vector width in floats
   bool nhwc = false;    // small-channel network: every 4-d value in NHWC (one block of C lanes)
   bool masked = false;  // some weight gradient restricted to a subset of filters
+  bool bf16 = false;    // the convolutions in bf16 (a masked plan with splitter.precision bf16)
   bool packed_once = false;
   std::vector<Val> vals;
   std::vector<Buf> bufs;
@@ -769,7 +802,8 @@ std::string Plan::unsupported(const Graph& g) {
 
 std::string Plan::signature(const Graph& g, int64_t batch, bool grad, CpuEngine engine) {
   std::ostringstream o;
-  o << batch << '|' << grad << '|' << int(engine) << '|' << lanes_now() << '|';
+  o << batch << '|' << grad << '|' << int(engine) << '|' << lanes_now() << '|'
+    << int(g_precision) << '|';
   for (const Node& n : g.nodes()) {
     if (auto* c = dynamic_cast<nn::Conv2d*>(n.module)) {
       o << 'c' << int(c->weight_grad());
@@ -1051,6 +1085,10 @@ void Plan::Impl::build() {
     if (auto* l = dynamic_cast<nn::Linear*>(n.module))
       masked |= l->weight_grad() == nn::WeightGrad::Subset;
   }
+  // The search's steps in bf16 (plan.h): masked plans with a gradient.
+  bf16 = grad && masked && g_precision == Precision::Bf16;
+  if (bf16 && engine == CpuEngine::Native)
+    throw std::invalid_argument("engine: bf16 steps run on oneDNN: --cpu-engine onednn or auto");
   fuse_and_make_units();
 
   // Forward declarations: activation buffers, packed weights, scratch.
@@ -1094,6 +1132,7 @@ void Plan::Impl::build() {
       sp.backward_data = grad && wants_grad(c->x);
       sp.backward_weights = c->wgrad != nn::WeightGrad::None;
       sp.backward_bias = sp.backward_weights && c->conv->has_bias;
+      sp.bf16 = bf16;
       // The engine: oneDNN, our kernels, or (auto) the faster of the two, measured.
       ConvChoice ch;
       ch.node = c->name;

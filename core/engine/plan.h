@@ -50,6 +50,23 @@ const char* cpu_engine_name(CpuEngine e);
 // "layers", "native", "onednn", "auto"; anything else throws std::invalid_argument.
 CpuEngine parse_cpu_engine(const std::string& s);
 
+// The precision of the search's steps (splitter.precision). Bf16: the convolutions of a plan
+// that computes gradients for a subset of filters (the obfuscation step: forward, backward data
+// and the masked filters' weight gradient) read bf16 operands and accumulate and write fp32;
+// weights stay fp32 in the model (the master copy the optimizer updates) and are rounded when
+// packed. Every other plan (evaluations, whose accuracies are reported; training) stays fp32.
+enum class Precision : uint8_t { Fp32, Bf16 };
+// Throws std::invalid_argument for Bf16 where bf16_unavailable() is not empty.
+void set_search_precision(Precision p);
+Precision search_precision();  // default Fp32
+const char* precision_name(Precision p);
+// "fp32" or "bf16"; anything else throws std::invalid_argument.
+Precision parse_precision(const std::string& s);
+// "" when bf16 steps run natively here, else why not: the CPU engine must be onednn or auto
+// (our blocked kernels have no bf16 path), the CPU must have avx512_bf16, and oneDNN must not be
+// limited to AVX2 (NNS_CPU_ISA=avx2).
+std::string bf16_unavailable();
+
 // What a plan decided for one convolution.
 struct ConvChoice {
   std::string node;    // graph node name

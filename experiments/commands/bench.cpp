@@ -84,7 +84,7 @@ Timing time_median(F&& fn, double min_time, int min_iters, const ops::Context& c
 struct BenchArgs {
   EngineArgs engines;
   std::string models = "lenet5,resnet20,resnet18", dataset = "auto", device = "cpu", out;
-  std::string weights, images = "random", data_dir;
+  std::string weights, images = "random", data_dir, precision = "fp32";
   int batch = 128, threads = 0, min_iters = 5, data_batches = 4, trace_steps = 10;
   double min_time = 3.0;
   bool json = false;
@@ -298,6 +298,11 @@ Command add_bench_command(CLI::App& root) {
   sub->add_option("--device", a->device, "cpu, cuda or auto")->capture_default_str();
   sub->add_option("--threads", a->threads, "CPU threads (default: the CPUs this process may use)");
   sub->add_option("--out", a->out, "Also write the JSON result to this file");
+  sub->add_option("--precision", a->precision,
+                  "The obfuscation step's convolutions: fp32, or bf16 (splitter.precision; CPU "
+                  "with avx512_bf16, --cpu-engine onednn or auto)")
+      ->check(CLI::IsMember({"fp32", "bf16"}))
+      ->capture_default_str();
   add_engine_options(sub, a->engines);
   sub->add_flag("--json", a->json, "Print a JSON result on stdout");
   Command c;
@@ -306,6 +311,13 @@ Command add_bench_command(CLI::App& root) {
     set_threads(a->threads);
     Device dev = require_device(a->device);
     apply_engines(a->engines, dev);
+    const engine::Precision precision = engine::parse_precision(a->precision);
+    if (precision == engine::Precision::Bf16) {
+      if (dev != Device::CPU) throw UsageError("--precision bf16 runs on the CPU engine only");
+      if (std::string why = engine::bf16_unavailable(); !why.empty())
+        throw UsageError("--precision bf16 cannot run here: " + why);
+    }
+    engine::set_search_precision(precision);
     ops::Context ctx{dev, nullptr};
     if (a->batch < 1) throw UsageError("--batch must be at least 1");
     if (a->data_batches < 1) throw UsageError("--data-batches must be at least 1");
@@ -348,6 +360,7 @@ Command add_bench_command(CLI::App& root) {
     j["omp_wait_policy"] = policy ? nlohmann::json(policy) : nlohmann::json(nullptr);
     j["batch"] = a->batch;
     j["images"] = a->images;
+    j["obfuscation_precision"] = a->precision;
     j["results"] = results;
     if (!a->out.empty()) io::write_file_atomically(a->out, j.dump(2) + "\n");
     if (a->json) print_json(j);

@@ -96,6 +96,18 @@ TEST(Cli, TrainEvalInfoOnSyntheticData) {
   r = run("eval --weights " + w + " --dataset cifar10");
   EXPECT_EQ(r.code, 2) << r.out;
   EXPECT_TRUE(contains(r.out, "channel")) << r.out;
+
+  // bf16 steps where they cannot run (our blocked kernels have no bf16 path): refused before
+  // any work, naming the key and what to use instead; nothing written.
+  const std::string out = (d / "bf16-native").string();
+  r = run("protect --weights " + w + " --dataset synthetic --set splitter.precision=bf16 " +
+          "--cpu-engine native --out " + out);
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_TRUE(contains(r.out, "splitter.precision") && contains(r.out, "onednn")) << r.out;
+  EXPECT_FALSE(fs::exists(out));
+  r = run("bench --models lenet5 --precision bf16 --cpu-engine layers");
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_TRUE(contains(r.out, "--precision bf16")) << r.out;
 }
 
 TEST(Cli, CorruptWeightsFileIsAClearError) {

@@ -1,6 +1,7 @@
 // A whole protect on a small generated dataset and a small model: finishes in seconds, drops
 // accuracy towards chance, restores bit-exactly, and an interrupted search resumes.
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include <atomic>
 #include <filesystem>
@@ -205,6 +206,22 @@ TEST(Protect, FinishedOutputIsNeverOverwrittenWithOtherSettings) {
   auto redo = exp::protect(same, cfg);
   EXPECT_EQ(redo.fingerprint, first.fingerprint);
   EXPECT_EQ(file_bytes(obf), obf_before);
+  // A folder made before a key existed (its record lacks the key): at the key's default it is
+  // the same run (resumed, same result); at another value the difference is named.
+  {
+    const fs::path record = fs::path(in.out_dir) / "protect_settings.json";
+    nlohmann::json j = nlohmann::json::parse(file_bytes(record));
+    ASSERT_TRUE(j["config"].contains("splitter.precision"));
+    j["config"].erase("splitter.precision");
+    j["config"].erase("splitter.l1");
+    std::ofstream(record) << j.dump();
+    expect_refused(same, small_budget({"controller.kind=random", "controller.updates=1",
+                                       "splitter.l1=0.5"}),
+                   "splitter.l1 (absent) -> 0.5");
+    auto m2 = fresh_model();
+    same.model = m2.get();
+    EXPECT_EQ(exp::protect(same, cfg).fingerprint, first.fingerprint);
+  }
   // A finished result whose settings record is missing is refused too.
   fs::remove(fs::path(in.out_dir) / "protect_settings.json");
   expect_refused(same, cfg, "protect_settings.json");

@@ -40,6 +40,12 @@ struct ConvOptions {
   bool backward_data = false;
   bool backward_weights = false;
   bool backward_bias = false;
+  // bf16 convolutions (splitter.precision: bf16): sources, weights and incoming gradients are
+  // rounded to bfloat16 (round to nearest even) right before each primitive, which accumulates
+  // in fp32 and writes fp32 (dst, diff_src, diff_weights, diff_bias). The caller's buffers stay
+  // fp32; the rounded copies live in the scratch (scratch_bytes() counts them). Needs
+  // bf16_supported().
+  bool bf16 = false;
 };
 
 class Conv {
@@ -78,6 +84,9 @@ class Conv {
 // Limits oneDNN's instruction set (NNS_CPU_ISA=avx2 runs its AVX2 kernels too); call before the
 // first primitive is created. Returns false when oneDNN refused (primitives already made).
 bool limit_isa_to_avx2();
+// Whether bf16 convolutions run natively here: the CPU has avx512_bf16 (and AVX-512) and
+// oneDNN's instruction set is not limited to AVX2. Elsewhere oneDNN would emulate or refuse.
+bool bf16_supported();
 // oneDNN's version, "2.6.3".
 std::string version();
 

@@ -360,9 +360,12 @@ void affine_backward(const Dims& d, const float* x, const float* y, const float*
   });
 }
 
-void add_act(int64_t count, const float* a, const float* b, Activation act, float* y) {
+void add_act(int64_t count, const float* a_, const float* b_, Activation act, float* y_) {
   with_act(act, [&](auto A) {
     using AA = decltype(A);
+    const float* a = a_;  // local copies: see act_backward
+    const float* b = b_;
+    float* y = y_;
     if (b) {
 #pragma omp parallel for simd schedule(static) if (parallel_for(count))
       for (int64_t i = 0; i < count; ++i) y[i] = AA::fwd(a[i] + b[i]);
@@ -373,10 +376,15 @@ void add_act(int64_t count, const float* a, const float* b, Activation act, floa
   });
 }
 
-void act_backward(int64_t count, Activation act, const float* y, const float* dy, float* dx,
+void act_backward(int64_t count, Activation act, const float* y_, const float* dy_, float* dx_,
                   bool accumulate) {
   with_act(act, [&](auto A) {
     using AA = decltype(A);
+    // Local copies: with the pointers read through the lambda's references GCC 12 leaves these
+    // loops scalar (and, for ReLU, branchy: 10% of a resnet20 obfuscation step).
+    const float* y = y_;
+    const float* dy = dy_;
+    float* dx = dx_;
     if (accumulate) {
 #pragma omp parallel for simd schedule(static) if (parallel_for(count))
       for (int64_t i = 0; i < count; ++i) dx[i] += AA::bwd(y[i], dy[i]);

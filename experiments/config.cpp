@@ -347,6 +347,15 @@ std::vector<int64_t> Config::get_ints(const std::string& path) const {
   return out;
 }
 
+bool Config::same_as_saved(const std::string& yaml_text) const {
+  try {
+    return load_text(schema_, yaml_text, "saved configuration", {}).effective_yaml() ==
+           effective_yaml();
+  } catch (const ConfigError&) {
+    return false;
+  }
+}
+
 std::string Config::effective_yaml() const {
   YAML::Node root;
   for (const auto& k : schema_.keys()) {

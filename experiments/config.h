@@ -92,6 +92,10 @@ class Config {
   std::string text(const std::string& path) const;
   // The whole effective configuration as YAML (every key, nested).
   std::string effective_yaml() const;
+  // Whether `yaml_text` (an effective_yaml() saved earlier, perhaps by an older version) is this
+  // configuration: loaded with this config's schema, keys added since then take their defaults.
+  // False when it differs or no longer loads.
+  bool same_as_saved(const std::string& yaml_text) const;
   const std::string& source() const { return source_; }
 
  private:

@@ -424,7 +424,8 @@ class Search {
                                "delete it to start afresh");
     try {
       json meta = io::parse_json_bounded(search->second, state_path_, "metadata 'search'");
-      if (meta["config"] != cfg_.effective_yaml() || meta["seed"] != in_.seed)
+      if (!meta["config"].is_string() ||
+          !cfg_.same_as_saved(meta["config"].get<std::string>()) || meta["seed"] != in_.seed)
         throw UsageError(state_path_ + ": saved search used another configuration or seed; "
                          "delete it or rerun with the same settings");
       S_.next_update = meta.at("next_update").get<int>();

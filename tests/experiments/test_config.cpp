@@ -72,6 +72,26 @@ TEST(Config, DefaultsAndOverrides) {
   EXPECT_DOUBLE_EQ(c3.get_pair("splitter.clamp").first, -0.1);
 }
 
+// A resumed search compares its saved configuration with today's: a key added since (here
+// splitter.precision, absent from the saved text) at its default is the same configuration; any
+// other difference, or a text that no longer loads, is not.
+TEST(Config, SameAsSavedToleratesKeysAddedAtTheirDefaults) {
+  Config c = Config::load(method_schema(), "", {"splitter.k=2"});
+  const std::string eff = c.effective_yaml();
+  EXPECT_TRUE(c.same_as_saved(eff));
+  std::string older;
+  std::istringstream in(eff);
+  for (std::string line; std::getline(in, line);)
+    if (line.find("precision:") == std::string::npos) older += line + "\n";
+  ASSERT_NE(older, eff);
+  EXPECT_TRUE(c.same_as_saved(older));
+  EXPECT_FALSE(Config::load(method_schema(), "", {"splitter.k=2", "splitter.precision=bf16"})
+                   .same_as_saved(older));
+  EXPECT_FALSE(Config::load(method_schema(), "", {"splitter.k=3"}).same_as_saved(eff));
+  EXPECT_FALSE(c.same_as_saved(eff + "splitter_typo: 1\n"));
+  EXPECT_FALSE(c.same_as_saved("{{{"));
+}
+
 TEST(Config, UnknownKeyNamesFileLineAndKey) {
   std::string f = write_yaml("unknown", "splitter:\n  k: 1\n  epsilon: 0.1\n");
   std::string e = error_of(f);

@@ -653,13 +653,9 @@ ProtectResult protect(const ProtectInputs& in, const Config& cfg) {
   ProtectOptions o = ProtectOptions::parse(cfg);
   // splitter.precision (core/engine/plan.h): the obfuscation steps' convolutions only.
   const auto precision = engine::parse_precision(cfg.get_string("splitter.precision"));
-  if (precision == engine::Precision::Bf16) {
-    if (dev != Device::CPU)
-      throw ConfigError("splitter.precision: bf16 runs on the CPU engine only (this run is on "
-                        "CUDA); use fp32");
-    if (std::string why = engine::bf16_unavailable(); !why.empty())
+  if (precision == engine::Precision::Bf16)
+    if (std::string why = engine::bf16_unavailable(dev); !why.empty())
       throw ConfigError("splitter.precision: bf16 cannot run here: " + why + "; use fp32");
-  }
   engine::set_search_precision(precision);
   struct PrecisionReset {
     ~PrecisionReset() { engine::set_search_precision(engine::Precision::Fp32); }

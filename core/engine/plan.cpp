@@ -90,7 +90,8 @@ Precision parse_precision(const std::string& s) {
   throw std::invalid_argument("unknown precision '" + s + "' (expected fp32 or bf16)");
 }
 
-std::string bf16_unavailable() {
+std::string bf16_unavailable(Device dev) {
+  if (dev != Device::CPU) return "bf16 steps run on the CPU engine only (this run is on CUDA)";
   const CpuEngine e = cpu_engine();
   if (e == CpuEngine::Native || e == CpuEngine::Layers)
     return std::string("the CPU engine is ") + cpu_engine_name(e) +

@@ -62,10 +62,10 @@ Precision search_precision();  // default Fp32
 const char* precision_name(Precision p);
 // "fp32" or "bf16"; anything else throws std::invalid_argument.
 Precision parse_precision(const std::string& s);
-// "" when bf16 steps run natively here, else why not: the CPU engine must be onednn or auto
-// (our blocked kernels have no bf16 path), the CPU must have avx512_bf16, and oneDNN must not be
-// limited to AVX2 (NNS_CPU_ISA=avx2).
-std::string bf16_unavailable();
+// "" when bf16 steps run natively here on `dev`, else why not: the run must be on the CPU, the
+// CPU engine onednn or auto (our blocked kernels have no bf16 path), the CPU must have
+// avx512_bf16, and oneDNN must not be limited to AVX2 (NNS_CPU_ISA=avx2).
+std::string bf16_unavailable(Device dev = Device::CPU);
 
 // What a plan decided for one convolution.
 struct ConvChoice {

@@ -312,11 +312,9 @@ Command add_bench_command(CLI::App& root) {
     Device dev = require_device(a->device);
     apply_engines(a->engines, dev);
     const engine::Precision precision = engine::parse_precision(a->precision);
-    if (precision == engine::Precision::Bf16) {
-      if (dev != Device::CPU) throw UsageError("--precision bf16 runs on the CPU engine only");
-      if (std::string why = engine::bf16_unavailable(); !why.empty())
+    if (precision == engine::Precision::Bf16)
+      if (std::string why = engine::bf16_unavailable(dev); !why.empty())
         throw UsageError("--precision bf16 cannot run here: " + why);
-    }
     engine::set_search_precision(precision);
     ops::Context ctx{dev, nullptr};
     if (a->batch < 1) throw UsageError("--batch must be at least 1");

@@ -54,7 +54,12 @@ class KnockoffAttack : public AttackUnit {
                      {}, detector_scopes()),
             unit_key("reset", V::String, "zero",
                      "reset+finetune: the flagged weights' new values (donor: attacks.donor)", {}, {},
-                     reset_modes())};
+                     reset_modes()),
+            unit_key("lrs", V::FloatList, "[]",
+                     "learning rates the knockoff variants try ([] = attacks.train.lrs); one value "
+                     "skips the hold-out runs: a cheaper, weaker attacker (a screen: what it "
+                     "recovers is a lower bound on the best attack), the floor keeps attacks.train",
+                     1e-9, {})};
   }
   void parse(const Config& cfg) override {
     const std::string p = "attacks.knockoff.";
@@ -62,6 +67,7 @@ class KnockoffAttack : public AttackUnit {
     detector_ = cfg.get_string(p + "detector");
     scope_ = cfg.get_string(p + "scope");
     reset_ = cfg.get_string(p + "reset");
+    lrs_ = cfg.get_floats(p + "lrs");
     if (variants_.empty()) throw ConfigError(p + "variants: needs at least one variant");
   }
   bool uses_queries() const override { return true; }
@@ -69,6 +75,7 @@ class KnockoffAttack : public AttackUnit {
   void run(AttackContext& ctx) override {
     models::Model& obf = *ctx.obfuscated;
     budgets_ = ctx.queries.budgets;
+    training_lrs_ = ctx.training.lrs;
     fits_.clear();
     run_variants_.clear();
     const auto bn_keys = batchnorm_parameters(obf);
@@ -104,6 +111,7 @@ class KnockoffAttack : public AttackUnit {
         reset_weights(*start, secret, "zero");
       }
       HonestTraining h = ctx.training;
+      if (!lrs_.empty()) h.lrs = lrs_;
       if (v == "bn_affine") h.trainable = [&](const std::string& k) { return bn_keys.count(k) > 0; };
       std::vector<HonestFit> row;
       for (int64_t b : budgets_) {
@@ -145,6 +153,7 @@ class KnockoffAttack : public AttackUnit {
     f.attr(g, "detector", detector_);
     f.attr(g, "scope", scope_);
     f.attr(g, "reset", reset_);
+    f.write(g + "/lrs_tried", lrs_.empty() ? training_lrs_ : lrs_, "1");
     f.write(g + "/flagged", flagged_, "count");
   }
 
@@ -153,8 +162,9 @@ class KnockoffAttack : public AttackUnit {
     for (size_t v = 0; v < fits_.size(); ++v)
       for (size_t b = 0; b < budgets_.size(); ++b) {
         char lab[160];
-        std::snprintf(lab, sizeof lab, "knockoff %s, %lld queries (lr %g by hold-out)",
-                      run_variants_[v].c_str(), (long long)budgets_[b], fits_[v][b].lr);
+        std::snprintf(lab, sizeof lab, "knockoff %s, %lld queries (lr %g %s)",
+                      run_variants_[v].c_str(), (long long)budgets_[b], fits_[v][b].lr,
+                      fits_[v][b].holdout_accuracy.empty() ? "fixed" : "by hold-out");
         out.push_back({"knockoff." + run_variants_[v] + at_budget(budgets_[b]), lab,
                        fits_[v][b].accuracy, budgets_[b],
                        run_variants_[v] == "oracle" ? AttackLine::Role::Bound
@@ -166,6 +176,7 @@ class KnockoffAttack : public AttackUnit {
  private:
   std::vector<std::string> variants_, run_variants_;
   std::string detector_, scope_, reset_;
+  std::vector<double> lrs_, training_lrs_;  // attacks.knockoff.lrs (may be empty), attacks.train.lrs
   std::vector<int64_t> budgets_;
   std::vector<std::vector<HonestFit>> fits_;  // [variant][budget]
   int64_t flagged_ = 0;

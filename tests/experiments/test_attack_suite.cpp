@@ -152,6 +152,34 @@ TEST(AttackSuite, KnockoffVariantsAndBatchNorm) {
   }
 }
 
+TEST(AttackSuite, KnockoffLearningRatesOverrideTheGridButNotTheFloors) {
+  // attacks.knockoff.lrs with one value: every knockoff fit uses it without hold-out runs (the
+  // screen of docs/attacks.md); the floor still chooses among attacks.train.lrs.
+  Fixture fx("lenet5");
+  auto run = [&](const std::string& knockoff_lrs) {
+    auto suite = exp::AttackSuite::parse(config(
+        "  kinds: [knockoff, floor]\n  queries: {budgets: [16, 32], labels: truth}\n"
+        "  knockoff: {variants: [finetune], lrs: " + knockoff_lrs + "}\n"
+        "  train: {lrs: [0.05, 0.01], min_epochs: 1, min_steps: 2, batch: 16}\n"));
+    auto ctx = fx.context();
+    suite.run(ctx, fx.victim.get());
+    auto f = exp::h5::File::create_in_memory("t");
+    suite.write(f);
+    return f;
+  };
+  auto screen = run("[0.02]");
+  EXPECT_EQ(screen.read_doubles("attacks/knockoff/lr"), (std::vector<double>{0.02, 0.02}));
+  EXPECT_EQ(screen.read_doubles("attacks/knockoff/lrs_tried"), (std::vector<double>{0.02}));
+  EXPECT_FALSE(screen.exists("attacks/knockoff/holdout_accuracy"));  // no hold-out runs
+  for (double lr : screen.read_doubles("attacks/floor/lr")) EXPECT_TRUE(lr == 0.05 || lr == 0.01);
+  auto grid = run("[]");
+  EXPECT_EQ(grid.read_doubles("attacks/knockoff/lrs_tried"), (std::vector<double>{0.05, 0.01}));
+  EXPECT_EQ(grid.read_doubles("attacks/knockoff/holdout_accuracy").size(), 4u);  // 2 lrs x 2 budgets
+  for (double lr : grid.read_doubles("attacks/knockoff/lr")) EXPECT_TRUE(lr == 0.05 || lr == 0.01);
+  EXPECT_THROW(exp::AttackSuite::parse(config("  kinds: [knockoff]\n  knockoff: {lrs: [0]}\n")),
+               exp::ConfigError);
+}
+
 TEST(AttackSuite, FloorsAreCachedByEverythingTheyDependOn) {
   Fixture fx("lenet5");
   const fs::path dir = nns::test::fresh_temp_dir("nns_floor", "cache");

@@ -8,9 +8,11 @@ method, the floor as a line, from the run folders of one or more curve sweeps.
 Each SWEEP folder is what `nnsplitter sweep` wrote: runs.tsv (index and the swept keys) and
 run_NNNN.h5 per finished run. gap@Q = best attack - the floor of the run's own victim, at the
 middle query budget (the goal: gap <= 5 points with the deployed model <= 12%). Runs are grouped by (method, budget, controller); a group with
-several seeds gives mean ± sd. When two folders hold the same cell, the first one named wins
-(name the sweep whose attacker every cell shares first). Writes OUT.png (three panels, Q = 100,
-300, 1000 queries) and OUT.md (the table), and prints the table. A folder without runs.tsv, or
+several seeds gives mean ± sd. When two folders hold the same cell (same victim, same search),
+the first one named wins: name the sweep with the strongest attacker first (the table's last
+column says which sweep every cell came from). Writes OUT.png (three panels, Q = 100,
+300, 1000 queries; a hollow marker: the deployed model is above 12%, so the point does not meet
+the goal whatever the attack does) and OUT.md (the table), and prints the table. A folder without runs.tsv, or
 a run file that is not a result, stops with an error naming it.
 Use /usr/bin/python3 (Debian's python3-h5py and python3-matplotlib).
 """
@@ -154,13 +156,22 @@ def main():
                 x = [b * 100 for b, _ in pts]
                 y = [100 * np.nanmean(v) for _, v in pts]
                 err = [100 * np.nanstd(v, ddof=1) if len(v) > 1 else 0 for _, v in pts]
-                ax.errorbar(x, y, yerr=err, fmt=style, color=colors[mi % len(colors)],
+                color = colors[mi % len(colors)]
+                ax.errorbar(x, y, yerr=err, fmt=style, color=color,
                             label=f"{m}" + (" (random filters)" if k == "random" else ""),
                             capsize=3, markersize=4, alpha=0.9 if k == "rl" else 0.6)
+                # hollow: the deployed model is above 12% (such a point does not count for the goal)
+                weak = [(xi, yi) for xi, yi, (b, _) in zip(x, y, pts)
+                        if np.mean([r["deployed"] for r in groups[(m, b, k)]]) > 0.12]
+                if weak:
+                    ax.plot(*zip(*weak), "o", markersize=7, markerfacecolor="white", color=color)
         fl = floors.get(0, next(iter(floors.values())))
         ax.axhline(100 * fl[qi], color="black", lw=1.5, label="floor (scratch, seed-0 victim)")
         ax.axhline(100 * fl[qi] + 5, color="black", lw=0.8, ls=":", label="floor + 5 (the goal)")
         ax.set_xscale("log")
+        ticks = sorted({b * 100 for _, b, _ in groups})
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.minorticks_off()
         ax.set_xlabel("budget (% of the weights changed)")
         ax.set_title(f"{a.title} best attack with {q} queries".strip())
         ax.grid(alpha=0.3)

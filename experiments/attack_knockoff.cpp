@@ -75,7 +75,7 @@ class KnockoffAttack : public AttackUnit {
   void run(AttackContext& ctx) override {
     models::Model& obf = *ctx.obfuscated;
     budgets_ = ctx.queries.budgets;
-    training_lrs_ = ctx.training.lrs;
+    lrs_tried_ = lrs_.empty() ? ctx.training.lrs : lrs_;
     fits_.clear();
     run_variants_.clear();
     const auto bn_keys = batchnorm_parameters(obf);
@@ -111,7 +111,7 @@ class KnockoffAttack : public AttackUnit {
         reset_weights(*start, secret, "zero");
       }
       HonestTraining h = ctx.training;
-      if (!lrs_.empty()) h.lrs = lrs_;
+      h.lrs = lrs_tried_;
       if (v == "bn_affine") h.trainable = [&](const std::string& k) { return bn_keys.count(k) > 0; };
       std::vector<HonestFit> row;
       for (int64_t b : budgets_) {
@@ -153,7 +153,7 @@ class KnockoffAttack : public AttackUnit {
     f.attr(g, "detector", detector_);
     f.attr(g, "scope", scope_);
     f.attr(g, "reset", reset_);
-    f.write(g + "/lrs_tried", lrs_.empty() ? training_lrs_ : lrs_, "1");
+    f.write(g + "/lrs_tried", lrs_tried_, "1");
     f.write(g + "/flagged", flagged_, "count");
   }
 
@@ -176,7 +176,8 @@ class KnockoffAttack : public AttackUnit {
  private:
   std::vector<std::string> variants_, run_variants_;
   std::string detector_, scope_, reset_;
-  std::vector<double> lrs_, training_lrs_;  // attacks.knockoff.lrs (may be empty), attacks.train.lrs
+  std::vector<double> lrs_;        // attacks.knockoff.lrs ([] = attacks.train.lrs)
+  std::vector<double> lrs_tried_;  // what run() used: lrs_ or attacks.train.lrs
   std::vector<int64_t> budgets_;
   std::vector<std::vector<HonestFit>> fits_;  // [variant][budget]
   int64_t flagged_ = 0;
